@@ -1,0 +1,465 @@
+//! ETL definitions: a sequence file (`etl_sequences/<name>.json`, an ordered
+//! list of steps) and the module table (`modules.json`), parsed from text and
+//! validated once, at the edge. A [`Sequence`] that exists is valid against the
+//! [`Modules`] it was checked with; a [`Snapshot`] freezes both for one run.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Everything that can be wrong with a definition. `Display` names the file,
+/// the position and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("{file}: invalid JSON at line {line}, column {column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Shape { file: String, message: String },
+    #[error("{file}: the sequence has no steps; add at least one {{\"module_name\": ...}} step")]
+    Empty { file: String },
+    #[error(
+        "{file}: step {index} uses module {module:?}, which modules.json does not define \
+         (known modules: {known}); add it to modules.json or fix the name"
+    )]
+    UnknownModule {
+        file: String,
+        index: usize,
+        module: String,
+        known: String,
+    },
+    #[error("{file}: step {index}: {message}")]
+    BadStep {
+        file: String,
+        index: usize,
+        message: String,
+    },
+    #[error("{file}: module {module:?}: {message}")]
+    BadModule {
+        file: String,
+        module: String,
+        message: String,
+    },
+    #[error(
+        "invalid sequence name {name:?}: use letters, digits, '_', '-' and '.', \
+         as in etl_sequences/<name>.json"
+    )]
+    BadName { name: String },
+}
+
+/// One step as written in a sequence file. Empty strings mean "not given".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub module_name: String,
+    #[serde(default)]
+    pub input: String,
+    #[serde(default)]
+    pub output: String,
+    #[serde(default)]
+    pub conf: String,
+}
+
+impl Step {
+    /// The arguments after the command: each flag only when its field is
+    /// non-empty, values passed verbatim (no shell ever sees them).
+    pub fn arguments(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, value) in [
+            ("--input", &self.input),
+            ("--output", &self.output),
+            ("--config", &self.conf),
+        ] {
+            if !value.is_empty() {
+                args.push(flag.to_string());
+                args.push(value.clone());
+            }
+        }
+        args
+    }
+}
+
+/// How to run one module: the program (and fixed leading arguments), and an
+/// optional timeout after which the whole process group is killed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleDef {
+    /// `cmd[0]` is the program; the rest are fixed arguments placed before
+    /// the `--input/--output/--config` flags.
+    pub cmd: Vec<String>,
+    /// Seconds; `None` means the worker's default applies.
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    cmd: RawCmd,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCmd {
+    Program(String),
+    Argv(Vec<String>),
+}
+
+/// The module table from `modules.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules(BTreeMap<String, ModuleDef>);
+
+impl Modules {
+    /// Parses `modules.json`: `{"<name>": {"cmd": "./x.sh"}}`, where `cmd` is
+    /// one program path (taken verbatim, never split on spaces) or a list
+    /// `["python3", "load.py"]`, and `timeout_secs` is optional.
+    pub fn parse(file: &str, text: &str) -> Result<Modules, DefinitionError> {
+        let raw: BTreeMap<String, serde_json::Value> = parse_json(
+            file,
+            text,
+            "an object mapping each module name to {\"cmd\": \"./program\"}",
+        )?;
+        let mut modules = BTreeMap::new();
+        for (name, value) in raw {
+            let bad = |message: String| DefinitionError::BadModule {
+                file: file.to_string(),
+                module: name.clone(),
+                message,
+            };
+            if name.trim().is_empty() {
+                return Err(bad("a module name must not be empty".into()));
+            }
+            let module: RawModule = serde_json::from_value(value).map_err(|e| {
+                bad(format!("{e}; expected {{\"cmd\": \"./program\"}} or {{\"cmd\": [\"program\", \"arg\"], \"timeout_secs\": 600}}"))
+            })?;
+            let cmd = match module.cmd {
+                RawCmd::Program(p) => vec![p],
+                RawCmd::Argv(v) => v,
+            };
+            if cmd.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(bad("\"cmd\" is empty; give the path of the program to run".into()));
+            }
+            if module.timeout_secs == Some(0) {
+                return Err(bad(
+                    "\"timeout_secs\" must be at least 1 (leave it out for the worker's default)".into(),
+                ));
+            }
+            modules.insert(
+                name,
+                ModuleDef {
+                    cmd,
+                    timeout_secs: module.timeout_secs,
+                },
+            );
+        }
+        Ok(Modules(modules))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModuleDef> {
+        self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ModuleDef)> {
+        self.0.iter()
+    }
+
+    pub fn names(&self) -> String {
+        if self.0.is_empty() {
+            return "none".into();
+        }
+        self.0.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Modules {
+        Modules(
+            pairs
+                .iter()
+                .map(|(n, c)| {
+                    (
+                        n.to_string(),
+                        ModuleDef {
+                            cmd: vec![c.to_string()],
+                            timeout_secs: None,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A validated sequence: non-empty, every step names a known module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    name: String,
+    steps: Vec<Step>,
+}
+
+impl Sequence {
+    /// Checks that `name` can be a sequence file name (no path tricks).
+    pub fn check_name(name: &str) -> Result<(), DefinitionError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(DefinitionError::BadName { name: name.to_string() })
+        }
+    }
+
+    /// Parses a sequence file's text and validates it against `modules`.
+    pub fn parse(name: &str, file: &str, text: &str, modules: &Modules) -> Result<Sequence, DefinitionError> {
+        Sequence::check_name(name)?;
+        let raw: Vec<serde_json::Value> = parse_json(
+            file,
+            text,
+            "a list of steps: [{\"module_name\": \"extract\", \"input\": \"\", \"output\": \"\", \"conf\": \"\"}]",
+        )?;
+        if raw.is_empty() {
+            return Err(DefinitionError::Empty { file: file.to_string() });
+        }
+        let mut steps = Vec::with_capacity(raw.len());
+        for (index, value) in raw.into_iter().enumerate() {
+            let step: Step = serde_json::from_value(value).map_err(|e| DefinitionError::BadStep {
+                file: file.to_string(),
+                index,
+                message: format!(
+                    "{e}; a step has \"module_name\" and optional \"input\", \"output\", \"conf\" strings"
+                ),
+            })?;
+            if step.module_name.trim().is_empty() {
+                return Err(DefinitionError::BadStep {
+                    file: file.to_string(),
+                    index,
+                    message: "\"module_name\" is empty".into(),
+                });
+            }
+            if modules.get(&step.module_name).is_none() {
+                return Err(DefinitionError::UnknownModule {
+                    file: file.to_string(),
+                    index,
+                    module: step.module_name,
+                    known: modules.names(),
+                });
+            }
+            for (field, value) in [("input", &step.input), ("output", &step.output), ("conf", &step.conf)] {
+                if value.contains('\0') {
+                    return Err(DefinitionError::BadStep {
+                        file: file.to_string(),
+                        index,
+                        message: format!("\"{field}\" contains a NUL byte"),
+                    });
+                }
+            }
+            steps.push(step);
+        }
+        Ok(Sequence {
+            name: name.to_string(),
+            steps,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Freezes this sequence and the commands it resolves to, so that a run
+    /// stays reproducible however the files change afterwards.
+    pub fn snapshot(&self, modules: &Modules) -> Snapshot {
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                // Present by construction: `parse` checked every module name.
+                let module = modules.get(&step.module_name).cloned().unwrap_or(ModuleDef {
+                    cmd: vec![],
+                    timeout_secs: None,
+                });
+                let mut argv = module.cmd.clone();
+                argv.extend(step.arguments());
+                SnapshotStep {
+                    module_name: step.module_name.clone(),
+                    input: step.input.clone(),
+                    output: step.output.clone(),
+                    conf: step.conf.clone(),
+                    cmd: module.cmd,
+                    argv,
+                    timeout_secs: module.timeout_secs,
+                }
+            })
+            .collect();
+        Snapshot {
+            sequence: self.name.clone(),
+            steps,
+        }
+    }
+}
+
+/// What a run executes, frozen when it was triggered. Stored as JSON with the
+/// run; `argv` is exactly what the worker passes to `execve` (the program is
+/// resolved against the worker's project directory when relative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub sequence: String,
+    pub steps: Vec<SnapshotStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStep {
+    pub module_name: String,
+    pub input: String,
+    pub output: String,
+    pub conf: String,
+    pub cmd: Vec<String>,
+    pub argv: Vec<String>,
+    pub timeout_secs: Option<u64>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(file: &str, text: &str, expected: &str) -> Result<T, DefinitionError> {
+    // Syntax first, so the position points at the broken character.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DefinitionError::Syntax {
+        file: file.to_string(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+    })?;
+    let kind = json_kind(&value);
+    serde_json::from_value(value).map_err(|_| DefinitionError::Shape {
+        file: file.to_string(),
+        message: format!("expected {expected}, found {kind}"),
+    })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+impl fmt::Display for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.steps.iter().map(|s| s.module_name.as_str()).collect();
+        write!(f, "{} ({})", self.name, names.join(" -> "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules() -> Modules {
+        Modules::from_pairs(&[("extract", "./extract.sh"), ("load", "./load.sh")])
+    }
+
+    fn check_err(text: &str, expected: &str) {
+        let err = Sequence::parse("s", "etl_sequences/s.json", text, &modules())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "error {err:?} should contain {expected:?}");
+        assert!(
+            err.starts_with("etl_sequences/s.json"),
+            "error {err:?} should name the file"
+        );
+    }
+
+    #[test]
+    fn a_valid_sequence_parses_and_builds_argv_with_only_given_flags() {
+        let text = r#"[{"module_name":"extract","input":"","output":"out dir/a b.csv","conf":""},
+                       {"module_name":"load","input":"x;$(rm -rf /)","output":"","conf":"c.json"}]"#;
+        let seq = Sequence::parse("s", "f", text, &modules()).unwrap();
+        let snap = seq.snapshot(&modules());
+        assert_eq!(snap.steps[0].argv, ["./extract.sh", "--output", "out dir/a b.csv"]);
+        assert_eq!(
+            snap.steps[1].argv,
+            ["./load.sh", "--input", "x;$(rm -rf /)", "--config", "c.json"]
+        );
+    }
+
+    #[test]
+    fn missing_optional_fields_mean_not_given() {
+        let seq = Sequence::parse("s", "f", r#"[{"module_name":"load"}]"#, &modules()).unwrap();
+        assert_eq!(seq.snapshot(&modules()).steps[0].argv, ["./load.sh"]);
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        check_err("[\n{\"module_name\": \"extract\",}\n]", "line 2, column");
+    }
+
+    #[test]
+    fn an_object_instead_of_a_list_says_what_is_expected() {
+        check_err(r#"{"module_name":"extract"}"#, "expected a list of steps");
+    }
+
+    #[test]
+    fn an_empty_sequence_is_refused() {
+        check_err("[]", "has no steps");
+    }
+
+    #[test]
+    fn an_unknown_module_names_the_step_and_the_known_modules() {
+        check_err(
+            r#"[{"module_name":"extract"},{"module_name":"transfrom"}]"#,
+            "step 1 uses module \"transfrom\"",
+        );
+        check_err(r#"[{"module_name":"transfrom"}]"#, "known modules: extract, load");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        check_err(r#"[{"module_name":"extract","inptu":"x"}]"#, "unknown field `inptu`");
+    }
+
+    #[test]
+    fn an_empty_module_name_is_refused() {
+        check_err(r#"[{"module_name":""}]"#, "\"module_name\" is empty");
+    }
+
+    #[test]
+    fn sequence_names_cannot_escape_the_directory() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            assert!(Sequence::check_name(bad).is_err(), "{bad:?}");
+        }
+        Sequence::check_name("dummy_etl-2.v1").unwrap();
+    }
+
+    #[test]
+    fn modules_accept_a_program_or_an_argv_list_and_a_timeout() {
+        let m = Modules::parse(
+            "modules.json",
+            r#"{"a":{"cmd":"./a b.sh"},"b":{"cmd":["python3","b.py"],"timeout_secs":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.get("a").unwrap().cmd, ["./a b.sh"]);
+        assert_eq!(m.get("b").unwrap().cmd, ["python3", "b.py"]);
+        assert_eq!(m.get("b").unwrap().timeout_secs, Some(5));
+    }
+
+    #[test]
+    fn bad_modules_say_which_module_and_what_to_fix() {
+        let err = |t: &str| Modules::parse("modules.json", t).unwrap_err().to_string();
+        assert!(err(r#"{"a":{"cmd":""}}"#).contains("module \"a\": \"cmd\" is empty"));
+        assert!(err(r#"{"a":{"command":"x"}}"#).contains("module \"a\""));
+        assert!(err(r#"{"a":{"cmd":"x","timeout_secs":0}}"#).contains("at least 1"));
+        assert!(err(r#"["a"]"#).contains("expected an object"));
+        assert!(err("{").contains("modules.json: invalid JSON at line 1"));
+    }
+}

@@ -1,0 +1,386 @@
+//! The run state machine, as pure functions: given what PostgreSQL recorded
+//! and what just happened, decide what to write and what to publish. The
+//! worker applies a [`Decision`] with compare-and-set writes (`WHERE state =
+//! <the state this decision was made from>`), so a decision made from a stale
+//! view simply does not apply.
+//!
+//! ```text
+//!             start_etl            last step ok -> end_etl
+//!   queued ─────────────▶ running ─────────────────────────▶ succeeded
+//!     │                    │  │ step failed -> error_handler
+//!     │ cancel             │  └────────────────────────────▶ failed ──┐
+//!     ▼                    │ cancel                                   │ retry
+//!  canceled ◀──────────────┘                         running ◀────────┘
+//! ```
+//!
+//! Who moves a run out of each state: `queued` — the worker handling
+//! `start_etl` (or a cancel); `running` — the worker handling `end_etl` or
+//! `error_handler` (or a cancel); `failed` — only an operator's retry.
+
+use crate::message::Message;
+use crate::state::{ExecState, RunState};
+use uuid::Uuid;
+
+/// What the decision functions need to know about a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunView {
+    pub id: Uuid,
+    pub state: RunState,
+    pub step_count: u32,
+}
+
+/// Writes and publishes, in the order the worker applies them: the run
+/// transition and the queued execution in one transaction, then the publish.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Move the run from the first state to the second (compare-and-set).
+    pub run: Option<(RunState, RunState)>,
+    /// Record the failing step and reason with the run.
+    pub failure: Option<(u32, String)>,
+    /// Insert a new queued execution `(step, attempt)`.
+    pub queue: Option<(u32, u32)>,
+    /// Publish after the commit.
+    pub publish: Option<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Apply(Plan),
+    /// Nothing to do; acknowledge and drop, logging why.
+    Drop(&'static str),
+}
+
+/// How one execution ended, as far as the run is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Succeeded,
+    Failed { reason: String },
+}
+
+/// Handling `start_etl`.
+pub fn on_start(run: RunView) -> Decision {
+    match run.state {
+        RunState::Queued => Decision::Apply(Plan {
+            run: Some((RunState::Queued, RunState::Running)),
+            queue: Some((0, 1)),
+            publish: Some(Message::ExecModule {
+                run_id: run.id,
+                step: 0,
+                attempt: 1,
+            }),
+            ..Plan::default()
+        }),
+        RunState::Running => Decision::Drop("run already started (duplicate start_etl)"),
+        _ => Decision::Drop("run already finished"),
+    }
+}
+
+/// What to do with an `exec_module` for an execution in `exec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Take it: compare-and-set `queued -> running` with a lease, then run.
+    Take,
+    /// The run ended (canceled) before the step started: mark it canceled.
+    CancelQueued,
+    Drop(&'static str),
+}
+
+pub fn on_exec(run: RunState, exec: Option<ExecState>) -> Claim {
+    match (run, exec) {
+        (_, None) => Claim::Drop("no such execution recorded (stale or foreign message)"),
+        (RunState::Running, Some(ExecState::Queued)) => Claim::Take,
+        (_, Some(ExecState::Queued)) => Claim::CancelQueued,
+        (_, Some(ExecState::Running)) => Claim::Drop("execution already claimed by a worker (duplicate exec_module)"),
+        (_, Some(_)) => Claim::Drop("execution already finished (duplicate exec_module)"),
+    }
+}
+
+/// After a module exited (or could not start). The execution's own result is
+/// always recorded; this decides what follows it.
+pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome) -> Decision {
+    if run.state != RunState::Running {
+        return Decision::Drop("run is no longer running; nothing follows this step");
+    }
+    let next = step + 1;
+    let publish = match outcome {
+        StepOutcome::Succeeded if next < run.step_count => {
+            return Decision::Apply(Plan {
+                queue: Some((next, 1)),
+                publish: Some(Message::ExecModule {
+                    run_id: run.id,
+                    step: next,
+                    attempt: 1,
+                }),
+                ..Plan::default()
+            });
+        }
+        StepOutcome::Succeeded => Message::EndEtl { run_id: run.id },
+        StepOutcome::Failed { reason } => Message::ErrorHandler {
+            run_id: run.id,
+            step,
+            attempt,
+            reason: reason.clone(),
+        },
+    };
+    Decision::Apply(Plan {
+        publish: Some(publish),
+        ..Plan::default()
+    })
+}
+
+/// Handling `end_etl`. `last_step_succeeded` is whether the final step's
+/// latest execution is recorded as succeeded.
+pub fn on_end(run: RunView, last_step_succeeded: bool) -> Decision {
+    match run.state {
+        RunState::Running if last_step_succeeded => Decision::Apply(Plan {
+            run: Some((RunState::Running, RunState::Succeeded)),
+            ..Plan::default()
+        }),
+        RunState::Running => Decision::Drop("end_etl before the last step succeeded (stale message)"),
+        s if s.is_final() => Decision::Drop("run already finished (duplicate end_etl)"),
+        _ => Decision::Drop("end_etl for a run that has not started"),
+    }
+}
+
+/// Handling `error_handler`.
+pub fn on_error(run: RunView, step: u32, reason: &str) -> Decision {
+    match run.state {
+        RunState::Running => Decision::Apply(Plan {
+            run: Some((RunState::Running, RunState::Failed)),
+            failure: Some((step, reason.to_string())),
+            ..Plan::default()
+        }),
+        s if s.is_final() => Decision::Drop("run already finished (duplicate error_handler)"),
+        _ => Decision::Drop("error_handler for a run that has not started"),
+    }
+}
+
+/// An operator asked to cancel.
+pub fn on_cancel(run: RunView) -> Decision {
+    match run.state {
+        RunState::Queued | RunState::Running => Decision::Apply(Plan {
+            run: Some((run.state, RunState::Canceled)),
+            ..Plan::default()
+        }),
+        _ => Decision::Drop("run already finished; nothing to cancel"),
+    }
+}
+
+/// An operator asked to retry a failed run from its failed step; `attempts`
+/// is how many executions that step already had.
+pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decision {
+    match (run.state, failed_step) {
+        (RunState::Failed, Some(step)) if step < run.step_count => Decision::Apply(Plan {
+            run: Some((RunState::Failed, RunState::Running)),
+            queue: Some((step, attempts + 1)),
+            publish: Some(Message::ExecModule {
+                run_id: run.id,
+                step,
+                attempt: attempts + 1,
+            }),
+            ..Plan::default()
+        }),
+        (RunState::Failed, _) => Decision::Drop("failed run has no recorded failing step to retry from"),
+        _ => Decision::Drop("only a failed run can be retried"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: RunState, steps: u32) -> RunView {
+        RunView {
+            id: Uuid::nil(),
+            state,
+            step_count: steps,
+        }
+    }
+
+    fn plan(d: Decision) -> Plan {
+        match d {
+            Decision::Apply(p) => p,
+            Decision::Drop(why) => panic!("expected a plan, got a drop: {why}"),
+        }
+    }
+
+    #[test]
+    fn start_etl_queues_the_first_step_only_from_queued() {
+        for state in RunState::ALL.iter().copied() {
+            let d = on_start(run(state, 3));
+            if state == RunState::Queued {
+                let p = plan(d);
+                assert_eq!(p.run, Some((RunState::Queued, RunState::Running)));
+                assert_eq!(p.queue, Some((0, 1)));
+                assert_eq!(
+                    p.publish,
+                    Some(Message::ExecModule {
+                        run_id: Uuid::nil(),
+                        step: 0,
+                        attempt: 1
+                    })
+                );
+            } else {
+                assert!(matches!(d, Decision::Drop(_)), "{state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_queued_execution_of_a_running_run_is_claimed() {
+        for r in RunState::ALL.iter().copied() {
+            for e in ExecState::ALL.iter().copied().map(Some).chain([None]) {
+                let c = on_exec(r, e);
+                let expected = match (r, e) {
+                    (RunState::Running, Some(ExecState::Queued)) => Claim::Take,
+                    (_, Some(ExecState::Queued)) => Claim::CancelQueued,
+                    _ => c,
+                };
+                assert_eq!(c, expected, "{r:?} {e:?}");
+                if e.is_some_and(|e| e != ExecState::Queued) || e.is_none() {
+                    assert!(matches!(c, Claim::Drop(_)), "{r:?} {e:?} must drop");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_successful_step_queues_the_next_one() {
+        let p = plan(on_step_done(run(RunState::Running, 3), 0, 1, &StepOutcome::Succeeded));
+        assert_eq!(p.queue, Some((1, 1)));
+        assert_eq!(
+            p.publish,
+            Some(Message::ExecModule {
+                run_id: Uuid::nil(),
+                step: 1,
+                attempt: 1
+            })
+        );
+        assert_eq!(p.run, None);
+    }
+
+    #[test]
+    fn the_last_successful_step_publishes_end_etl() {
+        let p = plan(on_step_done(run(RunState::Running, 3), 2, 4, &StepOutcome::Succeeded));
+        assert_eq!(p.queue, None);
+        assert_eq!(p.publish, Some(Message::EndEtl { run_id: Uuid::nil() }));
+    }
+
+    #[test]
+    fn a_failed_step_publishes_error_handler_and_queues_nothing() {
+        let p = plan(on_step_done(
+            run(RunState::Running, 3),
+            1,
+            2,
+            &StepOutcome::Failed {
+                reason: "exit code 2".into(),
+            },
+        ));
+        assert_eq!(p.queue, None);
+        assert_eq!(
+            p.publish,
+            Some(Message::ErrorHandler {
+                run_id: Uuid::nil(),
+                step: 1,
+                attempt: 2,
+                reason: "exit code 2".into()
+            })
+        );
+    }
+
+    #[test]
+    fn nothing_follows_a_step_of_a_run_that_is_no_longer_running() {
+        for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
+            for outcome in [StepOutcome::Succeeded, StepOutcome::Failed { reason: "x".into() }] {
+                assert!(matches!(on_step_done(run(state, 3), 0, 1, &outcome), Decision::Drop(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn end_etl_succeeds_a_running_run_whose_last_step_succeeded() {
+        for state in RunState::ALL.iter().copied() {
+            for last_ok in [true, false] {
+                let d = on_end(run(state, 2), last_ok);
+                if state == RunState::Running && last_ok {
+                    assert_eq!(plan(d).run, Some((RunState::Running, RunState::Succeeded)));
+                } else {
+                    assert!(matches!(d, Decision::Drop(_)), "{state:?} {last_ok}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_handler_fails_a_running_run_with_step_and_reason() {
+        for state in RunState::ALL.iter().copied() {
+            let d = on_error(run(state, 2), 1, "exit code 1");
+            if state == RunState::Running {
+                let p = plan(d);
+                assert_eq!(p.run, Some((RunState::Running, RunState::Failed)));
+                assert_eq!(p.failure, Some((1, "exit code 1".into())));
+                assert_eq!(p.publish, None);
+            } else {
+                assert!(matches!(d, Decision::Drop(_)), "{state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_applies_to_unfinished_runs_only() {
+        for state in RunState::ALL.iter().copied() {
+            let d = on_cancel(run(state, 2));
+            if state.is_final() {
+                assert!(matches!(d, Decision::Drop(_)));
+            } else {
+                assert_eq!(plan(d).run, Some((state, RunState::Canceled)));
+            }
+        }
+    }
+
+    #[test]
+    fn retry_requeues_the_failed_step_with_the_next_attempt() {
+        let p = plan(on_retry(run(RunState::Failed, 3), Some(1), 2));
+        assert_eq!(p.run, Some((RunState::Failed, RunState::Running)));
+        assert_eq!(p.queue, Some((1, 3)));
+        assert_eq!(
+            p.publish,
+            Some(Message::ExecModule {
+                run_id: Uuid::nil(),
+                step: 1,
+                attempt: 3
+            })
+        );
+        assert!(matches!(on_retry(run(RunState::Failed, 3), None, 0), Decision::Drop(_)));
+        assert!(matches!(
+            on_retry(run(RunState::Failed, 3), Some(7), 1),
+            Decision::Drop(_)
+        ));
+        for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Failed) {
+            assert!(matches!(on_retry(run(state, 3), Some(1), 1), Decision::Drop(_)));
+        }
+    }
+
+    #[test]
+    fn a_whole_run_walks_from_queued_to_succeeded() {
+        let mut state = RunState::Queued;
+        let steps = 3;
+        let p = plan(on_start(run(state, steps)));
+        state = p.run.unwrap().1;
+        let mut step = p.queue.unwrap().0;
+        loop {
+            assert_eq!(on_exec(state, Some(ExecState::Queued)), Claim::Take);
+            let p = plan(on_step_done(run(state, steps), step, 1, &StepOutcome::Succeeded));
+            match p.publish.unwrap() {
+                Message::ExecModule { step: s, .. } => step = s,
+                Message::EndEtl { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(step, steps - 1);
+        assert_eq!(
+            plan(on_end(run(state, steps), true)).run.unwrap().1,
+            RunState::Succeeded
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The states a run and a step execution can be in, and their text form in
+//! the database and the JSON output.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The state of a run. `Succeeded`, `Failed` and `Canceled` are final: no
+/// transition leaves them except an explicit retry of a failed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Recorded, `start_etl` published or about to be; no step queued yet.
+    Queued,
+    /// Started: exactly one step is queued or executing.
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+/// The state of one execution (one attempt of one step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecState {
+    /// Recorded and (to be) published as `exec_module`; nobody runs it yet.
+    Queued,
+    /// Claimed by a worker holding a lease; the module process may be alive.
+    Running,
+    Succeeded,
+    Failed,
+    /// Never ran, or was stopped, because its run was canceled.
+    Canceled,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($ty::$variant),)*
+                    other => Err(format!(
+                        "unknown state {other:?}; expected one of: {}",
+                        [$($text),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(RunState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+});
+
+text_enum!(ExecState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+});
+
+impl RunState {
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Canceled)
+    }
+}
+
+impl ExecState {
+    pub fn is_final(self) -> bool {
+        matches!(self, ExecState::Succeeded | ExecState::Failed | ExecState::Canceled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_text() {
+        for s in RunState::ALL {
+            assert_eq!(s.as_str().parse::<RunState>().unwrap(), *s);
+        }
+        for s in ExecState::ALL {
+            assert_eq!(s.as_str().parse::<ExecState>().unwrap(), *s);
+        }
+        assert!("done".parse::<RunState>().unwrap_err().contains("queued, running"));
+    }
+}
