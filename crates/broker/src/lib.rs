@@ -1,1 +1,50 @@
-//! placeholder
+//! The broker: all AMQP (RabbitMQ) of the scheduler. Declaring the queues,
+//! publishing messages durably with publisher confirms, and an [`Inbox`] that
+//! consumes a queue with flow control matched to a worker's free slots.
+//!
+//! # Layout
+//! - [`connection`]: connecting, the queue topology, publishing.
+//! - [`inbox`]: consuming with "prefetch = free slots".
+//!
+//! Architecture invariants: RabbitMQ is only the transport; nothing here
+//! decides anything about runs. A publish returns only once the broker has
+//! confirmed it (the message is on a durable queue). A delivery is never
+//! held while a module runs: the worker acknowledges once the step is claimed
+//! in PostgreSQL, and the [`Inbox`] lowers the prefetch so that acknowledged
+//! but still running steps keep counting against the worker's capacity.
+
+pub mod connection;
+pub mod inbox;
+
+pub use connection::{Broker, BrokerConfig};
+pub use inbox::{Inbox, Incoming, Slots};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "cannot connect to RabbitMQ at {url}: {source}. Start RabbitMQ, or point AMQP_URL \
+         (or --amqp-url) at a running broker"
+    )]
+    Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ refused the message for queue {queue:?} (negative publisher confirm); it was not stored")]
+    Nacked { queue: String },
+    #[error(
+        "queue {queue:?} does not exist on the broker, so the message could not be routed; start a worker for it, or declare it"
+    )]
+    Unroutable { queue: String },
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// `amqp://user:secret@host` -> `amqp://user:***@host` for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}

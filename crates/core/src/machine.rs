@@ -54,7 +54,12 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
     Succeeded,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// The worker gave the step up before it finished (shutdown past the
+    /// drain bound): the step is handed back as its next attempt.
+    Interrupted,
 }
 
 /// Handling `start_etl`.
@@ -115,6 +120,17 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
             });
         }
         StepOutcome::Succeeded => Message::EndEtl { run_id: run.id },
+        StepOutcome::Interrupted => {
+            return Decision::Apply(Plan {
+                queue: Some((step, attempt + 1)),
+                publish: Some(Message::ExecModule {
+                    run_id: run.id,
+                    step,
+                    attempt: attempt + 1,
+                }),
+                ..Plan::default()
+            });
+        }
         StepOutcome::Failed { reason } => Message::ErrorHandler {
             run_id: run.id,
             step,
@@ -289,9 +305,27 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_step_is_handed_back_as_its_next_attempt() {
+        let p = plan(on_step_done(run(RunState::Running, 3), 1, 2, &StepOutcome::Interrupted));
+        assert_eq!(p.queue, Some((1, 3)));
+        assert_eq!(
+            p.publish,
+            Some(Message::ExecModule {
+                run_id: Uuid::nil(),
+                step: 1,
+                attempt: 3
+            })
+        );
+    }
+
+    #[test]
     fn nothing_follows_a_step_of_a_run_that_is_no_longer_running() {
         for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
-            for outcome in [StepOutcome::Succeeded, StepOutcome::Failed { reason: "x".into() }] {
+            for outcome in [
+                StepOutcome::Succeeded,
+                StepOutcome::Failed { reason: "x".into() },
+                StepOutcome::Interrupted,
+            ] {
                 assert!(matches!(on_step_done(run(state, 3), 0, 1, &outcome), Decision::Drop(_)));
             }
         }

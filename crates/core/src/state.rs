@@ -31,6 +31,9 @@ pub enum ExecState {
     Failed,
     /// Never ran, or was stopped, because its run was canceled.
     Canceled,
+    /// Its worker went away (shutdown past the drain bound, lost lease); a
+    /// later attempt of the same step replaces it.
+    Abandoned,
 }
 
 macro_rules! text_enum {
@@ -75,6 +78,7 @@ text_enum!(ExecState {
     Succeeded => "succeeded",
     Failed => "failed",
     Canceled => "canceled",
+    Abandoned => "abandoned",
 });
 
 impl RunState {
@@ -85,7 +89,10 @@ impl RunState {
 
 impl ExecState {
     pub fn is_final(self) -> bool {
-        matches!(self, ExecState::Succeeded | ExecState::Failed | ExecState::Canceled)
+        matches!(
+            self,
+            ExecState::Succeeded | ExecState::Failed | ExecState::Canceled | ExecState::Abandoned
+        )
     }
 }
 

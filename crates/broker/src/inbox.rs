@@ -1,0 +1,233 @@
+//! Consuming a queue with "prefetch = free slots".
+//!
+//! A worker with `concurrency` slots acknowledges an `exec_module` delivery
+//! as soon as the step is claimed in PostgreSQL (RabbitMQ closes channels
+//! that hold a delivery past `consumer_timeout`, and modules run for hours).
+//! An acknowledged delivery no longer counts against the prefetch, so on its
+//! own RabbitMQ would keep sending messages to a worker whose slots are all
+//! busy, hiding them from idle workers. The inbox closes that gap: before the
+//! caller acknowledges a claimed step it calls [`Inbox::take_slot`], which
+//! lowers the channel prefetch to the remaining free slots, or cancels the
+//! consumer when none remain; [`Inbox::free_slot`] raises it again. Because
+//! AMQP applies a channel's methods in order, the lower limit is in force
+//! before the acknowledgement that would otherwise make room for one more.
+
+use crate::{Broker, Result};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use std::sync::Arc;
+use tokio::sync::{Mutex, Notify};
+
+/// One message taken from the queue. Dropping it without acknowledging
+/// leaves it unacknowledged until the channel closes (then redelivered).
+pub struct Incoming {
+    pub data: Vec<u8>,
+    /// RabbitMQ delivered this message before (to us or another consumer).
+    pub redelivered: bool,
+    acker: lapin::Acker,
+}
+
+impl Incoming {
+    pub async fn ack(&self) -> Result<()> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Rejects without requeue: the queue's dead-letter settings move it to
+    /// `<queue>.dead`, where an operator can inspect it.
+    pub async fn dead_letter(&self) -> Result<()> {
+        self.acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Hands the message back to the queue for another consumer.
+    pub async fn requeue(&self) -> Result<()> {
+        self.acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+struct Flow {
+    concurrency: u16,
+    busy: u16,
+    /// Tag of the live consumer; `None` while canceled for lack of slots.
+    consumer_tag: Option<String>,
+}
+
+/// The consuming side of one queue. `next` is called by one loop; slots are
+/// taken and freed by the tasks running steps (through a clone of the
+/// [`Slots`] handle).
+pub struct Inbox {
+    channel: Channel,
+    queue: String,
+    tag_prefix: String,
+    generation: u64,
+    consumer: Option<Consumer>,
+    slots: Slots,
+}
+
+/// Handle for taking and freeing slots from tasks.
+#[derive(Clone)]
+pub struct Slots {
+    channel: Channel,
+    flow: Arc<Mutex<Flow>>,
+    freed: Arc<Notify>,
+}
+
+impl Inbox {
+    pub async fn open(broker: &Broker, queue: &str, concurrency: u16, tag_prefix: &str) -> Result<Inbox> {
+        let channel = broker.connection().create_channel().await?;
+        let flow = Flow {
+            concurrency: concurrency.max(1),
+            busy: 0,
+            consumer_tag: None,
+        };
+        let slots = Slots {
+            channel: channel.clone(),
+            flow: Arc::new(Mutex::new(flow)),
+            freed: Arc::new(Notify::new()),
+        };
+        Ok(Inbox {
+            channel,
+            queue: queue.to_string(),
+            tag_prefix: tag_prefix.to_string(),
+            generation: 0,
+            consumer: None,
+            slots,
+        })
+    }
+
+    pub fn slots(&self) -> Slots {
+        self.slots.clone()
+    }
+
+    /// The next message. Waits for a free slot when all are busy. `None`
+    /// means the consumer was canceled by the broker (queue deleted) or the
+    /// channel closed; `Err` is a broker failure.
+    pub async fn next(&mut self) -> Result<Option<Incoming>> {
+        loop {
+            if self.consumer.is_none() {
+                self.resume().await?;
+            }
+            let Some(consumer) = self.consumer.as_mut() else {
+                continue;
+            };
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    return Ok(Some(Incoming {
+                        data: d.data,
+                        redelivered: d.redelivered,
+                        acker: d.acker,
+                    }));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    self.consumer = None;
+                    // Canceled by us for lack of slots: wait and resume. Any
+                    // other cancel (broker side) ends the inbox.
+                    if self.slots.flow.lock().await.consumer_tag.is_some() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (Re)starts consuming once at least one slot is free.
+    async fn resume(&mut self) -> Result<()> {
+        loop {
+            let notified = self.slots.freed.notified();
+            {
+                let mut flow = self.slots.flow.lock().await;
+                if flow.busy < flow.concurrency {
+                    let free = flow.concurrency - flow.busy;
+                    self.channel.basic_qos(free, BasicQosOptions { global: true }).await?;
+                    self.generation += 1;
+                    let tag = format!("{}-{}", self.tag_prefix, self.generation);
+                    let consumer = self
+                        .channel
+                        .basic_consume(
+                            self.queue.as_str().into(),
+                            tag.as_str().into(),
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                    flow.consumer_tag = Some(tag);
+                    self.consumer = Some(consumer);
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops consuming (shutdown): no new deliveries after this returns.
+    pub async fn stop(&mut self) -> Result<()> {
+        let mut flow = self.slots.flow.lock().await;
+        if let Some(tag) = flow.consumer_tag.take() {
+            self.channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+        }
+        // Keep the tag empty so a concurrent free_slot does not resume.
+        flow.concurrency = 0;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "OK".into()).await;
+    }
+}
+
+impl Slots {
+    /// Takes a slot for a step that will run; call before acknowledging its
+    /// delivery. Lowers the prefetch to the slots left, or cancels the
+    /// consumer when none are left.
+    pub async fn take(&self) -> Result<()> {
+        let mut flow = self.flow.lock().await;
+        flow.busy += 1;
+        if flow.busy >= flow.concurrency {
+            if let Some(tag) = flow.consumer_tag.take() {
+                self.channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await?;
+            }
+        } else if flow.consumer_tag.is_some() {
+            self.channel
+                .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Frees a slot when its step is done.
+    pub async fn free(&self) -> Result<()> {
+        let mut flow = self.flow.lock().await;
+        flow.busy = flow.busy.saturating_sub(1);
+        if flow.consumer_tag.is_some() && flow.busy < flow.concurrency {
+            self.channel
+                .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
+                .await?;
+        }
+        drop(flow);
+        self.freed.notify_one();
+        Ok(())
+    }
+
+    pub async fn busy(&self) -> u16 {
+        self.flow.lock().await.busy
+    }
+}

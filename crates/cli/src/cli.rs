@@ -1,0 +1,117 @@
+//! The command-line grammar. Every setting is a flag and an environment
+//! variable (clap's `env`), with defaults that match the local services and
+//! docker-compose.yml.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scheduler",
+    version,
+    about = "A distributed ETL scheduler: run ETL sequences on RabbitMQ workers, tracked in PostgreSQL"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Project directory holding modules.json and etl_sequences/ (modules run here).
+    #[arg(long, global = true, env = "SCHEDULER_PROJECT", default_value = ".")]
+    pub project: PathBuf,
+    /// PostgreSQL URL (the database is created if missing).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/scheduler"
+    )]
+    pub database_url: String,
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Broker queue that runs go to and workers consume.
+    #[arg(long, global = true, env = "SCHEDULER_QUEUE", default_value = "etl")]
+    pub queue: String,
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, env = "SCHEDULER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// `x-expires` (ms) for declared queues; for tests, so leftovers vanish.
+    #[arg(long, global = true, env = "SCHEDULER_QUEUE_EXPIRES_MS", hide = true)]
+    pub queue_expires_ms: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Record a run of a sequence and queue it; prints the run id.
+    Start {
+        /// Sequence name: etl_sequences/<SEQUENCE>.json
+        sequence: String,
+        /// Recorded as who/what triggered the run (default cli:<user>@<host>).
+        #[arg(long, env = "SCHEDULER_TRIGGER")]
+        trigger: Option<String>,
+    },
+    /// Consume the queue and run modules until SIGTERM / Ctrl-C.
+    Worker(WorkerArgs),
+    /// Start a run and work on it in this process until it ends (exit 0 if it succeeded).
+    Run {
+        sequence: String,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        /// Give up waiting after this many seconds (exit 1).
+        #[arg(long)]
+        wait_timeout: Option<u64>,
+    },
+    /// List recent runs, newest first.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        sequence: Option<String>,
+        /// queued, running, succeeded, failed or canceled
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run and every execution of its steps.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check modules.json, every sequence, and every module's command.
+    Validate,
+    /// Apply the database migrations (every command also does this on start).
+    Migrate,
+    /// Measure dispatch throughput and overhead through the real broker and database.
+    Bench(crate::commands::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Modules run at once.
+    #[arg(short = 'c', long, env = "SCHEDULER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+    /// Seconds running modules may take to finish after SIGTERM before they are stopped and handed back.
+    #[arg(long, env = "SCHEDULER_DRAIN_TIMEOUT", default_value_t = 60)]
+    pub drain_timeout: u64,
+    /// Seconds a claimed step is held without a heartbeat (heartbeats every third of it).
+    #[arg(long, env = "SCHEDULER_LEASE", default_value_t = 30)]
+    pub lease: u64,
+    /// Default module timeout in seconds (0 = none); modules.json "timeout_secs" overrides it.
+    #[arg(long, env = "SCHEDULER_MODULE_TIMEOUT", default_value_t = 0)]
+    pub module_timeout: u64,
+    /// Seconds between SIGTERM and SIGKILL when a module's process group is stopped.
+    #[arg(long, env = "SCHEDULER_KILL_GRACE", default_value_t = 10)]
+    pub kill_grace: u64,
+}

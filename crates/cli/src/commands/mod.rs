@@ -1,0 +1,37 @@
+//! One file per command; `dispatch` picks it.
+
+pub mod bench;
+mod inspect;
+mod start;
+mod validate;
+mod worker;
+
+use crate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Start { sequence, trigger } => start::start(&g, &sequence, trigger).await,
+        Command::Worker(args) => worker::worker(&g, &args).await,
+        Command::Run {
+            sequence,
+            worker,
+            wait_timeout,
+        } => worker::run(&g, &sequence, &worker, wait_timeout).await,
+        Command::Runs {
+            limit,
+            sequence,
+            state,
+            json,
+        } => inspect::runs(&g, limit, sequence, state, json).await,
+        Command::Show { run_id, json } => inspect::show(&g, &run_id, json).await,
+        Command::Validate => validate::validate(&g),
+        Command::Migrate => {
+            crate::connect::tracker(&g, 1).await?;
+            println!("database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench::bench(&g, &args).await,
+    }
+}

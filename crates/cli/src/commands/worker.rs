@@ -1,0 +1,140 @@
+//! `scheduler worker` and `scheduler run`.
+//!
+//! Signals: the first SIGTERM or Ctrl-C starts a graceful shutdown (stop
+//! consuming, let running modules finish within `--drain-timeout`, hand the
+//! rest back); a second one kills the running modules' process groups and
+//! exits at once (their steps are re-run by recovery).
+
+use crate::cli::{Global, WorkerArgs};
+use crate::{connect, output};
+use scheduler_worker::worker::WorkerHandle;
+use scheduler_worker::{WorkerConfig, start_run, trigger::default_trigger};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
+    if a.concurrency == 0 {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
+    if a.lease < 3 {
+        anyhow::bail!("--lease must be at least 3 seconds");
+    }
+    let lease = Duration::from_secs(a.lease);
+    Ok(WorkerConfig {
+        concurrency: a.concurrency,
+        queue: g.queue.clone(),
+        lease,
+        heartbeat_every: lease / 3,
+        drain_timeout: Duration::from_secs(a.drain_timeout),
+        default_timeout: (a.module_timeout > 0).then(|| Duration::from_secs(a.module_timeout)),
+        kill_grace: Duration::from_secs(a.kill_grace),
+        ..WorkerConfig::default()
+    })
+}
+
+/// Installs the two-stage signal handling; returns the shutdown token.
+fn handle_signals(handle: Arc<OnceLock<WorkerHandle>>) -> anyhow::Result<CancellationToken> {
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down: no new work; running modules may finish (signal again to stop at once)");
+        token.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let pids = handle.get().map(|h| h.ctx.running_pids()).unwrap_or_default();
+        tracing::warn!(
+            modules = pids.len(),
+            "second signal: killing running modules and exiting now"
+        );
+        for pid in pids {
+            scheduler_executor::kill_group_now(pid);
+        }
+        std::process::exit(130);
+    });
+    Ok(shutdown)
+}
+
+pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let config = config(g, args)?;
+    let project = connect::project(g)?;
+    let tracker = connect::tracker(g, args.concurrency as u32 + 4).await?;
+    let broker = connect::broker(g, &format!("scheduler worker {}", std::process::id())).await?;
+    let handle = Arc::new(OnceLock::new());
+    let shutdown = handle_signals(handle.clone())?;
+    scheduler_worker::worker::run(tracker, broker.clone(), project, config, shutdown, |h| {
+        let _ = handle.set(h);
+    })
+    .await?;
+    broker.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Option<u64>) -> anyhow::Result<ExitCode> {
+    let config = config(g, args)?;
+    let project = connect::project(g)?;
+    let modules = project.modules()?;
+    project.sequence(sequence, &modules)?;
+    let tracker = connect::tracker(g, args.concurrency as u32 + 4).await?;
+    let broker = connect::broker(g, &format!("scheduler run {}", std::process::id())).await?;
+    let handle = Arc::new(OnceLock::new());
+    let shutdown = handle_signals(handle.clone())?;
+    let worker = tokio::spawn(scheduler_worker::worker::run(
+        tracker.clone(),
+        broker.clone(),
+        project.clone(),
+        config,
+        shutdown.clone(),
+        move |h| {
+            let _ = handle.set(h);
+        },
+    ));
+    let started = Instant::now();
+    let run_id = start_run(
+        &project,
+        &tracker,
+        &broker,
+        sequence,
+        &g.queue,
+        &default_trigger("cli-run"),
+    )
+    .await?;
+    eprintln!("run {run_id} of {sequence} started");
+    let deadline = wait_timeout.map(|s| started + Duration::from_secs(s));
+    let final_state = loop {
+        if shutdown.is_cancelled() || worker.is_finished() {
+            break None;
+        }
+        if let Some(view) = tracker.run_view(run_id).await?
+            && view.state.is_final()
+        {
+            break Some(view.state);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            eprintln!(
+                "error: run {run_id} did not finish within {}s",
+                wait_timeout.unwrap_or(0)
+            );
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    shutdown.cancel();
+    match worker.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("error: the worker stopped: {e:#}"),
+        Err(e) => eprintln!("error: the worker crashed: {e}"),
+    }
+    broker.close().await;
+    if let Some(detail) = tracker.run_detail(run_id).await? {
+        print!("{}", output::run_detail(&detail));
+    }
+    Ok(match final_state {
+        Some(scheduler_core::RunState::Succeeded) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}

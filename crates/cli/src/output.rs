@@ -1,0 +1,109 @@
+//! Human-readable tables for `runs`, `show` and `run`.
+
+use chrono::{DateTime, Utc};
+use scheduler_tracker::{RunDetail, RunSummary};
+use std::fmt::Write;
+
+pub fn duration(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) if ms < 3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        Some(ms) => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn runs_table(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no runs recorded yet; start one with `scheduler start <sequence>`\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  TRIGGER",
+        "RUN", "SEQUENCE", "STATE", "CREATED", "DURATION", "STEP"
+    );
+    for r in runs {
+        let step = match (r.failed_step, r.current_step) {
+            (Some(f), _) => format!("{}/{}!", f + 1, r.step_count),
+            (None, Some(c)) => format!("{}/{}", c + 1, r.step_count),
+            _ => format!("-/{}", r.step_count),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {}",
+            r.id,
+            r.sequence,
+            r.state,
+            time(Some(r.created_at)),
+            duration(r.duration_ms),
+            step,
+            r.trigger
+        );
+    }
+    out
+}
+
+pub fn run_detail(d: &RunDetail) -> String {
+    let r = &d.run;
+    let mut out = String::new();
+    let _ = writeln!(out, "run       {}", r.id);
+    let _ = writeln!(out, "sequence  {}", r.sequence);
+    let _ = writeln!(out, "state     {}", r.state);
+    let _ = writeln!(out, "trigger   {}", r.trigger);
+    let _ = writeln!(
+        out,
+        "created   {}   started {}   finished {}   ({})",
+        time(Some(r.created_at)),
+        time(r.started_at),
+        time(r.finished_at),
+        duration(r.duration_ms)
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "error     step {}: {}", r.failed_step.unwrap_or_default(), e);
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  ARGV",
+        "STEP", "TRY", "MODULE", "STATE", "DURATION", "PID", "EXIT"
+    );
+    for e in &d.executions {
+        let exit = match (e.exit_code, e.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => format!("sig{s}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  {}",
+            e.step,
+            e.attempt,
+            e.module,
+            e.state,
+            duration(e.duration_ms),
+            e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            exit,
+            e.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        );
+        if let Some(err) = &e.error {
+            let _ = writeln!(out, "     ! {err}");
+        }
+    }
+    out
+}
+
+/// Quotes an argument for display only (nothing is ever run through a shell).
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}

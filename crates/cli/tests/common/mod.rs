@@ -1,0 +1,277 @@
+//! Test harness: each test gets its own PostgreSQL database and RabbitMQ
+//! queue (unique names, queues with `x-expires`), its own project directory,
+//! and drives the real `scheduler` binary, as a user would.
+#![allow(dead_code)]
+
+use scheduler_broker::{Broker, BrokerConfig};
+use scheduler_core::Message;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn base_db_url() -> String {
+    std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct Env {
+    pub db_name: String,
+    pub queue: String,
+    pub project: PathBuf,
+    workers: Vec<Child>,
+}
+
+impl Env {
+    /// A fresh environment whose project holds `modules` (name -> script
+    /// body) and `sequences` (name -> JSON text).
+    pub fn new(modules: &[(&str, &str)], sequences: &[(&str, &str)]) -> Env {
+        let id = Uuid::now_v7().simple().to_string();
+        let project = std::env::temp_dir().join(format!("scheduler-test-{id}"));
+        std::fs::create_dir_all(project.join("etl_sequences")).unwrap();
+        std::fs::create_dir_all(project.join("bin")).unwrap();
+        let mut table = serde_json::Map::new();
+        for (name, body) in modules {
+            let path = project.join("bin").join(format!("{name}.sh"));
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            table.insert(name.to_string(), serde_json::json!({"cmd": format!("./bin/{name}.sh")}));
+        }
+        std::fs::write(project.join("modules.json"), Value::Object(table).to_string()).unwrap();
+        for (name, text) in sequences {
+            std::fs::write(project.join("etl_sequences").join(format!("{name}.json")), text).unwrap();
+        }
+        Env {
+            db_name: format!("sched_t_{}", &id[id.len() - 16..]),
+            queue: format!("t-{id}"),
+            project,
+            workers: vec![],
+        }
+    }
+
+    /// An environment over a copy of the repository's own project files.
+    pub fn repo_project() -> Env {
+        let env = Env::new(&[], &[]);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for entry in ["modules", "etl_sequences", "conf"] {
+            copy_dir(&repo.join(entry), &env.project.join(entry));
+        }
+        std::fs::copy(repo.join("modules.json"), env.project.join("modules.json")).unwrap();
+        env
+    }
+
+    pub fn db_url(&self) -> String {
+        format!("{}/{}", base_db_url(), self.db_name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scheduler"));
+        c.env("DATABASE_URL", self.db_url())
+            .env("AMQP_URL", AMQP_URL)
+            .env("SCHEDULER_QUEUE", &self.queue)
+            .env("SCHEDULER_PROJECT", &self.project)
+            .env("SCHEDULER_QUEUE_EXPIRES_MS", "600000")
+            .env("RUST_LOG", "info")
+            .current_dir(&self.project)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Starts a worker process; its log goes to `<project>/worker-N.log`.
+    pub fn spawn_worker(&mut self, args: &[&str]) -> usize {
+        let n = self.workers.len();
+        let log = std::fs::File::create(self.project.join(format!("worker-{n}.log"))).unwrap();
+        let child = self
+            .cmd()
+            .arg("worker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+        self.wait_for_log(n, "worker started", Duration::from_secs(30));
+        n
+    }
+
+    pub fn worker_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.project.join(format!("worker-{n}.log"))).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, n: usize, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.worker_log(n).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {n} never logged {needle:?}; log:\n{}",
+                self.worker_log(n)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn worker_pid(&self, n: usize) -> i32 {
+        self.workers[n].id() as i32
+    }
+
+    pub fn signal_worker(&self, n: usize, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.worker_pid(n)), sig).unwrap();
+    }
+
+    /// Waits for worker `n` to exit; returns its exit status.
+    pub fn wait_worker(&mut self, n: usize, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.workers[n].try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {n} did not exit; log:\n{}",
+                self.worker_log(n)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn start(&self, sequence: &str) -> Uuid {
+        let out = self.run(&["start", sequence]);
+        assert!(
+            out.status.success(),
+            "start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    pub fn show(&self, run: Uuid) -> Value {
+        let out = self.run(&["show", &run.to_string(), "--json"]);
+        assert!(
+            out.status.success(),
+            "show failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Polls `show` until the run is final or `timeout` passes.
+    pub fn wait_final(&self, run: Uuid, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.show(run);
+            if ["succeeded", "failed", "canceled"].contains(&v["state"].as_str().unwrap()) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} not final after {timeout:?}: {v:#}\nworker 0 log:\n{}",
+                self.worker_log(0)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until some execution of `run` matches `pred`.
+    pub fn wait_exec(&self, run: Uuid, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.show(run);
+            if let Some(e) = v["executions"].as_array().unwrap().iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(Instant::now() < deadline, "no matching execution of {run}: {v:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.project.join(rel)).unwrap_or_default()
+    }
+
+    /// Publishes raw messages on this env's queue (duplicates, garbage).
+    pub fn publish(&self, messages: &[Message]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let broker = Broker::connect(
+                &BrokerConfig {
+                    url: AMQP_URL.into(),
+                    queue_expires_ms: Some(600_000),
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+            for m in messages {
+                broker.publish(&self.queue, m).await.unwrap();
+            }
+            broker.close().await;
+        });
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = w.wait();
+        }
+        let db = self.db_name.clone();
+        let url = format!("{}/postgres", base_db_url());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        });
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.project);
+        } else {
+            eprintln!("kept project dir for inspection: {}", self.project.display());
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A module that appends "<run> <step> <attempt> <pid>" to ledger.txt.
+pub const LEDGER_MODULE: &str = "#!/bin/sh\necho \"$ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$\" >> ledger.txt\n";
+
+pub fn seq(modules: &[&str]) -> String {
+    let steps: Vec<Value> = modules
+        .iter()
+        .map(|m| serde_json::json!({"module_name": m, "input": "", "output": "", "conf": ""}))
+        .collect();
+    Value::Array(steps).to_string()
+}

@@ -1,0 +1,172 @@
+//! The life cycle of one started module: wait for it, stop it on timeout or cancel, clean up after it.
+//!
+//! Order matters. The leader is reaped by tokio first (reaping the group before that would steal its
+//! exit status). Then the readers get a short time to reach EOF: a module's background child may hold
+//! the pipes open forever (tokio #2363), so EOF is never awaited without a bound. Then whatever is left
+//! in the group is terminated and reported, and the readers get a last bounded chance to drain.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::group::{self, KillOnDrop};
+use crate::output::Readers;
+use crate::{Ending, Outcome, Spec};
+
+/// How long the pipes may stay open after the leader exited before the group is assumed to hold them.
+const EOF_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// How long the pipes may stay open after the group was killed (a process outside the group may
+/// still hold them); what was read until then is kept.
+const EOF_AFTER_KILL: Duration = Duration::from_secs(1);
+
+/// A module that was started and not yet waited for. Dropping it kills its process group.
+pub struct Running {
+    child: Child,
+    /// The leader's pid, which is also the process group id.
+    pid: u32,
+    started: Instant,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+    label: String,
+    readers: Readers,
+    /// Disarmed only once the group is known to be empty.
+    guard: KillOnDrop,
+}
+
+impl Running {
+    pub(crate) fn new(child: Child, pid: u32, started: Instant, spec: &Spec, readers: Readers) -> Self {
+        let pgid = Pid::from_raw(pid as i32);
+        Running {
+            child,
+            pid,
+            started,
+            timeout: spec.timeout,
+            kill_grace: spec.kill_grace,
+            label: spec.log_label.clone(),
+            readers,
+            guard: KillOnDrop { pgid, armed: true },
+        }
+    }
+
+    /// The module's pid, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until the module ends, was timed out or canceled, and its process group is empty.
+    ///
+    /// Dropping the returned future before it completes kills the process group with SIGKILL.
+    pub async fn wait(mut self, cancel: CancellationToken) -> Outcome {
+        let pgid = self.guard.pgid;
+        let deadline = self.timeout.map(|t| self.started + t);
+        let decided = tokio::select! {
+            status = self.child.wait() => Ok(status),
+            _ = sleep_until(deadline.unwrap_or(self.started)), if deadline.is_some() => Err(Ending::TimedOut),
+            _ = cancel.cancelled() => Err(Ending::Canceled),
+        };
+        let (status, ending, duration) = match decided {
+            Ok(status) => (status, None, self.started.elapsed()),
+            Err(ending) => {
+                let duration = match ending {
+                    Ending::TimedOut => self.timeout.unwrap_or_default(),
+                    _ => self.started.elapsed(),
+                };
+                tracing::info!(label = %self.label, pid = self.pid, ?ending, "stopping module: killing its group");
+                (self.kill(pgid).await, Some(ending), duration)
+            }
+        };
+        let (ending, exit_code, signal) = classify(status, ending, pgid);
+
+        let leftover = self.clean_up(pgid).await;
+        self.guard.armed = false;
+        let (stdout, stderr) = self.readers.finish().await;
+        Outcome {
+            ending,
+            exit_code,
+            signal,
+            duration,
+            stdout_tail: stdout.tail,
+            stderr_tail: stderr.tail,
+            stdout_bytes: stdout.bytes,
+            stderr_bytes: stderr.bytes,
+            leftover,
+        }
+    }
+
+    /// SIGTERM to the group, up to `kill_grace` for it to end, then SIGKILL. Returns the leader's status.
+    async fn kill(&mut self, pgid: Pid) -> std::io::Result<ExitStatus> {
+        group::signal(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + self.kill_grace;
+        let status = tokio::select! {
+            status = self.child.wait() => status,
+            _ = sleep_until(deadline) => {
+                group::signal(pgid, Signal::SIGKILL);
+                self.child.wait().await
+            }
+        };
+        // The leader is reaped now, so the rest of the group can be awaited (and reaped) too, within
+        // the same grace period; members that ignored SIGTERM get SIGKILL.
+        group::finish(pgid, deadline).await;
+        status
+    }
+
+    /// After the leader was reaped: kills what is left in the group and bounds the wait for EOF.
+    /// Returns the sentence for `Outcome::leftover`.
+    async fn clean_up(&mut self, pgid: Pid) -> Option<String> {
+        let eof = self.readers.wait_eof(EOF_AFTER_EXIT).await;
+        group::reap(pgid);
+        let leftover = if group::is_alive(pgid) {
+            let what = match group::count_live_members(pgid) {
+                Some(n) if n > 0 => format!("{n} background process(es)"),
+                _ => "background process(es)".to_owned(),
+            };
+            tracing::warn!(label = %self.label, pid = self.pid, "module left {what} in its group; killing them");
+            group::terminate(pgid, self.kill_grace).await;
+            Some(format!("module left {what} in its process group; they were killed"))
+        } else {
+            None
+        };
+        if !eof && !self.readers.wait_eof(EOF_AFTER_KILL).await {
+            tracing::warn!(
+                label = %self.label,
+                pid = self.pid,
+                "module output still open after its process group ended (held by a process outside the group?); \
+                 keeping what was read"
+            );
+        }
+        leftover
+    }
+}
+
+/// Turns the leader's wait status into the outcome's ending, exit code and signal.
+fn classify(
+    status: std::io::Result<ExitStatus>,
+    ending: Option<Ending>,
+    pgid: Pid,
+) -> (Ending, Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => {
+            let (code, signal) = (status.code(), status.signal());
+            let ending = ending.unwrap_or(match (code, signal) {
+                (Some(code), _) => Ending::Exited(code),
+                (None, Some(signal)) => Ending::Signaled(signal),
+                // `wait` reports only terminated processes, which have one or the other.
+                (None, None) => Ending::Exited(-1),
+            });
+            (ending, code, signal)
+        }
+        Err(e) => {
+            // Only possible if something else reaped our child (e.g. SIGCHLD set to SIG_IGN). The status
+            // is lost; make sure the module is gone and report it as killed.
+            tracing::error!(pid = pgid.as_raw(), error = %e, "could not wait for module; killing its process group");
+            group::signal(pgid, Signal::SIGKILL);
+            (ending.unwrap_or(Ending::Signaled(Signal::SIGKILL as i32)), None, None)
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Resolving a module's program and starting it in a process group of its own.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use crate::{Spec, output, running::Running};
+
+/// Why a module could not be started. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{}", not_found_message(program, resolved))]
+    NotFound { program: String, resolved: PathBuf },
+    #[error(
+        "command \"{program}\" ({}) is not executable; run chmod +x {}",
+        resolved.display(),
+        shell_quote(resolved)
+    )]
+    NotExecutable { program: String, resolved: PathBuf },
+    /// Anything else: a bad working directory, a missing `#!` interpreter, too many open files...
+    #[error("could not start command \"{program}\"")]
+    Io {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the command is empty; set the \"cmd\" of this module in modules.json")]
+    EmptyArgv,
+}
+
+fn not_found_message(program: &str, resolved: &Path) -> String {
+    let fix = "check the \"cmd\" of this module in modules.json";
+    if program.contains('/') {
+        format!(
+            "command \"{program}\" not found (looked for {}); {fix}",
+            resolved.display()
+        )
+    } else {
+        format!("command \"{program}\" not found in any directory of $PATH; {fix}, or give its path")
+    }
+}
+
+fn shell_quote(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Finds the file `program` names, the way `execvp` would, and checks that it can be executed.
+///
+/// With a `/` in it, `program` is a path: absolute as is, relative joined onto `cwd`. Without one it
+/// is looked up in the directories of this process's `$PATH` (relative entries are relative to `cwd`).
+pub fn resolve_program(program: &str, cwd: &Path) -> Result<PathBuf, SpawnError> {
+    resolve_with_path(program, cwd, std::env::var_os("PATH").as_deref())
+}
+
+fn resolve_with_path(program: &str, cwd: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, SpawnError> {
+    if program.is_empty() {
+        return Err(SpawnError::EmptyArgv);
+    }
+    if program.contains('/') {
+        let resolved = cwd.join(program);
+        return match check_executable(program, &resolved)? {
+            Found::Executable => Ok(resolved),
+            Found::NotExecutable => Err(SpawnError::NotExecutable {
+                program: program.to_owned(),
+                resolved,
+            }),
+            Found::Missing => Err(SpawnError::NotFound {
+                program: program.to_owned(),
+                resolved,
+            }),
+        };
+    }
+    // Like execvp: the first executable match wins, but a match without an execute bit is reported
+    // (as EACCES would be) rather than "not found".
+    let mut not_executable = None;
+    for dir in std::env::split_paths(path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"))) {
+        let resolved = cwd.join(dir).join(program);
+        match check_executable(program, &resolved) {
+            Ok(Found::Executable) => return Ok(resolved),
+            Ok(Found::NotExecutable) => {
+                not_executable.get_or_insert(resolved);
+            }
+            // An unreadable or missing directory in $PATH is skipped, as execvp does.
+            Ok(Found::Missing) | Err(_) => {}
+        }
+    }
+    Err(match not_executable {
+        Some(resolved) => SpawnError::NotExecutable {
+            program: program.to_owned(),
+            resolved,
+        },
+        None => SpawnError::NotFound {
+            program: program.to_owned(),
+            resolved: PathBuf::from(program),
+        },
+    })
+}
+
+enum Found {
+    Executable,
+    NotExecutable,
+    Missing,
+}
+
+fn check_executable(program: &str, path: &Path) -> Result<Found, SpawnError> {
+    let io_error = |source| SpawnError::Io {
+        program: program.to_owned(),
+        source,
+    };
+    // `metadata` follows symlinks, so a symlink to an executable file is fine.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
+            return Ok(Found::Missing);
+        }
+        Err(e) => return Err(io_error(e)),
+    };
+    if !meta.is_file() {
+        let msg = format!("{} is not a regular file", path.display());
+        return Err(io_error(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+    }
+    Ok(if meta.permissions().mode() & 0o111 != 0 {
+        Found::Executable
+    } else {
+        Found::NotExecutable
+    })
+}
+
+/// Starts the module described by `spec` and the two tasks that read its output.
+///
+/// The module leads a new process group whose id is its pid, has stdin on `/dev/null`, and gets
+/// SIGKILL if the thread that spawned it dies (best effort, see `PR_SET_PDEATHSIG`).
+pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
+    let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
+    let io_error = |source| SpawnError::Io {
+        program: program.clone(),
+        source,
+    };
+    if !spec.cwd.is_dir() {
+        let msg = format!(
+            "working directory {} does not exist or is not a directory",
+            spec.cwd.display()
+        );
+        return Err(io_error(io::Error::new(io::ErrorKind::NotFound, msg)));
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| OsString::from(v));
+    let path_var = path_var.or_else(|| std::env::var_os("PATH"));
+    let resolved = resolve_with_path(program, &spec.cwd, path_var.as_deref())?;
+
+    become_subreaper();
+    let mut cmd = Command::new(&resolved);
+    cmd.arg0(program)
+        .args(&spec.argv[1..])
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // Dropping a `Running` kills the whole group itself; killing only the leader would be worse.
+        .kill_on_drop(false);
+    set_parent_death_signal(&mut cmd);
+
+    let mut child = spawn_retrying(&mut cmd)
+        .await
+        .map_err(|e| io_error(explain_exec_error(e, &resolved)))?;
+    let started = Instant::now();
+    let pid = child.id().expect("a child that was just spawned has not been reaped");
+    tracing::debug!(label = %spec.log_label, pid, program = %resolved.display(), "module started");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label);
+    Ok(Running::new(child, pid, started, &spec, readers))
+}
+
+/// Retries `ETXTBSY`: another thread forking at the moment a script was written still holds a
+/// writable descriptor to it until its own exec, and the kernel refuses to exec the file meanwhile.
+async fn spawn_retrying(cmd: &mut Command) -> io::Result<tokio::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The file was checked just before, so these errors of `execve` mean something about its content.
+fn explain_exec_error(e: io::Error, resolved: &Path) -> io::Error {
+    let path = resolved.display();
+    let msg = match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+        Errno::ENOENT => {
+            format!("{path} exists but could not be run; if it is a script, check the interpreter in its #! line")
+        }
+        Errno::ENOEXEC => format!("{path} is neither a binary nor a script; add a #! line such as #!/bin/sh"),
+        _ => return e,
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+/// The worker must reap what its modules leave behind (see the crate docs), so orphans of a module
+/// have to become its children instead of PID 1's. A failure only costs zombies, hence best effort.
+fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "could not become a child subreaper; orphans of modules go to PID 1");
+        }
+    });
+}
+
+#[allow(unsafe_code)]
+fn set_parent_death_signal(cmd: &mut Command) {
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe work is
+    // allowed. It makes one `prctl` syscall: no allocation, no lock, no access to the parent's state.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Best effort: a module whose worker thread died is better killed than orphaned, but
+            // failing to arrange it is no reason not to run the module.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            Ok(())
+        });
+    }
+}

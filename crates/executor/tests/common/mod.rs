@@ -1,0 +1,77 @@
+//! Test harness: a fresh directory per test, scripts written into it, and a `Spec` with sane defaults.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use scheduler_executor::{Outcome, Spec};
+use tokio_util::sync::CancellationToken;
+
+/// A directory unique to one test, removed when dropped.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("executor-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes an executable `/bin/sh` script named `name` and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.file(name, &format!("#!/bin/sh\n{body}\n"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Writes a plain file (mode 0644) named `name` and returns its path.
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    }
+
+    /// A spec running `argv` in this directory, with no timeout, 2 s grace and a 64 KiB tail.
+    pub fn spec(&self, argv: &[&str]) -> Spec {
+        Spec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: self.0.clone(),
+            env: Vec::new(),
+            timeout: None,
+            kill_grace: Duration::from_secs(2),
+            tail_bytes: 64 * 1024,
+            log_label: "test".to_owned(),
+        }
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Spawns and waits, never canceling.
+pub async fn run(spec: Spec) -> Outcome {
+    scheduler_executor::spawn(spec)
+        .await
+        .expect("spawn")
+        .wait(CancellationToken::new())
+        .await
+}
+
+/// Whether a process with this pid exists (zombies included).
+pub fn process_exists(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

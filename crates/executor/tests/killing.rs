@@ -1,0 +1,158 @@
+//! Stopping modules: timeout, cancellation, leftover background processes, abandoned executions.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestDir, process_exists, run};
+use scheduler_executor::{Ending, spawn};
+use tokio_util::sync::CancellationToken;
+
+fn short_kill(spec: &mut scheduler_executor::Spec) {
+    spec.timeout = Some(Duration::from_millis(300));
+    spec.kill_grace = Duration::from_millis(300);
+}
+
+#[tokio::test]
+async fn timeout_kills_a_module_that_ignores_sigterm() {
+    let dir = TestDir::new();
+    // `trap '' TERM` is inherited by `sleep`, so only SIGKILL ends either of them.
+    dir.script("stubborn.sh", "trap '' TERM; echo started; sleep 300; echo never");
+    let mut spec = dir.spec(&["./stubborn.sh"]);
+    short_kill(&mut spec);
+    let started = Instant::now();
+    let outcome = run(spec).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.ending, Ending::TimedOut);
+    assert_eq!(outcome.signal, Some(9));
+    assert_eq!(outcome.duration, Duration::from_millis(300));
+    assert_eq!(outcome.describe(), "timed out after 300ms; process group killed");
+    assert_eq!(outcome.stdout_tail, "started\n");
+    assert!(outcome.leftover.is_none(), "{:?}", outcome.leftover);
+    assert!(!outcome.succeeded());
+}
+
+#[tokio::test]
+async fn a_timed_out_module_gets_sigterm_first_and_may_clean_up() {
+    let dir = TestDir::new();
+    dir.script("polite.sh", "trap 'echo cleaning up; exit 0' TERM; sleep 300 & wait");
+    let mut spec = dir.spec(&["./polite.sh"]);
+    spec.timeout = Some(Duration::from_millis(300));
+    spec.kill_grace = Duration::from_secs(10);
+    let started = Instant::now();
+    let outcome = run(spec).await;
+    // Well within the grace period: SIGTERM sufficed for the script and its `sleep`.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.ending, Ending::TimedOut);
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(outcome.stdout_tail, "cleaning up\n");
+}
+
+#[tokio::test]
+async fn cancel_kills_the_process_group_and_reports_canceled() {
+    let dir = TestDir::new();
+    dir.script("child.sh", "trap '' TERM; sleep 300 & echo $!; wait");
+    let mut spec = dir.spec(&["./child.sh"]);
+    spec.kill_grace = Duration::from_millis(300);
+    let running = spawn(spec).await.unwrap();
+    let cancel = CancellationToken::new();
+    let canceler = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        canceler.cancel();
+    });
+    let started = Instant::now();
+    let outcome = running.wait(cancel).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.ending, Ending::Canceled);
+    assert_eq!(outcome.describe(), "canceled; process group killed");
+    let sleep_pid: i32 = outcome.stdout_tail.trim().parse().unwrap();
+    assert!(!process_exists(sleep_pid), "the module's child {sleep_pid} survived");
+}
+
+#[tokio::test]
+async fn a_background_child_holding_the_pipes_is_killed_and_reported() {
+    let dir = TestDir::new();
+    dir.script("daemon.sh", "sleep 300 & echo $!; exit 0");
+    let started = Instant::now();
+    let outcome = run(dir.spec(&["./daemon.sh"])).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.ending, Ending::Exited(0));
+    assert_eq!(
+        outcome.leftover.as_deref(),
+        Some("module left 1 background process(es) in its process group; they were killed")
+    );
+    let sleep_pid: i32 = outcome.stdout_tail.trim().parse().unwrap();
+    assert!(
+        !process_exists(sleep_pid),
+        "the module's child {sleep_pid} survived (or is an unreaped zombie)"
+    );
+}
+
+#[tokio::test]
+async fn background_children_with_closed_pipes_are_found_too() {
+    let dir = TestDir::new();
+    dir.script(
+        "quiet.sh",
+        "sleep 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & exit 0",
+    );
+    let outcome = run(dir.spec(&["./quiet.sh"])).await;
+    assert_eq!(outcome.ending, Ending::Exited(0));
+    assert_eq!(
+        outcome.leftover.as_deref(),
+        Some("module left 2 background process(es) in its process group; they were killed")
+    );
+    let sleep_pid: i32 = outcome.stdout_tail.trim().parse().unwrap();
+    assert!(!process_exists(sleep_pid));
+}
+
+#[tokio::test]
+async fn dropping_a_running_module_kills_its_process_group() {
+    let dir = TestDir::new();
+    let pid_file = dir.path().join("pid");
+    dir.script(
+        "forever.sh",
+        &format!("sleep 300 & echo $! > {}; wait", pid_file.display()),
+    );
+    let running = spawn(dir.spec(&["./forever.sh"])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
+        assert!(Instant::now() < deadline, "the module did not start its child");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sleep_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    drop(running);
+    // The sleep was killed; it may stay a zombie until someone reaps it, so look at its state.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).unwrap_or_default();
+        if stat.is_empty()
+            || stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the module's child {sleep_pid} survived the drop: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,98 @@
+//! What a module sees (argv, env, cwd, stdin, process group) and how its ending is reported.
+
+mod common;
+
+use common::{TestDir, run};
+use scheduler_executor::{Ending, spawn};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn arguments_reach_the_module_verbatim() {
+    let dir = TestDir::new();
+    dir.script("args.sh", r#"printf '%s\0' "$@""#);
+    let args = [
+        "plain",
+        "with space",
+        "",
+        "'single' \"double\"",
+        "a;b && c | d",
+        "$(touch pwned) `touch pwned` $HOME",
+        "line1\nline2",
+        "non-ascii: é ü 漢字 🦀",
+        "*",
+        "-n",
+    ];
+    let mut argv = vec!["./args.sh"];
+    argv.extend(args);
+    let outcome = run(dir.spec(&argv)).await;
+    assert_eq!(outcome.ending, Ending::Exited(0), "{}", outcome.stderr_tail);
+    let expected: String = args.iter().map(|a| format!("{a}\0")).collect();
+    assert_eq!(outcome.stdout_tail, expected);
+    assert!(
+        !dir.path().join("pwned").exists(),
+        "an argument was interpreted by a shell"
+    );
+}
+
+#[tokio::test]
+async fn env_cwd_and_a_null_stdin_reach_the_module() {
+    let dir = TestDir::new();
+    dir.script(
+        "env.sh",
+        r#"echo "$ETL_RUN_ID|$ETL_STEP|$(pwd)"; cat; echo "stdin done""#,
+    );
+    let mut spec = dir.spec(&["./env.sh"]);
+    spec.env = vec![("ETL_RUN_ID".into(), "run 42".into()), ("ETL_STEP".into(), "1".into())];
+    let outcome = run(spec).await;
+    let cwd = dir.path().canonicalize().unwrap();
+    assert_eq!(outcome.stdout_tail, format!("run 42|1|{}\nstdin done\n", cwd.display()));
+    assert!(outcome.succeeded());
+}
+
+#[tokio::test]
+async fn a_path_in_spec_env_is_used_to_find_the_program() {
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    dir.script("bin/only-here", "echo found");
+    let mut spec = dir.spec(&["only-here"]);
+    spec.env = vec![(
+        "PATH".into(),
+        format!("{}:/usr/bin:/bin", dir.path().join("bin").display()),
+    )];
+    assert_eq!(run(spec).await.stdout_tail, "found\n");
+}
+
+#[tokio::test]
+async fn pid_is_the_process_group_id() {
+    let dir = TestDir::new();
+    // Field 5 of /proc/<pid>/stat is the process group; the command name ("sh") has no spaces.
+    dir.script("pgid.sh", "cut -d' ' -f1,5 /proc/$$/stat");
+    let running = spawn(dir.spec(&["./pgid.sh"])).await.unwrap();
+    let pid = running.pid();
+    let outcome = running.wait(CancellationToken::new()).await;
+    assert_eq!(outcome.stdout_tail, format!("{pid} {pid}\n"));
+    assert!(pid != std::process::id());
+}
+
+#[tokio::test]
+async fn exit_codes_are_reported() {
+    let dir = TestDir::new();
+    let outcome = run(dir.spec(&["/bin/sh", "-c", "echo oops >&2; exit 3"])).await;
+    assert_eq!(outcome.ending, Ending::Exited(3));
+    assert_eq!((outcome.exit_code, outcome.signal), (Some(3), None));
+    assert_eq!(outcome.describe(), "exit code 3");
+    assert_eq!((outcome.stderr_tail.as_str(), outcome.stderr_bytes), ("oops\n", 5));
+    assert!(!outcome.succeeded());
+    assert!(outcome.leftover.is_none());
+}
+
+#[tokio::test]
+async fn a_module_killed_by_a_signal_is_reported_as_signaled() {
+    let dir = TestDir::new();
+    dir.script("suicide.sh", "echo before; kill -9 $$");
+    let outcome = run(dir.spec(&["./suicide.sh"])).await;
+    assert_eq!(outcome.ending, Ending::Signaled(9));
+    assert_eq!((outcome.exit_code, outcome.signal), (None, Some(9)));
+    assert_eq!(outcome.describe(), "killed by signal 9 (SIGKILL)");
+    assert_eq!(outcome.stdout_tail, "before\n");
+}

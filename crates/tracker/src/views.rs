@@ -1,0 +1,160 @@
+//! Read models: what `scheduler runs`, `scheduler show` and the UI display.
+//! Listing is keyset-paginated on `(created_at, id)`, never OFFSET, so a page
+//! costs the same with a thousand runs or millions.
+
+use crate::{Result, Tracker};
+use chrono::{DateTime, Utc};
+use scheduler_core::RunState;
+use serde::Serialize;
+use sqlx::{FromRow, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub sequence: String,
+    pub state: String,
+    pub trigger: String,
+    pub queue: String,
+    pub step_count: i32,
+    pub current_step: Option<i32>,
+    pub failed_step: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From start to end (or to now while running).
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct ExecutionView {
+    pub step: i32,
+    pub attempt: i32,
+    pub module: String,
+    pub argv: Vec<String>,
+    pub state: String,
+    pub worker_id: Option<Uuid>,
+    pub worker_host: Option<String>,
+    pub pid: Option<i32>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub stdout_tail: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub stdout_bytes: Option<i64>,
+    pub stderr_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    pub snapshot: serde_json::Value,
+    pub executions: Vec<ExecutionView>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct WorkerView {
+    pub id: Uuid,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub concurrency: i32,
+    pub queues: Vec<String>,
+    pub state: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub running: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub sequence: Option<String>,
+    pub state: Option<RunState>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset cursor: only runs strictly older than this `(created_at, id)`.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u32,
+}
+
+const RUN_COLUMNS: &str = "id, sequence, state, trigger, queue, step_count, current_step, failed_step, error,
+    created_at, started_at, finished_at,
+    (extract(epoch FROM (coalesce(finished_at, now()) - started_at)) * 1000)::bigint AS duration_ms";
+
+impl Tracker {
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunSummary>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+        q.push(RUN_COLUMNS).push(" FROM runs WHERE true");
+        if let Some(s) = &f.sequence {
+            q.push(" AND sequence = ").push_bind(s.clone());
+        }
+        if let Some(s) = f.state {
+            q.push(" AND state = ").push_bind(s.as_str());
+        }
+        if let Some(t) = f.since {
+            q.push(" AND created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some((t, id)) = f.before {
+            q.push(" AND (created_at, id) < (")
+                .push_bind(t)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(f.limit.clamp(1, 1000) as i64);
+        Ok(q.build_query_as::<RunSummary>().fetch_all(&self.pool).await?)
+    }
+
+    pub async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+        q.push(RUN_COLUMNS)
+            .push(", snapshot FROM runs WHERE id = ")
+            .push_bind(run_id);
+        let Some(row) = q.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        use sqlx::Row;
+        let run = RunSummary::from_row(&row)?;
+        let snapshot: serde_json::Value = row.try_get("snapshot")?;
+        let executions = sqlx::query_as::<_, ExecutionView>(
+            "SELECT e.step, e.attempt, e.module, e.argv, e.state, e.worker_id, w.host AS worker_host, e.pid,
+                    e.queued_at, e.started_at, e.finished_at, e.lease_until,
+                    coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
+                    e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes
+               FROM executions e LEFT JOIN workers w ON w.id = e.worker_id
+              WHERE e.run_id = $1
+           ORDER BY e.step, e.attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(RunDetail {
+            run,
+            snapshot,
+            executions,
+        }))
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerView>> {
+        Ok(sqlx::query_as::<_, WorkerView>(
+            "SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.state, w.started_at, w.heartbeat_at,
+                    (SELECT count(*) FROM executions e WHERE e.worker_id = w.id AND e.state = 'running') AS running
+               FROM workers w
+              WHERE w.state <> 'stopped' OR w.heartbeat_at > now() - interval '1 day'
+           ORDER BY w.started_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

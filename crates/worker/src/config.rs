@@ -1,0 +1,39 @@
+//! Worker settings, with the defaults a production deployment wants.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Modules this worker runs at once (its slots).
+    pub concurrency: u16,
+    /// The broker queue it consumes.
+    pub queue: String,
+    /// How long a claimed step stays ours without a heartbeat renewing it.
+    pub lease: Duration,
+    /// How often the worker heartbeats (and renews leases): lease / 3.
+    pub heartbeat_every: Duration,
+    /// On SIGTERM, how long running modules may take to finish before they
+    /// are stopped and handed back.
+    pub drain_timeout: Duration,
+    /// Timeout for modules that set none in modules.json (`None`: no limit).
+    pub default_timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL of a module's process group.
+    pub kill_grace: Duration,
+    /// Bytes of each of stdout/stderr kept in the database.
+    pub tail_bytes: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            queue: "etl".into(),
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(60),
+            default_timeout: None,
+            kill_grace: Duration::from_secs(10),
+            tail_bytes: 16 * 1024,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Triggering a run: validate the sequence at the edge, freeze it into a
+//! snapshot, record the run in PostgreSQL, then publish `start_etl`. The
+//! record comes first so that a trigger is never lost without a trace: if
+//! the publish fails, the run is in the database as `queued` with no
+//! `published_at`, which is exactly what recovery looks for.
+
+use crate::project::{Project, ProjectError};
+use scheduler_broker::Broker;
+use scheduler_core::Message;
+use scheduler_tracker::{NewRun, Tracker};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error(transparent)]
+    Definition(#[from] ProjectError),
+    #[error(transparent)]
+    Database(#[from] scheduler_tracker::TrackerError),
+    #[error("run {run_id} is recorded as queued, but publishing start_etl failed: {source}")]
+    Publish {
+        run_id: Uuid,
+        source: scheduler_broker::BrokerError,
+    },
+}
+
+/// Who or what started a run, for the record: `cli:<user>@<host>` unless the
+/// caller says otherwise (`SCHEDULER_TRIGGER=cron` in a crontab line).
+pub fn default_trigger(kind: &str) -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{kind}:{user}@{}", hostname())
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Validates, records and publishes a run of `sequence`; returns its id.
+pub async fn start_run(
+    project: &Project,
+    tracker: &Tracker,
+    broker: &Broker,
+    sequence: &str,
+    queue: &str,
+    trigger: &str,
+) -> Result<Uuid, TriggerError> {
+    let modules = project.modules()?;
+    let seq = project.sequence(sequence, &modules)?;
+    let run = NewRun {
+        id: Uuid::now_v7(),
+        queue: queue.to_string(),
+        trigger: trigger.to_string(),
+        snapshot: seq.snapshot(&modules),
+    };
+    tracker.create_run(&run).await?;
+    let publish = async {
+        broker.declare(queue).await?;
+        broker.publish(queue, &Message::StartEtl { run_id: run.id }).await
+    };
+    publish
+        .await
+        .map_err(|source| TriggerError::Publish { run_id: run.id, source })?;
+    if let Err(e) = tracker.mark_run_published(run.id).await {
+        tracing::warn!(run_id = %run.id, error = %e, "could not note that start_etl was published");
+    }
+    tracing::info!(run_id = %run.id, sequence, queue, "run recorded and start_etl published");
+    Ok(run.id)
+}

@@ -1,0 +1,209 @@
+//! The worker process: register, consume, dispatch each message to its
+//! handler on its own task, heartbeat, and shut down gracefully.
+//!
+//! Shutdown (first SIGTERM / Ctrl-C, i.e. `shutdown` fires): stop consuming,
+//! report `draining`, let running modules finish for up to `drain_timeout`,
+//! then stop the rest and hand their steps back as a new attempt; record the
+//! worker as stopped. A second signal is the caller's business (the CLI kills
+//! the running process groups and exits at once).
+
+use crate::config::WorkerConfig;
+use crate::project::Project;
+use crate::{handlers, heartbeat, step};
+use anyhow::Context as _;
+use scheduler_broker::{Broker, Inbox, Incoming, Slots};
+use scheduler_core::Message;
+use scheduler_tracker::{ExecKey, Tracker, WorkerInfo};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Why the worker stopped a module before it ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its run was canceled by an operator.
+    RunCanceled,
+    /// The worker could not renew its lease (database unreachable for a whole
+    /// lease, or recovery gave the step to another worker): stop it so that
+    /// two copies of a step never run at once.
+    LeaseLost,
+    /// Graceful shutdown ran past its bound: hand the step back.
+    Shutdown,
+}
+
+/// A module this worker is running.
+pub struct Active {
+    pub stop: CancellationToken,
+    pub reason: Arc<OnceLock<StopReason>>,
+    pub since: Instant,
+    pub pid: Option<u32>,
+}
+
+/// What every handler needs; shared by all tasks of one worker.
+pub struct Ctx {
+    pub tracker: Tracker,
+    pub broker: Broker,
+    pub project: Project,
+    pub config: WorkerConfig,
+    pub worker_id: Uuid,
+    pub slots: Slots,
+    pub active: Mutex<HashMap<ExecKey, Active>>,
+}
+
+impl Ctx {
+    /// Stops one running module for `reason` (first reason wins).
+    pub fn stop(&self, key: &ExecKey, reason: StopReason) {
+        if let Some(a) = self.active.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            let _ = a.reason.set(reason);
+            a.stop.cancel();
+        }
+    }
+
+    pub fn stop_all(&self, reason: StopReason) {
+        for a in self.active.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            let _ = a.reason.set(reason);
+            a.stop.cancel();
+        }
+    }
+
+    /// Process group ids of the running modules (for an emergency kill).
+    pub fn running_pids(&self) -> Vec<u32> {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|a| a.pid)
+            .collect()
+    }
+}
+
+/// Handle for the CLI: lets it kill the modules on a second signal.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub ctx: Arc<Ctx>,
+}
+
+/// Runs a worker until `shutdown` fires and it has drained. `on_ready` is
+/// called once it consumes (tests and `scheduler run` wait for it).
+pub async fn run(
+    tracker: Tracker,
+    broker: Broker,
+    project: Project,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(WorkerHandle),
+) -> anyhow::Result<()> {
+    let worker_id = Uuid::now_v7();
+    broker
+        .declare(&config.queue)
+        .await
+        .with_context(|| format!("declaring queue {:?}", config.queue))?;
+    let mut inbox = Inbox::open(
+        &broker,
+        &config.queue,
+        config.concurrency,
+        &format!("worker-{worker_id}"),
+    )
+    .await
+    .context("opening the consumer channel")?;
+    let info = WorkerInfo {
+        id: worker_id,
+        host: crate::trigger::hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        concurrency: config.concurrency as u32,
+        queues: vec![config.queue.clone()],
+    };
+    tracker.register_worker(&info).await.context("registering the worker")?;
+    let ctx = Arc::new(Ctx {
+        tracker,
+        broker,
+        project,
+        slots: inbox.slots(),
+        config,
+        worker_id,
+        active: Mutex::new(HashMap::new()),
+    });
+    tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
+    on_ready(WorkerHandle { ctx: ctx.clone() });
+
+    let tasks = TaskTracker::new();
+    let beat_stop = CancellationToken::new();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = tokio::spawn(heartbeat::run(ctx.clone(), draining.clone(), beat_stop.clone()));
+
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = inbox.next() => match next {
+                Ok(Some(incoming)) => {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { dispatch(&ctx, incoming).await });
+                }
+                Ok(None) => break Err(anyhow::anyhow!("the broker canceled this worker's consumer (was queue {:?} deleted?)", ctx.config.queue)),
+                Err(e) => break Err(anyhow::Error::new(e).context("consuming from RabbitMQ")),
+            }
+        }
+    };
+
+    // Drain: no new work, let running modules finish within the bound.
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = inbox.stop().await {
+        tracing::warn!(error = %e, "could not cancel the consumer cleanly");
+    }
+    tasks.close();
+    let busy = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).len();
+    if busy > 0 {
+        tracing::info!(running = busy, bound = ?ctx.config.drain_timeout, "draining: waiting for running modules");
+    }
+    if tokio::time::timeout(ctx.config.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(bound = ?ctx.config.drain_timeout, "drain bound reached: stopping running modules and handing their steps back");
+        ctx.stop_all(StopReason::Shutdown);
+        let bound = ctx.config.kill_grace + std::time::Duration::from_secs(10);
+        if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+            tracing::error!("some steps did not finish after their modules were stopped; recovery will take them over");
+        }
+    }
+    beat_stop.cancel();
+    let _ = beat.await;
+    if let Err(e) = ctx.tracker.worker_stopped(worker_id).await {
+        tracing::warn!(error = %e, "could not record the worker as stopped");
+    }
+    inbox.close().await;
+    tracing::info!(%worker_id, "worker stopped");
+    result
+}
+
+/// Decodes one delivery and hands it to its handler. Undecodable input goes
+/// to the dead-letter queue: retrying it can never succeed.
+async fn dispatch(ctx: &Ctx, incoming: Incoming) {
+    let message = match Message::decode(&incoming.data) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = incoming.data.len(), "rejecting a malformed message to the dead-letter queue");
+            // Dead-lettering is final for this message: it cannot be handled.
+            if let Err(e) = incoming.dead_letter().await {
+                tracing::warn!(error = %e, "could not reject the malformed message");
+            }
+            return;
+        }
+    };
+    let span = tracing::info_span!("message", kind = message.kind(), run_id = %message.run_id());
+    async move {
+        match message {
+            Message::ExecModule { run_id, step, attempt } => {
+                step::handle(ctx, incoming, ExecKey { run_id, step, attempt }).await;
+            }
+            other => handlers::handle(ctx, incoming, other).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
