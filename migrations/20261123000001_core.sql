@@ -8,7 +8,6 @@ CREATE TABLE runs (
     trigger       text        NOT NULL,          -- who or what started it: "cli:alice@host", "cron", "ui"
     snapshot      jsonb       NOT NULL,          -- the sequence and resolved commands it runs
     step_count    integer     NOT NULL CHECK (step_count > 0),
-    current_step  integer,                       -- the step queued or executing now
     failed_step   integer,
     error         text,
     created_at    timestamptz NOT NULL DEFAULT now(),

@@ -9,7 +9,6 @@ use std::sync::Once;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -142,8 +141,7 @@ fn check_executable(program: &str, path: &Path) -> Result<Found, SpawnError> {
 
 /// Starts the module described by `spec` and the two tasks that read its output.
 ///
-/// The module leads a new process group whose id is its pid, has stdin on `/dev/null`, and gets
-/// SIGKILL if the thread that spawned it dies (best effort, see `PR_SET_PDEATHSIG`).
+/// The module leads a new process group whose id is its pid and has stdin on `/dev/null`.
 pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     let io_error = |source| SpawnError::Io {
@@ -178,7 +176,10 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
         .process_group(0)
         // Dropping a `Running` kills the whole group itself; killing only the leader would be worse.
         .kill_on_drop(false);
-    set_parent_death_signal(&mut cmd);
+    // No `pre_exec` hook (such as PR_SET_PDEATHSIG): any hook forces std to
+    // fork the whole worker instead of using posix_spawn, which costs about
+    // 1.5 ms per module here. A module outliving a killed worker is handled
+    // by recovery, which kills the recorded process group (see ARCHITECTURE.md).
 
     let mut child = spawn_retrying(&mut cmd)
         .await
@@ -229,18 +230,4 @@ fn become_subreaper() {
             tracing::warn!(error = %e, "could not become a child subreaper; orphans of modules go to PID 1");
         }
     });
-}
-
-#[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut Command) {
-    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe work is
-    // allowed. It makes one `prctl` syscall: no allocation, no lock, no access to the parent's state.
-    unsafe {
-        cmd.pre_exec(|| {
-            // Best effort: a module whose worker thread died is better killed than orphaned, but
-            // failing to arrange it is no reason not to run the module.
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            Ok(())
-        });
-    }
 }

@@ -55,6 +55,10 @@ impl Tracker {
                 .max_connections(config.max_connections)
                 .min_connections(1)
                 .acquire_timeout(config.connect_timeout)
+                // The default pings every connection before each use: a
+                // second round trip per statement on the hot path. A dead
+                // connection fails its statement instead, and callers retry.
+                .test_before_acquire(false)
         };
         match pool_options().connect_with(options.clone()).await {
             Ok(pool) => Ok(Tracker::with_pools(pool, &options)),

@@ -48,12 +48,14 @@ pub struct ExecResult {
     pub stderr_bytes: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Finished {
     /// The result was written (this worker still held the execution).
     pub recorded: bool,
-    /// The next execution was inserted as queued (the run was still running).
+    /// The next execution was inserted (the run was still running).
     pub queued: bool,
+    /// With `chain`: the next execution, already claimed by this worker.
+    pub chained: Option<Claimed>,
 }
 
 impl Tracker {
@@ -152,13 +154,17 @@ impl Tracker {
     }
 
     /// Records the result of an execution this worker holds and, in the same
-    /// statement, queues `next` if the run is still running.
+    /// statement, queues `next` if the run is still running. With `chain`
+    /// (a lease), the next execution is inserted already claimed by this
+    /// worker, so the worker can run it at once without a broker round trip;
+    /// [`Finished::chained`] then says what to run.
     pub async fn finish(
         &self,
         key: ExecKey,
         worker_id: Uuid,
         result: &ExecResult,
         next: Option<(u32, u32)>,
+        chain: Option<Duration>,
     ) -> Result<Finished> {
         let state = result.state.unwrap_or(ExecState::Failed);
         let (next_step, next_attempt) = match next {
@@ -173,19 +179,28 @@ impl Tracker {
                  WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'running' AND worker_id = $4
              RETURNING run_id
              ), r AS (
-                UPDATE runs SET current_step = $14, updated_at = now()
+                -- Read, not written: updating the run on every step would
+                -- rewrite its row and every index on it. A cancel that
+                -- commits meanwhile is noticed at the next heartbeat.
+                SELECT id, snapshot, sequence, step_count FROM runs
                  WHERE id IN (SELECT run_id FROM done) AND state = 'running' AND $14::int IS NOT NULL
-             RETURNING id, snapshot
              ), q AS (
-                INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state)
+                INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
+                                        worker_id, started_at, lease_until)
                 SELECT r.id, $14, $15, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
-                       (s->>'timeout_secs')::bigint, 'queued'
+                       (s->>'timeout_secs')::bigint,
+                       CASE WHEN $16::float8 IS NULL THEN 'queued' ELSE 'running' END,
+                       CASE WHEN $16::float8 IS NULL THEN NULL ELSE $4 END,
+                       CASE WHEN $16::float8 IS NULL THEN NULL ELSE now() END,
+                       CASE WHEN $16::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $16) END
                   FROM r CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->($14::int) AS s) x
                  WHERE s IS NOT NULL
                 ON CONFLICT DO NOTHING
-             RETURNING step
+             RETURNING module, argv, timeout_secs
              )
-             SELECT (SELECT count(*) FROM done) AS recorded, (SELECT count(*) FROM q) AS queued",
+             SELECT (SELECT count(*) FROM done) AS recorded,
+                    q.module, q.argv, q.timeout_secs, r.sequence, r.step_count
+               FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true",
         )
         .bind(key.run_id)
         .bind(key.step as i32)
@@ -202,11 +217,25 @@ impl Tracker {
         .bind(result.stderr_bytes)
         .bind(next_step)
         .bind(next_attempt)
+        .bind(chain.map(|d| d.as_secs_f64()))
         .fetch_one(&self.pool)
         .await?;
+        let module: Option<String> = row.get("module");
+        let queued = module.is_some();
+        let chained = match (chain, module) {
+            (Some(_), Some(module)) => Some(Claimed {
+                module,
+                argv: row.get("argv"),
+                timeout_secs: row.get::<Option<i64>, _>("timeout_secs").map(|t| t as u64),
+                sequence: row.get("sequence"),
+                step_count: row.get::<i32, _>("step_count") as u32,
+            }),
+            _ => None,
+        };
         Ok(Finished {
             recorded: row.get::<i64, _>("recorded") > 0,
-            queued: row.get::<i64, _>("queued") > 0,
+            queued,
+            chained,
         })
     }
 }

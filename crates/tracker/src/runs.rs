@@ -140,8 +140,7 @@ impl Tracker {
                     started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
                     finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END,
                     failed_step = CASE WHEN $3 = 'failed' THEN $4 WHEN $3 = 'running' THEN NULL ELSE failed_step END,
-                    error = CASE WHEN $3 = 'failed' THEN $5 WHEN $3 = 'running' THEN NULL ELSE error END,
-                    current_step = coalesce($6::int, current_step)
+                    error = CASE WHEN $3 = 'failed' THEN $5 WHEN $3 = 'running' THEN NULL ELSE error END
                 WHERE id = $1 AND state = $2
                 RETURNING id, snapshot
              ), q AS (

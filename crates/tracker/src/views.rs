@@ -84,7 +84,8 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
-const RUN_COLUMNS: &str = "id, sequence, state, trigger, queue, step_count, current_step, failed_step, error,
+const RUN_COLUMNS: &str = "id, sequence, state, trigger, queue, step_count,
+    (SELECT max(e.step) FROM executions e WHERE e.run_id = runs.id) AS current_step, failed_step, error,
     created_at, started_at, finished_at,
     (extract(epoch FROM (coalesce(finished_at, now()) - started_at)) * 1000)::bigint AS duration_ms";
 

@@ -9,11 +9,10 @@
 use crate::worker::{Ctx, StopReason};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(ctx: Arc<Ctx>, draining: Arc<AtomicBool>, stop: CancellationToken) {
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut last_ok = Instant::now();
     let mut ticker = tokio::time::interval(ctx.config.heartbeat_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,7 +24,7 @@ pub async fn run(ctx: Arc<Ctx>, draining: Arc<AtomicBool>, stop: CancellationTok
         let asked = Instant::now();
         match ctx
             .tracker
-            .heartbeat(ctx.worker_id, draining.load(Ordering::Relaxed), ctx.config.lease)
+            .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease)
             .await
         {
             Ok(held) => {

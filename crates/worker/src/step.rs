@@ -6,6 +6,16 @@
 //! The delivery is acknowledged right after the claim: from then on the step
 //! is held by its lease in PostgreSQL, not by the broker, so a module may run
 //! for hours without tripping RabbitMQ's `consumer_timeout`.
+//!
+//! Local continuation: when a step succeeds and the state machine queues the
+//! next one, the worker records the result and claims the next step for
+//! itself in the same statement, and runs it in the same slot. The decision
+//! is the state machine's (the `exec_module` it would publish); only its
+//! delivery is local, because it would come back to a worker of the same
+//! queue anyway. This takes the broker out of the per-step path, and keeps a
+//! run's intermediate files on the machine that wrote them. A draining
+//! worker does not continue: it queues and publishes the next step for
+//! another worker.
 
 use crate::handlers::publish_noted;
 use crate::worker::{Active, Ctx, StopReason};
@@ -38,8 +48,14 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     if let Err(e) = incoming.ack().await {
         tracing::warn!(error = %e, "could not acknowledge; a redelivery will be dropped as already claimed");
     }
-    let span = tracing::info_span!("step", step = key.step, attempt = key.attempt, module = %claimed.module);
-    execute(ctx, key, claimed).instrument(span).await;
+    let (mut key, mut claimed) = (key, claimed);
+    loop {
+        let span = tracing::info_span!("step", step = key.step, attempt = key.attempt, module = %claimed.module);
+        match execute(ctx, key, claimed).instrument(span).await {
+            Some((next_key, next)) => (key, claimed) = (next_key, next),
+            None => break,
+        }
+    }
     if let Err(e) = ctx.slots.free().await {
         tracing::warn!(error = %e, "could not adjust the prefetch after the step");
     }
@@ -74,7 +90,9 @@ async fn refuse(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     let _ = incoming.ack().await;
 }
 
-async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) {
+/// Runs one claimed step and records it; returns the next step when this
+/// worker claimed it to continue locally.
+async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, Claimed)> {
     let stop = CancellationToken::new();
     let reason = Arc::new(OnceLock::new());
     ctx.active.lock().unwrap_or_else(|p| p.into_inner()).insert(
@@ -147,31 +165,41 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) {
         },
     };
     let next = plan.as_ref().and_then(|p| p.queue);
-    let finished = match ctx.tracker.finish(key, ctx.worker_id, &result, next).await {
+    let chain = (next.is_some() && !ctx.is_draining()).then_some(ctx.config.lease);
+    let finished = match ctx.tracker.finish(key, ctx.worker_id, &result, next, chain).await {
         Ok(f) => f,
         Err(e) => {
             // The lease will expire and recovery will re-run the step.
             tracing::error!(error = %e, "could not record the step's result");
-            return;
+            return None;
         }
     };
     if !finished.recorded {
         tracing::warn!("the step was taken away from this worker (lease lost); its result is not recorded");
-        return;
+        return None;
     }
     log_result(key, &claimed.module, &result);
-    let Some(message) = plan.and_then(|p| p.publish) else {
-        return;
-    };
+    if let (Some(next_claimed), Some((step, attempt))) = (finished.chained, next) {
+        return Some((
+            ExecKey {
+                run_id: key.run_id,
+                step,
+                attempt,
+            },
+            next_claimed,
+        ));
+    }
+    let message = plan.and_then(|p| p.publish)?;
     if next.is_some() && !finished.queued {
         tracing::info!("run is no longer running; not queuing the next step");
-        return;
+        return None;
     }
     if let Err(e) = publish_noted(&ctx.tracker, &ctx.broker, &ctx.config.queue, &message).await {
         // Committed but not published: recovery finds it by its missing
         // published_at and publishes it again.
         tracing::error!(error = %e, kind = message.kind(), "could not publish what follows this step");
     }
+    None
 }
 
 /// Turns the module's outcome into the recorded result and the state

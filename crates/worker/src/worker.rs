@@ -15,6 +15,7 @@ use scheduler_broker::{Broker, Inbox, Incoming, Slots};
 use scheduler_core::Message;
 use scheduler_tracker::{ExecKey, Tracker, WorkerInfo};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,9 +53,15 @@ pub struct Ctx {
     pub worker_id: Uuid,
     pub slots: Slots,
     pub active: Mutex<HashMap<ExecKey, Active>>,
+    /// Set once shutdown begins: no local continuation, heartbeats say so.
+    pub draining: AtomicBool,
 }
 
 impl Ctx {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Stops one running module for `reason` (first reason wins).
     pub fn stop(&self, key: &ExecKey, reason: StopReason) {
         if let Some(a) = self.active.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
@@ -127,14 +134,14 @@ pub async fn run(
         config,
         worker_id,
         active: Mutex::new(HashMap::new()),
+        draining: AtomicBool::new(false),
     });
     tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
     on_ready(WorkerHandle { ctx: ctx.clone() });
 
     let tasks = TaskTracker::new();
     let beat_stop = CancellationToken::new();
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let beat = tokio::spawn(heartbeat::run(ctx.clone(), draining.clone(), beat_stop.clone()));
+    let beat = tokio::spawn(heartbeat::run(ctx.clone(), beat_stop.clone()));
 
     let result = loop {
         tokio::select! {
@@ -151,7 +158,7 @@ pub async fn run(
     };
 
     // Drain: no new work, let running modules finish within the bound.
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.draining.store(true, Ordering::Relaxed);
     if let Err(e) = inbox.stop().await {
         tracing::warn!(error = %e, "could not cancel the consumer cleanly");
     }

@@ -53,6 +53,8 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         "bare spawn of the no-op module: {serial:.0}/s serially, {parallel:.0}/s with {} at once",
         a.concurrency
     );
+    let captured = executor_spawn_rate(&dir, 400).await?;
+    println!("the same through the executor (process group, output capture, cleanup): {captured:.0}/s serially");
 
     let mut db = TrackerConfig::new(bench_database_url(&g.database_url));
     db.max_connections = a.concurrency as u32 + 6;
@@ -192,6 +194,29 @@ async fn bare_spawn_rate(program: &Path, parallel: usize, total: usize) -> anyho
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// Runs the module `total` times serially through the executor, as a worker
+/// does, but without the database and the broker.
+async fn executor_spawn_rate(dir: &Path, total: usize) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    for _ in 0..total {
+        let spec = scheduler_executor::Spec {
+            argv: vec!["./noop.sh".into()],
+            cwd: dir.to_path_buf(),
+            env: vec![],
+            timeout: None,
+            kill_grace: Duration::from_secs(1),
+            tail_bytes: 16 * 1024,
+            log_label: "bench".into(),
+        };
+        let outcome = scheduler_executor::spawn(spec)
+            .await?
+            .wait(CancellationToken::new())
+            .await;
+        anyhow::ensure!(outcome.succeeded(), "the no-op module failed: {}", outcome.describe());
+    }
+    Ok(total as f64 / t0.elapsed().as_secs_f64())
+}
+
 async fn wait_all(tracker: &Tracker, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -211,7 +236,7 @@ async fn wait_all(tracker: &Tracker, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
             Instant::now() < deadline,
             "{unfinished} bench runs did not finish within 10 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(if ids.len() == 1 { 2 } else { 50 })).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
