@@ -114,4 +114,13 @@ pub struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL when a module's process group is stopped.
     #[arg(long, env = "SCHEDULER_KILL_GRACE", default_value_t = 10)]
     pub kill_grace: u64,
+    /// Executions of one step (first run + re-runs after a lost worker) before the run fails.
+    #[arg(long, env = "SCHEDULER_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Seconds between recovery passes (one worker at a time runs them).
+    #[arg(long, env = "SCHEDULER_REAP_EVERY", default_value_t = 5, hide = true)]
+    pub reap_every: u64,
+    /// Seconds before recovery republishes unpublished work or re-decides a stuck run.
+    #[arg(long, env = "SCHEDULER_REPUBLISH_AFTER", default_value_t = 10, hide = true)]
+    pub republish_after: u64,
 }

@@ -201,6 +201,81 @@ pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decisi
     }
 }
 
+/// Recovery found an execution whose lease expired (its worker died or was
+/// cut off). `attempt` is the expired one; `max_attempts` bounds re-runs.
+pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32) -> Decision {
+    if run.state != RunState::Running {
+        return Decision::Drop("run is no longer running; the expired step is just closed");
+    }
+    if attempt >= max_attempts {
+        let reason = format!(
+            "step {step} lost its worker {attempt} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts"
+        );
+        return Decision::Apply(Plan {
+            publish: Some(Message::ErrorHandler {
+                run_id: run.id,
+                step,
+                attempt,
+                reason,
+            }),
+            ..Plan::default()
+        });
+    }
+    Decision::Apply(Plan {
+        queue: Some((step, attempt + 1)),
+        publish: Some(Message::ExecModule {
+            run_id: run.id,
+            step,
+            attempt: attempt + 1,
+        }),
+        ..Plan::default()
+    })
+}
+
+/// The latest execution of a run that recovery found with nothing queued or
+/// running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastExec {
+    pub step: u32,
+    pub attempt: u32,
+    pub state: ExecState,
+    pub error: Option<String>,
+}
+
+/// Recovery found a `running` run with no execution queued or running: the
+/// message that should have followed its latest execution was lost (a crash
+/// between a commit and a publish). Decide it again.
+pub fn on_stuck(run: RunView, last: Option<&LastExec>) -> Decision {
+    if run.state != RunState::Running {
+        return Decision::Drop("run is not running");
+    }
+    let Some(last) = last else {
+        return Decision::Apply(Plan {
+            queue: Some((0, 1)),
+            publish: Some(Message::ExecModule {
+                run_id: run.id,
+                step: 0,
+                attempt: 1,
+            }),
+            ..Plan::default()
+        });
+    };
+    match last.state {
+        ExecState::Succeeded => on_step_done(run, last.step, last.attempt, &StepOutcome::Succeeded),
+        ExecState::Failed => {
+            let reason = last
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("step {} failed", last.step));
+            on_step_done(run, last.step, last.attempt, &StepOutcome::Failed { reason })
+        }
+        ExecState::Abandoned | ExecState::Canceled => {
+            on_step_done(run, last.step, last.attempt, &StepOutcome::Interrupted)
+        }
+        ExecState::Queued | ExecState::Running => Decision::Drop("an execution is in flight"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +468,66 @@ mod tests {
         for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Failed) {
             assert!(matches!(on_retry(run(state, 3), Some(1), 1), Decision::Drop(_)));
         }
+    }
+
+    #[test]
+    fn an_expired_lease_requeues_the_step_until_the_attempt_limit() {
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 3));
+        assert_eq!(p.queue, Some((1, 2)));
+        assert_eq!(
+            p.publish,
+            Some(Message::ExecModule {
+                run_id: Uuid::nil(),
+                step: 1,
+                attempt: 2
+            })
+        );
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 3, 3));
+        assert_eq!(p.queue, None);
+        assert!(matches!(
+            p.publish,
+            Some(Message::ErrorHandler {
+                step: 1,
+                attempt: 3,
+                ..
+            })
+        ));
+        for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
+            assert!(matches!(on_lease_expired(run(state, 3), 1, 1, 3), Decision::Drop(_)));
+        }
+    }
+
+    #[test]
+    fn a_stuck_run_is_decided_again_from_its_latest_execution() {
+        let last = |step, state| LastExec {
+            step,
+            attempt: 1,
+            state,
+            error: Some("exit code 2".into()),
+        };
+        let r = run(RunState::Running, 3);
+        assert_eq!(plan(on_stuck(r, None)).queue, Some((0, 1)));
+        assert_eq!(
+            plan(on_stuck(r, Some(&last(0, ExecState::Succeeded)))).queue,
+            Some((1, 1))
+        );
+        assert_eq!(
+            plan(on_stuck(r, Some(&last(2, ExecState::Succeeded)))).publish,
+            Some(Message::EndEtl { run_id: Uuid::nil() })
+        );
+        assert!(matches!(
+            plan(on_stuck(r, Some(&last(1, ExecState::Failed)))).publish,
+            Some(Message::ErrorHandler { step: 1, ref reason, .. }) if reason == "exit code 2"
+        ));
+        assert_eq!(
+            plan(on_stuck(r, Some(&last(1, ExecState::Abandoned)))).queue,
+            Some((1, 2))
+        );
+        assert!(matches!(
+            on_stuck(r, Some(&last(1, ExecState::Running))),
+            Decision::Drop(_)
+        ));
+        assert!(matches!(on_stuck(run(RunState::Failed, 3), None), Decision::Drop(_)));
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //! exit statuses from tokio.
 
 mod group;
+mod orphans;
 mod outcome;
 mod output;
 mod running;
@@ -44,6 +45,7 @@ mod spawn;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use orphans::kill_orphan_group;
 pub use outcome::{Ending, Outcome};
 pub use running::Running;
 pub use spawn::{SpawnError, resolve_program, spawn};

@@ -17,6 +17,7 @@
 
 pub mod connect;
 pub mod executions;
+pub mod recovery;
 pub mod runs;
 pub mod stats;
 pub mod views;

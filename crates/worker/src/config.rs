@@ -21,6 +21,12 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     /// Bytes of each of stdout/stderr kept in the database.
     pub tail_bytes: usize,
+    /// How often recovery runs (on the one worker holding the reaper lease).
+    pub reap_every: Duration,
+    /// How old unpublished or stuck work must be before recovery acts on it.
+    pub republish_after: Duration,
+    /// Executions of one step before a lost worker fails the run.
+    pub max_attempts: u32,
 }
 
 impl Default for WorkerConfig {
@@ -34,6 +40,9 @@ impl Default for WorkerConfig {
             default_timeout: None,
             kill_grace: Duration::from_secs(10),
             tail_bytes: 16 * 1024,
+            reap_every: Duration::from_secs(5),
+            republish_after: Duration::from_secs(10),
+            max_attempts: 3,
         }
     }
 }

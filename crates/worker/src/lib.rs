@@ -10,6 +10,7 @@
 //! - [`handlers`]: `start_etl`, `end_etl`, `error_handler`.
 //! - [`step`]: `exec_module`: claim, run the module, record, publish the next.
 //! - [`heartbeat`]: worker liveness, lease renewal, cancel and lease-loss kills.
+//! - [`reaper`]: recovery: unpublished work, expired leases, stuck runs.
 //!
 //! Architecture invariants: no SQL (that is the tracker), no AMQP details
 //! (the broker), no process handling (the executor) here. Every message is
@@ -23,6 +24,7 @@ pub mod config;
 pub mod handlers;
 pub mod heartbeat;
 pub mod project;
+pub mod reaper;
 pub mod step;
 pub mod trigger;
 pub mod worker;

@@ -41,11 +41,12 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Validates, records and publishes a run of `sequence`; returns its id.
-pub async fn start_run(
+/// Validates `sequence` and records a run of it as `queued`; returns its id.
+/// Once this returns, the run cannot be lost: if it is never published,
+/// recovery publishes it.
+pub async fn record_run(
     project: &Project,
     tracker: &Tracker,
-    broker: &Broker,
     sequence: &str,
     queue: &str,
     trigger: &str,
@@ -59,16 +60,35 @@ pub async fn start_run(
         snapshot: seq.snapshot(&modules),
     };
     tracker.create_run(&run).await?;
+    Ok(run.id)
+}
+
+/// Publishes `start_etl` for a recorded run and notes it.
+pub async fn publish_start(tracker: &Tracker, broker: &Broker, run_id: Uuid, queue: &str) -> Result<(), TriggerError> {
     let publish = async {
         broker.declare(queue).await?;
-        broker.publish(queue, &Message::StartEtl { run_id: run.id }).await
+        broker.publish(queue, &Message::StartEtl { run_id }).await
     };
     publish
         .await
-        .map_err(|source| TriggerError::Publish { run_id: run.id, source })?;
-    if let Err(e) = tracker.mark_run_published(run.id).await {
-        tracing::warn!(run_id = %run.id, error = %e, "could not note that start_etl was published");
+        .map_err(|source| TriggerError::Publish { run_id, source })?;
+    if let Err(e) = tracker.mark_run_published(run_id).await {
+        tracing::warn!(%run_id, error = %e, "could not note that start_etl was published");
     }
-    tracing::info!(run_id = %run.id, sequence, queue, "run recorded and start_etl published");
-    Ok(run.id)
+    tracing::info!(%run_id, queue, "run recorded and start_etl published");
+    Ok(())
+}
+
+/// Validates, records and publishes a run of `sequence`; returns its id.
+pub async fn start_run(
+    project: &Project,
+    tracker: &Tracker,
+    broker: &Broker,
+    sequence: &str,
+    queue: &str,
+    trigger: &str,
+) -> Result<Uuid, TriggerError> {
+    let run_id = record_run(project, tracker, sequence, queue, trigger).await?;
+    publish_start(tracker, broker, run_id, queue).await?;
+    Ok(run_id)
 }

@@ -9,7 +9,7 @@
 
 use crate::config::WorkerConfig;
 use crate::project::Project;
-use crate::{handlers, heartbeat, step};
+use crate::{handlers, heartbeat, reaper, step};
 use anyhow::Context as _;
 use scheduler_broker::{Broker, Inbox, Incoming, Slots};
 use scheduler_core::Message;
@@ -142,6 +142,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let beat_stop = CancellationToken::new();
     let beat = tokio::spawn(heartbeat::run(ctx.clone(), beat_stop.clone()));
+    let reap = tokio::spawn(reaper::run(ctx.clone(), beat_stop.clone()));
 
     let result = loop {
         tokio::select! {
@@ -180,6 +181,7 @@ pub async fn run(
     }
     beat_stop.cancel();
     let _ = beat.await;
+    let _ = reap.await;
     if let Err(e) = ctx.tracker.worker_stopped(worker_id).await {
         tracing::warn!(error = %e, "could not record the worker as stopped");
     }

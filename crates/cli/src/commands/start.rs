@@ -1,8 +1,15 @@
 //! `scheduler start <sequence>`: validate, record, publish, print the run id.
+//!
+//! The run is recorded in PostgreSQL before anything is sent: once recorded
+//! it cannot be lost. If RabbitMQ is unreachable or does not confirm, the
+//! command says so and still exits 0, because recovery (any running worker)
+//! publishes recorded-but-unpublished runs as soon as the broker is back; a
+//! crontab trigger is never lost to a broker restart. It exits non-zero only
+//! when the run could not be recorded.
 
 use crate::cli::Global;
 use crate::connect;
-use scheduler_worker::{TriggerError, start_run, trigger::default_trigger};
+use scheduler_worker::trigger::{default_trigger, publish_start, record_run};
 use std::process::ExitCode;
 
 pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyhow::Result<ExitCode> {
@@ -11,22 +18,24 @@ pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyho
     let modules = project.modules()?;
     project.sequence(sequence, &modules)?;
     let tracker = connect::tracker(g, 2).await?;
-    let broker = connect::broker(g, "scheduler start").await?;
     let trigger = trigger.unwrap_or_else(|| default_trigger("cli"));
-    let result = start_run(&project, &tracker, &broker, sequence, &g.queue, &trigger).await;
-    broker.close().await;
-    match result {
-        Ok(run_id) => {
-            println!("{run_id}");
-            Ok(ExitCode::SUCCESS)
+    let run_id = record_run(&project, &tracker, sequence, &g.queue, &trigger).await?;
+    let published = match connect::broker(g, "scheduler start").await {
+        Ok(broker) => {
+            let result = publish_start(&tracker, &broker, run_id, &g.queue)
+                .await
+                .map_err(anyhow::Error::from);
+            broker.close().await;
+            result
         }
-        Err(TriggerError::Publish { run_id, source }) => {
-            eprintln!(
-                "error: run {run_id} of {sequence} is recorded as queued, but RabbitMQ did not confirm start_etl: {source}.\n\
-                 A running worker's recovery publishes it once the broker is reachable; check RabbitMQ."
-            );
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = published {
+        eprintln!(
+            "warning: run {run_id} of {sequence} is recorded, but could not be handed to RabbitMQ: {e:#}\n\
+             It is not lost: a worker publishes it as soon as the broker is reachable again."
+        );
     }
+    println!("{run_id}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,9 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         drain_timeout: Duration::from_secs(a.drain_timeout),
         default_timeout: (a.module_timeout > 0).then(|| Duration::from_secs(a.module_timeout)),
         kill_grace: Duration::from_secs(a.kill_grace),
+        max_attempts: a.max_attempts.max(1),
+        reap_every: Duration::from_secs(a.reap_every.max(1)),
+        republish_after: Duration::from_secs(a.republish_after),
         ..WorkerConfig::default()
     })
 }

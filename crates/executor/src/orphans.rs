@@ -1,0 +1,71 @@
+//! Finding and killing the process group of a module whose worker died
+//! (SIGKILL, OOM): the group outlives the worker, and recovery must stop it
+//! before the step runs again. A pid can be reused, so the group is only
+//! killed if one of its members carries the run's `ETL_RUN_ID` in its
+//! environment.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Kills process group `pgid` if a member of it belongs to run `run_id`.
+/// Returns whether a group was found and killed.
+pub fn kill_orphan_group(pgid: u32, run_id: &str) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else { return false };
+    if raw <= 1 || !group_belongs_to(raw, run_id) {
+        return false;
+    }
+    tracing::warn!(pgid, run_id, "killing the process group left behind by a dead worker");
+    killpg(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
+}
+
+fn group_belongs_to(pgid: i32, run_id: &str) -> bool {
+    let needle = format!("ETL_RUN_ID={run_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| process_group_of(*pid) == Some(pgid))
+        .any(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+}
+
+/// Field 5 of /proc/<pid>/stat, read after the command name (which may
+/// contain spaces and parentheses).
+fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn only_a_group_carrying_the_run_id_is_killed() {
+        let run = "0190-test-run";
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("ETL_RUN_ID", run)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !kill_orphan_group(pid, "another-run"),
+            "a foreign group must be left alone"
+        );
+        assert!(kill_orphan_group(pid, run));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        assert!(!kill_orphan_group(pid, run), "nothing left to kill");
+    }
+}
