@@ -275,3 +275,50 @@ pub fn seq(modules: &[&str]) -> String {
         .collect();
     Value::Array(steps).to_string()
 }
+
+impl Env {
+    /// Publishes raw bytes on this env's queue (malformed input).
+    pub fn publish_raw(&self, payloads: &[&[u8]]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let broker = Broker::connect(
+                &BrokerConfig {
+                    url: AMQP_URL.into(),
+                    queue_expires_ms: Some(600_000),
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+            for p in payloads {
+                broker.publish_raw(&self.queue, p, "garbage").await.unwrap();
+            }
+            broker.close().await;
+        });
+    }
+
+    /// Messages waiting in `queue` (ready, not delivered).
+    pub fn queue_depth(&self, queue: &str) -> u32 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let broker = Broker::connect(
+                &BrokerConfig {
+                    url: AMQP_URL.into(),
+                    queue_expires_ms: Some(600_000),
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+            let depth = broker.queue_depth(queue).await.unwrap().0;
+            broker.close().await;
+            depth
+        })
+    }
+}
