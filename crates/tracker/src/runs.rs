@@ -28,15 +28,20 @@ pub struct Transition {
     pub failure: Option<(u32, String)>,
     /// `(step, attempt)` of an execution to insert as queued.
     pub queue: Option<(u32, u32)>,
+    /// Insert that execution already claimed by this worker, with a lease
+    /// (local delivery of the `exec_module` the decision asks for).
+    pub claim_for: Option<(Uuid, std::time::Duration)>,
 }
 
 /// What a transition did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     /// The run was in `from` and is now in `to`.
     pub applied: bool,
     /// The queued execution was inserted (false if it already existed).
     pub queued: bool,
+    /// With `claim_for`: the inserted execution, claimed by that worker.
+    pub claimed: Option<crate::Claimed>,
 }
 
 impl Tracker {
@@ -142,21 +147,27 @@ impl Tracker {
                     failed_step = CASE WHEN $3 = 'failed' THEN $4 WHEN $3 = 'running' THEN NULL ELSE failed_step END,
                     error = CASE WHEN $3 = 'failed' THEN $5 WHEN $3 = 'running' THEN NULL ELSE error END
                 WHERE id = $1 AND state = $2
-                RETURNING id, snapshot
+                RETURNING id, snapshot, sequence, step_count
              ), q AS (
-                INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state)
+                INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
+                                        worker_id, started_at, lease_until)
                 SELECT r.id, $6, $7, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
-                       (s->>'timeout_secs')::bigint, 'queued'
+                       (s->>'timeout_secs')::bigint,
+                       CASE WHEN $8::uuid IS NULL THEN 'queued' ELSE 'running' END,
+                       $8::uuid,
+                       CASE WHEN $8::uuid IS NULL THEN NULL ELSE now() END,
+                       CASE WHEN $8::uuid IS NULL THEN NULL ELSE now() + make_interval(secs => $9) END
                 FROM r CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->($6::int) AS s) x
                 WHERE $6::int IS NOT NULL AND s IS NOT NULL
                 ON CONFLICT DO NOTHING
-                RETURNING step
+                RETURNING step, module, argv, timeout_secs
              ), c AS (
                 UPDATE executions SET state = 'canceled', finished_at = now()
                 WHERE run_id = $1 AND state = 'queued' AND $3 = 'canceled' AND EXISTS (SELECT 1 FROM r)
                 RETURNING step
              )
-             SELECT (SELECT count(*) FROM r) AS applied, (SELECT count(*) FROM q) AS queued",
+             SELECT (SELECT count(*) FROM r) AS applied, q.module, q.argv, q.timeout_secs, r.sequence, r.step_count
+               FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true",
         )
         .bind(t.run_id)
         .bind(t.from.as_str())
@@ -165,11 +176,26 @@ impl Tracker {
         .bind(reason)
         .bind(queue_step)
         .bind(queue_attempt)
+        .bind(t.claim_for.map(|(w, _)| w))
+        .bind(t.claim_for.map(|(_, lease)| lease.as_secs_f64()).unwrap_or(0.0))
         .fetch_one(&self.pool)
         .await?;
+        let module: Option<String> = row.get("module");
+        let queued = module.is_some();
+        let claimed = match (t.claim_for, module) {
+            (Some(_), Some(module)) => Some(crate::Claimed {
+                module,
+                argv: row.get("argv"),
+                timeout_secs: row.get::<Option<i64>, _>("timeout_secs").map(|t| t as u64),
+                sequence: row.get("sequence"),
+                step_count: row.get::<i32, _>("step_count") as u32,
+            }),
+            _ => None,
+        };
         Ok(Applied {
             applied: row.get::<i64, _>("applied") > 0,
-            queued: row.get::<i64, _>("queued") > 0,
+            queued,
+            claimed,
         })
     }
 }

@@ -20,6 +20,11 @@ pub enum Applied {
 }
 
 pub async fn handle(ctx: &Ctx, incoming: Incoming, message: Message) {
+    if let Message::StartEtl { run_id } = message
+        && !ctx.is_draining()
+    {
+        return start_here(ctx, incoming, run_id).await;
+    }
     match handle_message(&ctx.tracker, &ctx.broker, &ctx.config.queue, &message).await {
         Ok(Applied::Done) => tracing::debug!("handled"),
         Ok(Applied::Dropped(why)) => tracing::info!(why, "dropped"),
@@ -37,6 +42,53 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, message: Message) {
     // Its effect is committed (or it had none): the delivery is done.
     if let Err(e) = incoming.ack().await {
         tracing::warn!(error = %e, "could not acknowledge; a redelivery will be dropped as a duplicate");
+    }
+}
+
+/// `start_etl`, delivering the first step locally: the run's transition
+/// inserts execution 0 already claimed by this worker (this delivery holds a
+/// prefetch credit, so a slot is free), and the step runs here at once
+/// instead of going back through the broker.
+async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
+    let decided = async {
+        let Some(run) = ctx.tracker.run_view(run_id).await? else {
+            return Ok::<_, anyhow::Error>(Err(format!("no run {run_id} is recorded (stale or foreign message)")));
+        };
+        let plan = match machine::on_start(run) {
+            Decision::Apply(plan) => plan,
+            Decision::Drop(why) => return Ok(Err(why.to_string())),
+        };
+        let Some((from, to)) = plan.run else {
+            return Ok(Err("nothing to apply".into()));
+        };
+        let t = Transition {
+            run_id,
+            from,
+            to,
+            failure: None,
+            queue: plan.queue,
+            claim_for: Some((ctx.worker_id, ctx.config.lease)),
+        };
+        let applied = ctx.tracker.apply_transition(&t).await?;
+        match (applied.applied, applied.claimed, plan.queue) {
+            (true, Some(claimed), Some((step, attempt))) => Ok(Ok((ExecKey { run_id, step, attempt }, claimed))),
+            _ => Ok(Err(format!("run left {from} before this {from} -> {to} applied"))),
+        }
+    };
+    match decided.await {
+        Ok(Ok((key, claimed))) => {
+            tracing::info!(%run_id, "run started; running its first step here");
+            crate::step::run_here(ctx, incoming, key, claimed).await;
+        }
+        Ok(Err(why)) => {
+            tracing::info!(why, "dropped");
+            let _ = incoming.ack().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not handle the message; requeueing it in 1s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = incoming.requeue().await;
+        }
     }
 }
 
@@ -80,6 +132,7 @@ pub async fn apply(
             to,
             failure: plan.failure.clone(),
             queue: plan.queue,
+            claim_for: None,
         };
         let applied = tracker.apply_transition(&t).await?;
         if !applied.applied {

@@ -41,6 +41,13 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
             return;
         }
     };
+    run_here(ctx, incoming, key, claimed).await;
+}
+
+/// Runs a step this worker has claimed: take a slot, release the delivery
+/// (the lease in PostgreSQL holds the step now), run it and the steps it
+/// continues into, free the slot.
+pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed) {
     if let Err(e) = ctx.slots.take().await {
         tracing::warn!(error = %e, "could not adjust the prefetch; continuing");
     }
