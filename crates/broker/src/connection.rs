@@ -12,7 +12,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use scheduler_core::Message;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -32,9 +32,11 @@ impl BrokerConfig {
 }
 
 /// A connection and a publishing channel in confirm mode; cheap to clone.
+/// [`Broker::reconnect`] replaces the connection for every clone.
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<Inner>,
+    current: Arc<RwLock<Arc<Inner>>>,
+    name: Arc<str>,
 }
 
 struct Inner {
@@ -43,9 +45,8 @@ struct Inner {
     config: BrokerConfig,
 }
 
-impl Broker {
-    /// Connects; `name` shows in the RabbitMQ connection list.
-    pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Broker> {
+impl Inner {
+    async fn open(config: &BrokerConfig, name: &str) -> Result<Inner> {
         let props = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect(&config.url, props)
             .await
@@ -55,18 +56,50 @@ impl Broker {
             })?;
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Broker {
-            inner: Arc::new(Inner {
-                connection,
-                publisher,
-                config: config.clone(),
-            }),
+        Ok(Inner {
+            connection,
+            publisher,
+            config: config.clone(),
         })
+    }
+}
+
+impl Broker {
+    /// Connects; `name` shows in the RabbitMQ connection list.
+    pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Broker> {
+        let inner = Inner::open(config, name).await?;
+        Ok(Broker {
+            current: Arc::new(RwLock::new(Arc::new(inner))),
+            name: name.into(),
+        })
+    }
+
+    /// Opens a new connection (after the broker went away) and makes every
+    /// clone of this handle use it.
+    pub async fn reconnect(&self) -> Result<()> {
+        let config = self.inner().config.clone();
+        let inner = Inner::open(&config, &self.name).await?;
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(inner),
+        );
+        let _ = old.connection.close(200, "reconnected".into()).await;
+        Ok(())
+    }
+
+    /// Whether the connection is still usable.
+    pub fn is_connected(&self) -> bool {
+        self.inner().connection.status().connected()
+    }
+
+    fn inner(&self) -> Arc<Inner> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Declares `queue` and `queue.dead` (idempotent).
     pub async fn declare(&self, queue: &str) -> Result<()> {
-        let ch = &self.inner.publisher;
+        let inner = self.inner();
+        let ch = &inner.publisher;
         let dead = format!("{queue}.dead");
         ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), self.expiry())
             .await?;
@@ -83,7 +116,7 @@ impl Broker {
 
     fn expiry(&self) -> FieldTable {
         let mut args = FieldTable::default();
-        if let Some(ms) = self.inner.config.queue_expires_ms {
+        if let Some(ms) = self.inner().config.queue_expires_ms {
             args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
         }
         args
@@ -101,7 +134,7 @@ impl Broker {
             .with_content_type("application/json".into())
             .with_type(kind.into());
         let confirm = self
-            .inner
+            .inner()
             .publisher
             .basic_publish(
                 "".into(),
@@ -122,14 +155,14 @@ impl Broker {
         }
     }
 
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.inner.connection
+    pub(crate) async fn create_channel(&self) -> Result<Channel> {
+        Ok(self.inner().connection.create_channel().await?)
     }
 
     /// Number of messages ready in `queue` and its consumer count (passive
     /// declare: fails if the queue does not exist).
     pub async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)> {
-        let ch = self.inner.connection.create_channel().await?;
+        let ch = self.create_channel().await?;
         let q = ch
             .queue_declare(
                 queue.into(),
@@ -146,7 +179,8 @@ impl Broker {
 
     /// Deletes a queue and its dead-letter queue (tests).
     pub async fn delete_queue(&self, queue: &str) -> Result<()> {
-        let ch = &self.inner.publisher;
+        let inner = self.inner();
+        let ch = &inner.publisher;
         for q in [queue.to_string(), format!("{queue}.dead")] {
             ch.queue_delete(q.as_str().into(), Default::default()).await?;
         }
@@ -154,6 +188,6 @@ impl Broker {
     }
 
     pub async fn close(&self) {
-        let _ = self.inner.connection.close(200, "OK".into()).await;
+        let _ = self.inner().connection.close(200, "OK".into()).await;
     }
 }

@@ -81,21 +81,21 @@ pub struct Inbox {
 /// Handle for taking and freeing slots from tasks.
 #[derive(Clone)]
 pub struct Slots {
-    channel: Channel,
+    channel: Arc<std::sync::RwLock<Channel>>,
     flow: Arc<Mutex<Flow>>,
     freed: Arc<Notify>,
 }
 
 impl Inbox {
     pub async fn open(broker: &Broker, queue: &str, concurrency: u16, tag_prefix: &str) -> Result<Inbox> {
-        let channel = broker.connection().create_channel().await?;
+        let channel = broker.create_channel().await?;
         let flow = Flow {
             concurrency: concurrency.max(1),
             busy: 0,
             consumer_tag: None,
         };
         let slots = Slots {
-            channel: channel.clone(),
+            channel: Arc::new(std::sync::RwLock::new(channel.clone())),
             flow: Arc::new(Mutex::new(flow)),
             freed: Arc::new(Notify::new()),
         };
@@ -107,6 +107,18 @@ impl Inbox {
             consumer: None,
             slots,
         })
+    }
+
+    /// After the broker connection was replaced: a new channel, the same
+    /// slots (running steps keep theirs), consuming again on the next `next`.
+    pub async fn reopen(&mut self, broker: &Broker) -> Result<()> {
+        let channel = broker.create_channel().await?;
+        let mut flow = self.slots.flow.lock().await;
+        flow.consumer_tag = None;
+        *self.slots.channel.write().unwrap_or_else(|p| p.into_inner()) = channel.clone();
+        self.channel = channel;
+        self.consumer = None;
+        Ok(())
     }
 
     pub fn slots(&self) -> Slots {
@@ -193,6 +205,10 @@ impl Inbox {
 }
 
 impl Slots {
+    fn channel(&self) -> Channel {
+        self.channel.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Takes a slot for a step that will run; call before acknowledging its
     /// delivery. Lowers the prefetch to the slots left, or cancels the
     /// consumer when none are left.
@@ -201,12 +217,12 @@ impl Slots {
         flow.busy += 1;
         if flow.busy >= flow.concurrency {
             if let Some(tag) = flow.consumer_tag.take() {
-                self.channel
+                self.channel()
                     .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                     .await?;
             }
         } else if flow.consumer_tag.is_some() {
-            self.channel
+            self.channel()
                 .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
                 .await?;
         }
@@ -218,7 +234,7 @@ impl Slots {
         let mut flow = self.flow.lock().await;
         flow.busy = flow.busy.saturating_sub(1);
         if flow.consumer_tag.is_some() && flow.busy < flow.concurrency {
-            self.channel
+            self.channel()
                 .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
                 .await?;
         }

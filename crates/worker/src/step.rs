@@ -173,12 +173,23 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     };
     let next = plan.as_ref().and_then(|p| p.queue);
     let chain = (next.is_some() && !ctx.is_draining()).then_some(ctx.config.lease);
-    let finished = match ctx.tracker.finish(key, ctx.worker_id, &result, next, chain).await {
-        Ok(f) => f,
-        Err(e) => {
-            // The lease will expire and recovery will re-run the step.
-            tracing::error!(error = %e, "could not record the step's result");
-            return None;
+    // The database may be restarting: keep trying for up to a lease, so a
+    // step that finished meanwhile is recorded once it is back. After that,
+    // recovery has taken the step over (the write would not apply anyway).
+    let give_up = Instant::now() + ctx.config.lease;
+    let mut delay = Duration::from_millis(200);
+    let finished = loop {
+        match ctx.tracker.finish(key, ctx.worker_id, &result, next, chain).await {
+            Ok(f) => break f,
+            Err(e) if Instant::now() + delay < give_up => {
+                tracing::warn!(error = %e, retry_in = ?delay, "could not record the step's result; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the step's result; recovery will re-run it");
+                return None;
+            }
         }
     };
     if !finished.recorded {

@@ -152,8 +152,17 @@ pub async fn run(
                     let ctx = ctx.clone();
                     tasks.spawn(async move { dispatch(&ctx, incoming).await });
                 }
-                Ok(None) => break Err(anyhow::anyhow!("the broker canceled this worker's consumer (was queue {:?} deleted?)", ctx.config.queue)),
-                Err(e) => break Err(anyhow::Error::new(e).context("consuming from RabbitMQ")),
+                // The consumer or the connection is gone (broker restart,
+                // network cut, queue deleted): running modules go on; rebuild
+                // the connection and the consumer, then resume.
+                Ok(None) => {
+                    tracing::warn!("the broker canceled this worker's consumer; reconnecting");
+                    if !reconnect(&ctx, &mut inbox, &shutdown).await { break Ok(()) }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the connection to RabbitMQ; running modules go on, reconnecting");
+                    if !reconnect(&ctx, &mut inbox, &shutdown).await { break Ok(()) }
+                }
             }
         }
     };
@@ -188,6 +197,35 @@ pub async fn run(
     inbox.close().await;
     tracing::info!(%worker_id, "worker stopped");
     result
+}
+
+/// Reconnects to the broker with backoff (0.5 s doubling to 15 s) until it
+/// answers or shutdown begins; returns false on shutdown. Deliveries taken
+/// before the loss cannot be acknowledged any more: RabbitMQ redelivers
+/// them and the idempotent handlers drop what was already done.
+async fn reconnect(ctx: &Ctx, inbox: &mut Inbox, shutdown: &CancellationToken) -> bool {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let attempt = async {
+            ctx.broker.reconnect().await?;
+            ctx.broker.declare(&ctx.config.queue).await?;
+            inbox.reopen(&ctx.broker).await
+        };
+        match attempt.await {
+            Ok(()) => {
+                tracing::info!("reconnected to RabbitMQ; consuming again");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ still unreachable");
+                delay = (delay * 2).min(std::time::Duration::from_secs(15));
+            }
+        }
+    }
 }
 
 /// Decodes one delivery and hands it to its handler. Undecodable input goes
