@@ -34,6 +34,22 @@ pub struct Claimed {
     pub step_count: u32,
 }
 
+impl Claimed {
+    /// Reads the execution a statement inserted (columns `module`, `argv`,
+    /// `timeout_secs`, `sequence`, `step_count`; `module` NULL when nothing
+    /// was inserted).
+    pub(crate) fn from_inserted(row: &sqlx::postgres::PgRow) -> Option<Claimed> {
+        let module: String = row.get::<Option<String>, _>("module")?;
+        Some(Claimed {
+            module,
+            argv: row.get("argv"),
+            timeout_secs: row.get::<Option<i64>, _>("timeout_secs").map(|t| t as u64),
+            sequence: row.get("sequence"),
+            step_count: row.get::<i32, _>("step_count") as u32,
+        })
+    }
+}
+
 /// The recorded result of an execution.
 #[derive(Debug, Clone, Default)]
 pub struct ExecResult {
@@ -220,18 +236,9 @@ impl Tracker {
         .bind(chain.map(|d| d.as_secs_f64()))
         .fetch_one(&self.pool)
         .await?;
-        let module: Option<String> = row.get("module");
-        let queued = module.is_some();
-        let chained = match (chain, module) {
-            (Some(_), Some(module)) => Some(Claimed {
-                module,
-                argv: row.get("argv"),
-                timeout_secs: row.get::<Option<i64>, _>("timeout_secs").map(|t| t as u64),
-                sequence: row.get("sequence"),
-                step_count: row.get::<i32, _>("step_count") as u32,
-            }),
-            _ => None,
-        };
+        let inserted = Claimed::from_inserted(&row);
+        let queued = inserted.is_some();
+        let chained = inserted.filter(|_| chain.is_some());
         Ok(Finished {
             recorded: row.get::<i64, _>("recorded") > 0,
             queued,

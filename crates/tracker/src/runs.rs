@@ -180,18 +180,9 @@ impl Tracker {
         .bind(t.claim_for.map(|(_, lease)| lease.as_secs_f64()).unwrap_or(0.0))
         .fetch_one(&self.pool)
         .await?;
-        let module: Option<String> = row.get("module");
-        let queued = module.is_some();
-        let claimed = match (t.claim_for, module) {
-            (Some(_), Some(module)) => Some(crate::Claimed {
-                module,
-                argv: row.get("argv"),
-                timeout_secs: row.get::<Option<i64>, _>("timeout_secs").map(|t| t as u64),
-                sequence: row.get("sequence"),
-                step_count: row.get::<i32, _>("step_count") as u32,
-            }),
-            _ => None,
-        };
+        let inserted = crate::Claimed::from_inserted(&row);
+        let queued = inserted.is_some();
+        let claimed = inserted.filter(|_| t.claim_for.is_some());
         Ok(Applied {
             applied: row.get::<i64, _>("applied") > 0,
             queued,
