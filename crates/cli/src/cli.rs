@@ -93,6 +93,15 @@ pub enum Command {
     Validate,
     /// Apply the database migrations (every command also does this on start).
     Migrate,
+    /// Serve the monitoring web UI and JSON API (/api/v1, /healthz, /metrics).
+    Ui {
+        /// Address to listen on; anything but loopback requires --token.
+        #[arg(long, env = "SCHEDULER_UI_BIND", default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// Access token required by every request (Bearer header or /login?token=).
+        #[arg(long, env = "SCHEDULER_UI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Measure dispatch throughput and overhead through the real broker and database.
     Bench(crate::commands::bench::BenchArgs),
 }

@@ -1,4 +1,5 @@
-//! Human-readable tables for `runs`, `show` and `run`.
+//! Human-readable tables for `runs`, `show` and `run`. Steps are numbered
+//! from 1 for people (as in the UI); the JSON and `ETL_STEP` count from 0.
 
 use chrono::{DateTime, Utc};
 use scheduler_tracker::{RunDetail, RunSummary};
@@ -67,7 +68,7 @@ pub fn run_detail(d: &RunDetail) -> String {
         duration(r.duration_ms)
     );
     if let Some(e) = &r.error {
-        let _ = writeln!(out, "error     step {}: {}", r.failed_step.unwrap_or_default(), e);
+        let _ = writeln!(out, "error     step {}: {}", r.failed_step.unwrap_or_default() + 1, e);
     }
     let _ = writeln!(
         out,
@@ -83,7 +84,7 @@ pub fn run_detail(d: &RunDetail) -> String {
         let _ = writeln!(
             out,
             "{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  {}",
-            e.step,
+            e.step + 1,
             e.attempt,
             e.module,
             e.state,

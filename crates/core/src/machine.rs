@@ -209,7 +209,8 @@ pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32
     }
     if attempt >= max_attempts {
         let reason = format!(
-            "step {step} lost its worker {attempt} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts"
+            "step {} lost its worker {attempt} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts",
+            step + 1
         );
         return Decision::Apply(Plan {
             publish: Some(Message::ErrorHandler {

@@ -20,6 +20,7 @@ pub mod executions;
 pub mod recovery;
 pub mod runs;
 pub mod stats;
+pub mod ui_queries;
 pub mod views;
 pub mod workers;
 

@@ -134,7 +134,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     let (result, outcome) = match scheduler_executor::spawn(spec).await {
         Err(e) => {
             tracing::warn!(error = %e, "module could not start");
-            let reason = format!("step {} ({}) could not start: {e}", key.step, claimed.module);
+            let reason = format!("step {} ({}) could not start: {e}", key.step + 1, claimed.module);
             let result = ExecResult {
                 state: Some(ExecState::Failed),
                 duration_ms: started.elapsed().as_millis() as i64,
@@ -239,7 +239,7 @@ fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) -> (
             },
         ),
         _ => {
-            let mut reason = format!("step {} ({}) failed: {}", key.step, module, o.describe());
+            let mut reason = format!("step {} ({}) failed: {}", key.step + 1, module, o.describe());
             if let Some(line) = o.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
                 let line: String = line.chars().take(300).collect();
                 reason.push_str(&format!(" — stderr: {line}"));

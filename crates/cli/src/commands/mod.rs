@@ -3,6 +3,7 @@
 pub mod bench;
 mod inspect;
 mod start;
+mod ui;
 mod validate;
 mod worker;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("database is up to date");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ui { bind, token } => ui::ui(&g, bind, token).await,
         Command::Bench(args) => bench::bench(&g, &args).await,
     }
 }

@@ -1,0 +1,110 @@
+//! The JSON API under `/api/v1`, over the same loaders and actions as the
+//! pages. Shapes:
+//!
+//! - `GET  /runs?sequence=&state=&since=&until=&before=&limit=` →
+//!   `{"runs": [RunSummary], "next": "<cursor>" | null}`; pass `next` back as
+//!   `before` for the next (older) page. `limit` is 1..=200 (default 50).
+//! - `GET  /runs/{id}` → `RunSummary` fields + `snapshot` + `executions`.
+//! - `POST /runs/{id}/retry`, `POST /runs/{id}/cancel` → `{"id", "state"}`.
+//! - `GET  /sequences` → `[{"name", "steps", "error", "last_runs"}]`.
+//! - `POST /sequences/{name}/start` → `{"id"}` (201).
+//! - `GET  /workers` → `[WorkerView + {"alive", "heartbeat_age_secs"}]`.
+//! - `GET  /queues` → `[{"name", "messages", "consumers", "error"}]`.
+//!
+//! Every error is `{"error": "<what to fix>"}` with a 4xx for bad input (400
+//! malformed, 404 unknown, 409 not possible in the run's state) and a 5xx
+//! only when PostgreSQL or RabbitMQ is unavailable. POSTs need the
+//! cross-site proof described in `auth` (e.g. `X-Requested-By: script`).
+
+use crate::AppState;
+use crate::error::{ApiResult, Problem};
+use crate::pages::{sequences, workers};
+use crate::params::{self, RunsQuery};
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::Utc;
+use scheduler_tracker::{RunDetail, RunSummary};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run))
+        .route("/runs/{id}/retry", post(retry))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/sequences", get(list_sequences))
+        .route("/sequences/{name}/start", post(start))
+        .route("/workers", get(list_workers))
+        .route("/queues", get(queues))
+}
+
+#[derive(Serialize)]
+struct RunsPage {
+    runs: Vec<RunSummary>,
+    /// Cursor of the next (older) page; `null` on the last page.
+    next: Option<String>,
+}
+
+async fn runs(State(state): State<AppState>, q: Result<Query<RunsQuery>, QueryRejection>) -> ApiResult<Json<RunsPage>> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(format!("unreadable query string: {e}")))?;
+    let filter = q.parse()?;
+    let runs = state.tracker.list_runs(&filter).await?;
+    let next = (runs.len() as u32 == filter.limit)
+        .then(|| runs.last().map(params::cursor))
+        .flatten();
+    Ok(Json(RunsPage { runs, next }))
+}
+
+async fn run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+    let run_id = params::run_id(&id)?;
+    let detail = state
+        .tracker
+        .run_detail(run_id)
+        .await?
+        .ok_or_else(|| Problem::no_run(run_id))?;
+    Ok(Json(detail))
+}
+
+async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run_id = params::run_id(&id)?;
+    crate::actions::retry(&state, run_id).await?;
+    after_action(&state, run_id).await
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run_id = params::run_id(&id)?;
+    crate::actions::cancel(&state, run_id).await?;
+    after_action(&state, run_id).await
+}
+
+async fn after_action(state: &AppState, run_id: uuid::Uuid) -> ApiResult<Json<Value>> {
+    let run = state
+        .tracker
+        .run_view(run_id)
+        .await?
+        .ok_or_else(|| Problem::no_run(run_id))?;
+    Ok(Json(json!({"id": run_id, "state": run.state})))
+}
+
+async fn list_sequences(State(state): State<AppState>) -> ApiResult<Json<Vec<sequences::SequenceInfo>>> {
+    Ok(Json(sequences::load(&state).await?))
+}
+
+async fn start(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = crate::actions::start(&state, &name).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::WorkerInfo>>> {
+    Ok(Json(workers::load_workers(&state, Utc::now()).await?))
+}
+
+async fn queues(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::QueueInfo>>> {
+    let w = workers::load_workers(&state, Utc::now()).await?;
+    Ok(Json(workers::load_queues(&state, &w).await))
+}

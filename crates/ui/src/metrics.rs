@@ -1,0 +1,89 @@
+//! `/metrics` in the Prometheus text format, computed from PostgreSQL and
+//! RabbitMQ at scrape time (so any UI replica answers the same, and a
+//! restart loses nothing): runs and executions by state, workers alive,
+//! queue depth and consumers.
+
+use crate::error::ApiResult;
+use crate::{ALIVE_WITHIN, AppState};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::Utc;
+use std::fmt::Write;
+
+pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let counts = state.tracker.state_counts(ALIVE_WITHIN).await?;
+    let workers = crate::pages::workers::load_workers(&state, Utc::now()).await?;
+    let queues = crate::pages::workers::load_queues(&state, &workers).await;
+    let runs = every_state(scheduler_core::RunState::ALL.iter().map(|s| s.as_str()), &counts.runs);
+    let executions = every_state(
+        scheduler_core::ExecState::ALL.iter().map(|s| s.as_str()),
+        &counts.executions,
+    );
+    let mut out = String::new();
+    gauge(&mut out, "scheduler_runs", "Runs recorded, by state.", "state", &runs);
+    gauge(
+        &mut out,
+        "scheduler_executions",
+        "Step executions (attempts) recorded, by state.",
+        "state",
+        &executions,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP scheduler_workers_alive Workers heartbeating within the last {} s.\n\
+         # TYPE scheduler_workers_alive gauge\nscheduler_workers_alive {}",
+        ALIVE_WITHIN.as_secs(),
+        counts.workers_alive
+    );
+    let known: Vec<_> = queues.iter().filter(|q| q.messages.is_some()).collect();
+    let ready: Vec<(String, i64)> = known
+        .iter()
+        .map(|q| (q.name.clone(), q.messages.unwrap_or(0) as i64))
+        .collect();
+    let consumers: Vec<(String, i64)> = known
+        .iter()
+        .map(|q| (q.name.clone(), q.consumers.unwrap_or(0) as i64))
+        .collect();
+    gauge(
+        &mut out,
+        "scheduler_queue_messages",
+        "Messages ready in a broker queue.",
+        "queue",
+        &ready,
+    );
+    gauge(
+        &mut out,
+        "scheduler_queue_consumers",
+        "Consumers of a broker queue.",
+        "queue",
+        &consumers,
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    ))
+}
+
+/// Every state, with 0 for those no row is in (a series that vanishes
+/// reads as "no data", not as zero).
+fn every_state<'a>(states: impl Iterator<Item = &'a str>, counted: &[(String, i64)]) -> Vec<(String, i64)> {
+    states
+        .map(|s| {
+            let n = counted.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
+            (s.to_string(), n)
+        })
+        .collect()
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, label: &str, values: &[(String, i64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape(s: &str) -> String {
+    s.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}

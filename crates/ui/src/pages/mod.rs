@@ -1,0 +1,132 @@
+//! The HTML pages, one file each. A page is a full document; its live part
+//! is also served alone as a fragment that htmx swaps in when the page's
+//! event stream says something changed. Actions are POST forms: with htmx
+//! they answer a flash message (and an event or a redirect for htmx to
+//! follow); without JavaScript they answer a redirect, or an error page.
+
+pub(crate) mod run;
+pub(crate) mod runs;
+pub(crate) mod sequences;
+pub(crate) mod workers;
+
+use crate::error::{PageError, Problem};
+use askama::Template;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    nav: &'a str,
+    status: String,
+    message: &'a str,
+}
+
+pub(crate) fn error_page(p: &Problem) -> String {
+    let page = ErrorPage {
+        nav: "",
+        status: format!(
+            "{} {}",
+            p.status.as_u16(),
+            p.status.canonical_reason().unwrap_or("Error")
+        ),
+        message: &p.message,
+    };
+    // The error page has no fallible parts; if rendering still fails, say
+    // the message plainly (escaped by hand, it came from a request).
+    page.render().unwrap_or_else(|_| {
+        p.message
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    })
+}
+
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    let p = Problem::not_found(format!("there is no page at {}", uri.path()));
+    if uri.path().starts_with("/api/") {
+        crate::error::ApiError(p).into_response()
+    } else {
+        PageError(p).into_response()
+    }
+}
+
+/// A short message at the top of the page, answering an action.
+#[derive(Template)]
+#[template(path = "flash.html")]
+pub(crate) struct Flash {
+    /// `ok` or `error`: the CSS variant.
+    kind: &'static str,
+    message: String,
+    /// `(href, text)` to follow up, e.g. the run just started.
+    link: Option<(String, String)>,
+}
+
+impl Flash {
+    pub fn ok(message: impl Into<String>, link: Option<(String, String)>) -> Flash {
+        Flash {
+            kind: "ok",
+            message: message.into(),
+            link,
+        }
+    }
+    fn error(message: impl Into<String>) -> Flash {
+        Flash {
+            kind: "error",
+            message: message.into(),
+            link: None,
+        }
+    }
+}
+
+pub(crate) fn is_htmx(h: &HeaderMap) -> bool {
+    h.contains_key("hx-request")
+}
+
+/// What htmx should do after a successful action.
+pub(crate) enum Then {
+    /// Fire this event on the page (live parts listen for it).
+    Trigger(&'static str),
+    /// Navigate there.
+    Go(String),
+}
+
+/// Answers a form action: a flash (htmx) or a redirect/error page (plain
+/// form). `fallback` is where a plain form goes after success.
+pub(crate) fn answer(h: &HeaderMap, result: Result<(Flash, Then), Problem>, fallback: String) -> Response {
+    if !is_htmx(h) {
+        return match result {
+            Ok((_, Then::Go(to))) => see_other(&to),
+            Ok(_) => see_other(&fallback),
+            Err(p) => PageError(p).into_response(),
+        };
+    }
+    let (status, flash, then) = match result {
+        Ok((flash, then)) => (StatusCode::OK, flash, Some(then)),
+        Err(p) => (p.status, Flash::error(p.message), None),
+    };
+    let html = flash.render().unwrap_or_default();
+    let mut res = (status, Html(html)).into_response();
+    let (name, value) = match then {
+        Some(Then::Trigger(event)) => ("hx-trigger", event.to_string()),
+        Some(Then::Go(to)) => ("hx-location", to),
+        None => return res,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().insert(name, v);
+    }
+    res
+}
+
+/// A 303 to `to` (never panics on a strange `to`, unlike `Redirect::to`).
+fn see_other(to: &str) -> Response {
+    match HeaderValue::from_str(to) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, v)]).into_response(),
+        Err(_) => see_other("/"),
+    }
+}
+
+/// Renders a template into a response, or a 500 page.
+pub(crate) fn html(t: &impl Template) -> Result<Html<String>, PageError> {
+    Ok(Html(t.render().map_err(Problem::from)?))
+}

@@ -1,0 +1,250 @@
+//! `/runs/{id}`: one run as a timeline of its steps, every attempt of each
+//! with its worker, pid, times, exit, argv and output tail; the snapshot it
+//! ran; retry and cancel. The body is also `/runs/{id}/body`, re-fetched
+//! when `/runs/{id}/events` says the run changed.
+
+use super::{Flash, Then, answer, html};
+use crate::AppState;
+use crate::error::{PageResult, Problem};
+use crate::view::{self, Stamp};
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, Response};
+use chrono::{DateTime, Utc};
+use scheduler_core::Snapshot;
+use scheduler_tracker::{ExecutionView, RunDetail};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    nav: &'static str,
+    id: String,
+    sequence: String,
+    body: RunBody,
+}
+
+#[derive(Template)]
+#[template(path = "run_body.html")]
+pub(crate) struct RunBody {
+    id: String,
+    sequence: String,
+    state: String,
+    trigger: String,
+    queue: String,
+    created: Stamp,
+    started: Stamp,
+    finished: Stamp,
+    duration: String,
+    progress: String,
+    /// `(step number, full reason)` of a failed run.
+    failure: Option<(i32, String)>,
+    /// The module of the failed step, for the error banner.
+    failed_module: String,
+    can_retry: bool,
+    can_cancel: bool,
+    steps: Vec<StepView>,
+    /// The snapshot, pretty-printed.
+    snapshot: String,
+}
+
+/// One step of the sequence with every attempt of it.
+struct StepView {
+    /// 1-based, as people count.
+    number: i32,
+    module: String,
+    /// The latest attempt's state, or `pending`.
+    state: String,
+    /// The step's arguments from the snapshot, for steps not run yet.
+    planned_argv: String,
+    attempts: Vec<AttemptView>,
+}
+
+struct AttemptView {
+    attempt: i32,
+    state: String,
+    worker: String,
+    pid: String,
+    started: Stamp,
+    finished: Stamp,
+    duration: String,
+    /// `exit 0`, `signal 9 (SIGKILL)`, or empty while running.
+    exit: String,
+    argv: String,
+    error: Option<String>,
+    stdout: String,
+    stdout_note: String,
+    stderr: String,
+    stderr_note: String,
+    /// Show the output unfolded (the attempt that failed the run).
+    open: bool,
+}
+
+pub(crate) async fn page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult<Html<String>> {
+    let body = body(&state, &id).await?;
+    html(&RunPage {
+        nav: "runs",
+        id: body.id.clone(),
+        sequence: body.sequence.clone(),
+        body,
+    })
+}
+
+pub(crate) async fn fragment(State(state): State<AppState>, Path(id): Path<String>) -> PageResult<Html<String>> {
+    html(&body(&state, &id).await?)
+}
+
+async fn body(state: &AppState, id: &str) -> Result<RunBody, Problem> {
+    let run_id = crate::params::run_id(id)?;
+    let detail = state
+        .tracker
+        .run_detail(run_id)
+        .await?
+        .ok_or_else(|| Problem::no_run(run_id))?;
+    Ok(RunBody::new(detail, Utc::now()))
+}
+
+impl RunBody {
+    fn new(d: RunDetail, now: DateTime<Utc>) -> RunBody {
+        let r = &d.run;
+        let snapshot: Option<Snapshot> = serde_json::from_value(d.snapshot.clone()).ok();
+        let failure = r
+            .failed_step
+            .map(|s| (s + 1, r.error.clone().unwrap_or_else(|| "no reason recorded".into())));
+        let row = view::RunRow::new(r, now);
+        RunBody {
+            id: r.id.to_string(),
+            sequence: r.sequence.clone(),
+            state: r.state.clone(),
+            trigger: r.trigger.clone(),
+            queue: r.queue.clone(),
+            created: Stamp::new(r.created_at, now),
+            started: Stamp::opt(r.started_at, now),
+            finished: Stamp::opt(r.finished_at, now),
+            duration: r.duration_ms.map(view::duration).unwrap_or_default(),
+            progress: row.progress,
+            can_retry: r.state == "failed" && r.failed_step.is_some(),
+            can_cancel: matches!(r.state.as_str(), "queued" | "running"),
+            steps: steps(&d, snapshot.as_ref(), now),
+            snapshot: serde_json::to_string_pretty(&d.snapshot).unwrap_or_default(),
+            failed_module: r
+                .failed_step
+                .and_then(|s| d.executions.iter().rev().find(|e| e.step == s))
+                .map(|e| e.module.clone())
+                .unwrap_or_default(),
+            failure,
+        }
+    }
+}
+
+fn steps(d: &RunDetail, snapshot: Option<&Snapshot>, now: DateTime<Utc>) -> Vec<StepView> {
+    let mut by_step: BTreeMap<i32, Vec<&ExecutionView>> = BTreeMap::new();
+    for e in &d.executions {
+        by_step.entry(e.step).or_default().push(e);
+    }
+    let count = d.run.step_count.max(by_step.keys().last().map_or(0, |s| s + 1));
+    (0..count)
+        .map(|i| {
+            let planned = snapshot.and_then(|s| s.steps.get(i as usize));
+            let execs = by_step.remove(&i).unwrap_or_default();
+            let last = execs.last();
+            StepView {
+                number: i + 1,
+                module: last
+                    .map(|e| e.module.clone())
+                    .or_else(|| planned.map(|p| p.module_name.clone()))
+                    .unwrap_or_else(|| "?".into()),
+                // A step with no attempt waits for its turn, or never runs
+                // once the run has ended.
+                state: match last {
+                    Some(e) => e.state.clone(),
+                    None if matches!(d.run.state.as_str(), "queued" | "running") => "pending".into(),
+                    None => "skipped".into(),
+                },
+                planned_argv: planned.map(|p| view::shell_line(&p.argv)).unwrap_or_default(),
+                attempts: execs
+                    .iter()
+                    .map(|e| {
+                        attempt(
+                            e,
+                            d.run.failed_step == Some(i) && last.is_some_and(|l| l.attempt == e.attempt),
+                            now,
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
+    let exit = match (e.exit_code, e.signal) {
+        (_, Some(sig)) => view::signal_name(sig),
+        (Some(code), None) => format!("exit {code}"),
+        (None, None) => String::new(),
+    };
+    let note = |kept: &Option<String>, total: Option<i64>| {
+        let kept_len = kept.as_ref().map_or(0, |s| s.len() as i64);
+        match total {
+            Some(t) if t > kept_len => format!("last {} of {}", view::bytes(kept_len), view::bytes(t)),
+            Some(t) => view::bytes(t),
+            None => String::new(),
+        }
+    };
+    AttemptView {
+        attempt: e.attempt,
+        state: e.state.clone(),
+        worker: e.worker_host.clone().unwrap_or_default(),
+        pid: e.pid.map(|p| p.to_string()).unwrap_or_default(),
+        started: Stamp::opt(e.started_at, now),
+        finished: Stamp::opt(e.finished_at, now),
+        duration: if e.started_at.is_some() {
+            e.duration_ms.map(view::duration).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        exit,
+        argv: view::shell_line(&e.argv),
+        error: e.error.clone(),
+        stdout: e.stdout_tail.clone().unwrap_or_default(),
+        stdout_note: note(&e.stdout_tail, e.stdout_bytes),
+        stderr: e.stderr_tail.clone().unwrap_or_default(),
+        stderr_note: note(&e.stderr_tail, e.stderr_bytes),
+        open,
+    }
+}
+
+pub(crate) async fn retry(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    act(&state, &headers, &id, Action::Retry).await
+}
+
+pub(crate) async fn cancel(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    act(&state, &headers, &id, Action::Cancel).await
+}
+
+enum Action {
+    Retry,
+    Cancel,
+}
+
+async fn act(state: &AppState, headers: &HeaderMap, id: &str, action: Action) -> Response {
+    let fallback = format!("/runs/{id}");
+    let result = async {
+        let run_id: Uuid = crate::params::run_id(id)?;
+        let message = match action {
+            Action::Retry => {
+                crate::actions::retry(state, run_id).await?;
+                "Retrying from the failed step: a new attempt is queued."
+            }
+            Action::Cancel => {
+                crate::actions::cancel(state, run_id).await?;
+                "Canceled. A step still running is stopped at its worker's next heartbeat."
+            }
+        };
+        Ok::<_, Problem>((Flash::ok(message, None), Then::Trigger("run-changed")))
+    }
+    .await;
+    answer(headers, result, fallback)
+}

@@ -1,0 +1,230 @@
+//! Parsing what arrives in URLs, once, at the edge: run ids, the runs filter
+//! and its keyset cursor. Query fields arrive as optional strings (an HTML
+//! form sends empty ones) so that every mistake gets its own sentence rather
+//! than a generic deserializer message.
+
+use crate::error::Problem;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use scheduler_core::RunState;
+use scheduler_tracker::{RunFilter, RunSummary};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub(crate) const DEFAULT_PAGE: u32 = 50;
+pub(crate) const MAX_PAGE: u32 = 200;
+
+pub(crate) fn run_id(raw: &str) -> Result<Uuid, Problem> {
+    raw.parse().map_err(|_| {
+        Problem::bad_request(format!(
+            "{raw:?} is not a run id; a run id is a UUID such as 0192f0c4-8b1e-7c3a-9f00-5d2a1c3b4e5f"
+        ))
+    })
+}
+
+/// The runs filter as it appears in a query string (the runs page, its
+/// fragment and `/api/v1/runs` share it).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub(crate) struct RunsQuery {
+    pub sequence: Option<String>,
+    pub state: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<String>,
+}
+
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl RunsQuery {
+    pub fn parse(&self) -> Result<RunFilter, Problem> {
+        let state = given(&self.state)
+            .map(|s| {
+                s.parse::<RunState>()
+                    .map_err(|e| Problem::bad_request(format!("state: {e}")))
+            })
+            .transpose()?;
+        let limit = match given(&self.limit) {
+            None => DEFAULT_PAGE,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Err(Problem::bad_request(format!(
+                        "limit: {l:?} is not a page size; use a whole number from 1 to {MAX_PAGE}"
+                    )));
+                }
+            },
+        };
+        let filter = RunFilter {
+            sequence: given(&self.sequence).map(str::to_string),
+            state,
+            since: given(&self.since).map(|s| time("since", s)).transpose()?,
+            until: given(&self.until).map(|s| time("until", s)).transpose()?,
+            before: given(&self.before).map(parse_cursor).transpose()?,
+            limit,
+        };
+        if let (Some(s), Some(u)) = (filter.since, filter.until)
+            && s >= u
+        {
+            return Err(Problem::bad_request("since must be earlier than until"));
+        }
+        Ok(filter)
+    }
+
+    /// This filter's query string without its cursor (for the page links
+    /// and the live fragment), and with `before` set to `next`.
+    pub fn with_before(&self, next: Option<&str>) -> String {
+        let q = RunsQuery {
+            before: next.map(str::to_string),
+            ..self.clone()
+        };
+        let pairs: Vec<(&str, &str)> = [
+            ("sequence", given(&q.sequence)),
+            ("state", given(&q.state)),
+            ("since", given(&q.since)),
+            ("until", given(&q.until)),
+            ("limit", given(&q.limit)),
+            ("before", given(&q.before)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// RFC 3339 (`2026-01-02T03:04:05Z`), an HTML `datetime-local` value
+/// (`2026-01-02T03:04`, read as UTC) or a date (`2026-01-02`, midnight UTC).
+fn time(field: &str, s: &str) -> Result<DateTime<Utc>, Problem> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(Problem::bad_request(format!(
+        "{field}: {s:?} is not a time; use RFC 3339 (2026-01-02T03:04:05Z) or a date (2026-01-02), in UTC"
+    )))
+}
+
+/// The keyset cursor: the `(created_at, id)` of the last run shown, as
+/// `<rfc3339 with microseconds>_<uuid>`.
+pub(crate) fn cursor(run: &RunSummary) -> String {
+    format!(
+        "{}_{}",
+        run.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        run.id
+    )
+}
+
+fn parse_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+    let bad = || {
+        Problem::bad_request(format!(
+            "before: {s:?} is not a page cursor; use the `next` value of the previous page \
+             (<rfc3339 time>_<run id>)"
+        ))
+    };
+    let (t, id) = s.rsplit_once('_').ok_or_else(bad)?;
+    let t = DateTime::parse_from_rfc3339(t).map_err(|_| bad())?;
+    let id = id.parse().map_err(|_| bad())?;
+    Ok((t.with_timezone(&Utc), id))
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> RunsQuery {
+        let mut q = RunsQuery::default();
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "sequence" => q.sequence = v,
+                "state" => q.state = v,
+                "since" => q.since = v,
+                "until" => q.until = v,
+                "before" => q.before = v,
+                "limit" => q.limit = v,
+                _ => unreachable!(),
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn empty_form_fields_mean_no_filter() {
+        let f = q(&[("sequence", ""), ("state", " "), ("limit", "")]).parse().unwrap();
+        assert_eq!((f.sequence, f.state, f.limit), (None, None, DEFAULT_PAGE));
+    }
+
+    #[test]
+    fn bad_filters_say_what_to_fix() {
+        for (pairs, needle) in [
+            (vec![("state", "done")], "expected one of"),
+            (vec![("limit", "0")], "1 to 200"),
+            (vec![("limit", "100000")], "1 to 200"),
+            (vec![("limit", "ten")], "1 to 200"),
+            (vec![("since", "yesterday")], "RFC 3339"),
+            (vec![("before", "nope")], "cursor"),
+            (vec![("before", "2026-01-01T00:00:00Z_notauuid")], "cursor"),
+            (vec![("since", "2026-01-02"), ("until", "2026-01-01")], "earlier"),
+        ] {
+            let err = q(&pairs).parse().unwrap_err();
+            assert_eq!(err.status, 400, "{pairs:?}");
+            assert!(err.message.contains(needle), "{pairs:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_cursor_round_trips_to_the_microsecond() {
+        let t = DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456Z")
+            .unwrap()
+            .to_utc();
+        let id = Uuid::now_v7();
+        let s = format!("{}_{id}", t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        assert_eq!(parse_cursor(&s).unwrap(), (t, id));
+    }
+
+    #[test]
+    fn form_times_are_read_as_utc() {
+        let f = q(&[("since", "2026-01-02T03:04"), ("until", "2026-01-03")])
+            .parse()
+            .unwrap();
+        assert_eq!(f.since.unwrap().to_rfc3339(), "2026-01-02T03:04:00+00:00");
+        assert_eq!(f.until.unwrap().to_rfc3339(), "2026-01-03T00:00:00+00:00");
+    }
+
+    #[test]
+    fn query_strings_keep_the_filter_and_encode_values() {
+        let s = q(&[("sequence", "a b&c"), ("state", "failed")]).with_before(Some("x_y"));
+        assert_eq!(s, "sequence=a%20b%26c&state=failed&before=x_y");
+    }
+}

@@ -1,0 +1,243 @@
+//! Test harness: each test gets its own PostgreSQL database, RabbitMQ queue
+//! (with `x-expires`) and project directory, the UI's router driven in
+//! process, and optionally a real worker running in the same process.
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use scheduler_broker::{Broker, BrokerConfig};
+use scheduler_tracker::{RunDetail, Tracker, TrackerConfig};
+use scheduler_ui::{AppState, UiConfig};
+use scheduler_worker::{Project, WorkerConfig};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn base_db_url() -> String {
+    std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Modules every test project has: output with markup in it, a failure,
+/// and a long sleep.
+pub const MODULES: &[(&str, &str)] = &[
+    (
+        "ok",
+        "#!/bin/sh\necho 'rows: 42 <script>alert(1)</script>'\necho \"args: $*\"\n",
+    ),
+    (
+        "boom",
+        "#!/bin/sh\necho 'loading'\necho 'boom: disk <b>full</b>' >&2\nexit 3\n",
+    ),
+    ("nap", "#!/bin/sh\nsleep 30\n"),
+];
+
+pub const SEQUENCES: &[(&str, &str)] = &[
+    (
+        "quick",
+        r#"[{"module_name": "ok", "input": "in/<raw>.csv"}, {"module_name": "ok"}]"#,
+    ),
+    (
+        "failing",
+        r#"[{"module_name": "ok"}, {"module_name": "boom"}, {"module_name": "ok"}]"#,
+    ),
+    ("slow", r#"[{"module_name": "nap"}]"#),
+    ("broken", r#"[{"module_name": "nope"}]"#),
+];
+
+pub struct TestApp {
+    pub router: Router,
+    pub tracker: Tracker,
+    pub broker: Broker,
+    pub queue: String,
+    pub project: PathBuf,
+    pub shutdown: CancellationToken,
+    db_url: String,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::with_token(None).await
+    }
+
+    pub async fn with_token(token: Option<&str>) -> TestApp {
+        let id = Uuid::now_v7().simple().to_string();
+        let id = &id[id.len() - 16..];
+        let project = std::env::temp_dir().join(format!("scheduler-ui-test-{id}"));
+        std::fs::create_dir_all(project.join("etl_sequences")).unwrap();
+        std::fs::create_dir_all(project.join("bin")).unwrap();
+        let mut table = serde_json::Map::new();
+        for (name, body) in MODULES {
+            let path = project.join("bin").join(format!("{name}.sh"));
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            table.insert(name.to_string(), serde_json::json!({"cmd": format!("./bin/{name}.sh")}));
+        }
+        std::fs::write(project.join("modules.json"), Value::Object(table).to_string()).unwrap();
+        for (name, text) in SEQUENCES {
+            std::fs::write(project.join("etl_sequences").join(format!("{name}.json")), text).unwrap();
+        }
+        let db_url = format!("{}/ui_t_{id}", base_db_url());
+        let tracker = Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap();
+        let broker = Broker::connect(&broker_config(), "ui-test").await.unwrap();
+        let queue = format!("ui-t-{id}");
+        let shutdown = CancellationToken::new();
+        let config = UiConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(str::to_string),
+            queue: queue.clone(),
+        };
+        let state = AppState::new(
+            tracker.clone(),
+            broker.clone(),
+            Project::new(&project).unwrap(),
+            config,
+            shutdown.clone(),
+        );
+        TestApp {
+            router: scheduler_ui::router(state),
+            tracker,
+            broker,
+            queue,
+            project,
+            shutdown,
+            db_url,
+            worker: None,
+        }
+    }
+
+    /// Starts a real worker on this app's queue, in this process, and waits
+    /// until it consumes.
+    pub async fn start_worker(&mut self) {
+        let broker = Broker::connect(&broker_config(), "ui-test-worker").await.unwrap();
+        let config = WorkerConfig {
+            queue: self.queue.clone(),
+            heartbeat_every: Duration::from_millis(500),
+            kill_grace: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(2),
+            ..WorkerConfig::default()
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(scheduler_worker::worker::run(
+            self.tracker.clone(),
+            broker,
+            Project::new(&self.project).unwrap(),
+            config,
+            self.shutdown.child_token(),
+            move |_| {
+                let _ = ready_tx.send(());
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .expect("the worker did not start")
+            .unwrap();
+        self.worker = Some(handle);
+    }
+
+    pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "127.0.0.1:8080");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.request(Method::GET, uri, &[], "").await
+    }
+
+    /// A POST as a script sends it (with the cross-site proof header).
+    pub async fn post(&self, uri: &str) -> Reply {
+        self.request(Method::POST, uri, &[("x-requested-by", "test")], "").await
+    }
+
+    /// Starts a run through the API; returns its id.
+    pub async fn start(&self, sequence: &str) -> Uuid {
+        let r = self.post(&format!("/api/v1/sequences/{sequence}/start")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.json()["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn detail(&self, run: Uuid) -> RunDetail {
+        self.tracker.run_detail(run).await.unwrap().expect("run recorded")
+    }
+
+    /// Waits until the run's detail satisfies `done`.
+    pub async fn wait_for(&self, run: Uuid, what: &str, done: impl Fn(&RunDetail) -> bool) -> RunDetail {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let d = self.detail(run).await;
+            if done(&d) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "run {run} never got {what}: {d:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, run: Uuid, state: &str) -> RunDetail {
+        self.wait_for(run, state, |d| d.run.state == state).await
+    }
+
+    /// Stops the worker, drops the database and the queue.
+    pub async fn finish(mut self) {
+        self.shutdown.cancel();
+        if let Some(w) = self.worker.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), w).await;
+        }
+        self.tracker.close().await;
+        let _ = self.broker.delete_queue(&self.queue).await;
+        self.broker.close().await;
+        use sqlx::migrate::MigrateDatabase;
+        let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
+        let _ = std::fs::remove_dir_all(&self.project);
+    }
+}
+
+fn broker_config() -> BrokerConfig {
+    BrokerConfig {
+        url: AMQP_URL.into(),
+        queue_expires_ms: Some(600_000),
+    }
+}
