@@ -231,13 +231,11 @@ fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) -> (
                 reason: "run canceled".into(),
             },
         ),
-        (Ending::Canceled, Some(StopReason::Shutdown)) => (ExecState::Abandoned, StepOutcome::Interrupted),
-        (Ending::Canceled, _) => (
-            ExecState::Abandoned,
-            StepOutcome::Failed {
-                reason: "lease lost".into(),
-            },
-        ),
+        // Shutdown past the drain bound, or the lease could not be renewed:
+        // the module did not fail, it was stopped; hand the step back as its
+        // next attempt (if recovery has not already: then this write does
+        // not apply).
+        (Ending::Canceled, _) => (ExecState::Abandoned, StepOutcome::Interrupted),
         _ => {
             let mut reason = format!("step {} ({}) failed: {}", key.step + 1, module, o.describe());
             if let Some(line) = o.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
@@ -249,9 +247,13 @@ fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) -> (
     };
     let mut error = match &outcome {
         StepOutcome::Failed { reason } => Some(reason.clone()),
-        StepOutcome::Interrupted => {
-            Some("worker shut down before the module finished; handed back as a new attempt".into())
+        StepOutcome::Interrupted => Some(match stop {
+            Some(StopReason::LeaseLost) => {
+                "the worker could not renew its lease (database unreachable); stopped and handed back as a new attempt"
+            }
+            _ => "worker shut down before the module finished; handed back as a new attempt",
         }
+        .into()),
         StepOutcome::Succeeded => None,
     };
     if let Some(leftover) = &o.leftover {
