@@ -87,9 +87,12 @@ fn chaos(runs_wanted: usize, rounds: usize) {
         }
         // Let work get in flight before acting on it.
         std::thread::sleep(Duration::from_millis(400));
-        let restarts = std::env::var("CHAOS_RESTARTS").map(|v| v != "0").unwrap_or(true);
+        // CHAOS_RESTARTS: "all" (default), "rabbitmq", "postgres" or "0".
+        let restarts = std::env::var("CHAOS_RESTARTS").unwrap_or_else(|_| "all".into());
+        let allowed = |what: &str| restarts == "all" || restarts == what;
         let action = match round % 6 {
-            1 | 4 if !restarts => "pause (restarts disabled)",
+            1 if !allowed("rabbitmq") => "pause (RabbitMQ restarts disabled)",
+            4 if !allowed("postgres") => "pause (PostgreSQL restarts disabled)",
             0 | 3 => {
                 // SIGKILL one worker mid-flight, start a replacement.
                 let victim = live.remove(round % live.len());
