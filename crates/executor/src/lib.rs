@@ -45,7 +45,7 @@ mod spawn;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use orphans::kill_orphan_group;
+pub use orphans::{kill_orphan_group, kill_orphans_of};
 pub use outcome::{Ending, Outcome};
 pub use running::Running;
 pub use spawn::{SpawnError, resolve_program, spawn};

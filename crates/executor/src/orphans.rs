@@ -18,6 +18,49 @@ pub fn kill_orphan_group(pgid: u32, run_id: &str) -> bool {
     killpg(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
 }
 
+/// Kills the process group of every process on this host that carries the
+/// environment of one execution (`ETL_RUN_ID`, `ETL_STEP`, `ETL_ATTEMPT`):
+/// for a dead worker that did not get to record its module's pid. Returns
+/// how many groups were killed.
+pub fn kill_orphans_of(run_id: &str, step: u32, attempt: u32) -> usize {
+    let wanted = [
+        format!("ETL_RUN_ID={run_id}"),
+        format!("ETL_STEP={step}"),
+        format!("ETL_ATTEMPT={attempt}"),
+    ];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups: Vec<i32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    wanted
+                        .iter()
+                        .all(|w| env.split(|b| *b == 0).any(|var| var == w.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .filter_map(process_group_of)
+        .filter(|pgid| *pgid > 1)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for pgid in &groups {
+        tracing::warn!(
+            pgid,
+            run_id,
+            step,
+            attempt,
+            "killing the process group of an execution whose worker died"
+        );
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    groups.len()
+}
+
 fn group_belongs_to(pgid: i32, run_id: &str) -> bool {
     let needle = format!("ETL_RUN_ID={run_id}");
     let Ok(entries) = std::fs::read_dir("/proc") else {

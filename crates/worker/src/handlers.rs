@@ -155,6 +155,7 @@ pub async fn apply(
 /// marker that recovery uses to find what was committed but never sent).
 pub async fn publish_noted(tracker: &Tracker, broker: &Broker, queue: &str, message: &Message) -> anyhow::Result<()> {
     broker.publish(queue, message).await?;
+    crate::failpoint::hit(crate::failpoint::AFTER_PUBLISH);
     let noted = match message {
         Message::ExecModule { run_id, step, attempt } => {
             tracker

@@ -21,6 +21,7 @@
 //! module runs.
 
 pub mod config;
+pub mod failpoint;
 pub mod handlers;
 pub mod heartbeat;
 pub mod project;

@@ -89,11 +89,16 @@ pub async fn reap_once(ctx: &Ctx) -> anyhow::Result<Report> {
         let key = expired.key;
         // Two copies of a step must never run at once: if the dead worker ran
         // on this host, kill what it left before the step runs again.
-        if let (Some(pid), Some(h)) = (expired.pid, &expired.worker_host)
-            && *h == host
-            && scheduler_executor::kill_orphan_group(pid, &key.run_id.to_string())
-        {
-            report.killed_orphans += 1;
+        if expired.worker_host.as_deref().is_none_or(|h| h == host) {
+            let run = key.run_id.to_string();
+            if let Some(pid) = expired.pid
+                && scheduler_executor::kill_orphan_group(pid, &run)
+            {
+                report.killed_orphans += 1;
+            }
+            // A worker that died between the spawn and recording the pid:
+            // find the module by the environment it was given.
+            report.killed_orphans += scheduler_executor::kill_orphans_of(&run, key.step, key.attempt);
         }
         let decision = machine::on_lease_expired(expired.run, key.step, key.attempt, ctx.config.max_attempts);
         let plan = match decision {

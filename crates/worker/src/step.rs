@@ -17,6 +17,7 @@
 //! worker does not continue: it queues and publishes the next step for
 //! another worker.
 
+use crate::failpoint;
 use crate::handlers::publish_noted;
 use crate::worker::{Active, Ctx, StopReason};
 use scheduler_broker::Incoming;
@@ -48,6 +49,7 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 /// (the lease in PostgreSQL holds the step now), run it and the steps it
 /// continues into, free the slot.
 pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed) {
+    failpoint::hit(failpoint::AFTER_CLAIM);
     if let Err(e) = ctx.slots.take().await {
         tracing::warn!(error = %e, "could not adjust the prefetch; continuing");
     }
@@ -145,6 +147,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         }
         Ok(running) => {
             let pid = running.pid();
+            failpoint::hit(failpoint::AFTER_SPAWN);
             if let Some(a) = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
                 a.pid = Some(pid);
             }
@@ -208,6 +211,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         ));
     }
     let message = plan.and_then(|p| p.publish)?;
+    failpoint::hit(failpoint::AFTER_COMMIT);
     if next.is_some() && !finished.queued {
         tracing::info!("run is no longer running; not queuing the next step");
         return None;

@@ -86,10 +86,16 @@ impl Env {
 
     /// Starts a worker process; its log goes to `<project>/worker-N.log`.
     pub fn spawn_worker(&mut self, args: &[&str]) -> usize {
+        self.spawn_worker_with_env(args, &[])
+    }
+
+    /// Starts a worker process with extra environment variables.
+    pub fn spawn_worker_with_env(&mut self, args: &[&str], vars: &[(&str, &str)]) -> usize {
         let n = self.workers.len();
         let log = std::fs::File::create(self.project.join(format!("worker-{n}.log"))).unwrap();
         let child = self
             .cmd()
+            .envs(vars.iter().copied())
             .arg("worker")
             .args(args)
             .stdout(Stdio::null())
