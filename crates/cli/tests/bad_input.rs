@@ -137,3 +137,37 @@ fn sigterm_lets_the_running_module_finish_and_then_exits() {
     env.spawn_worker(&[]);
     assert_eq!(env.wait_final(run, MINUTE)["state"], "succeeded");
 }
+
+#[test]
+fn sigterm_past_the_drain_bound_hands_the_running_step_back() {
+    let slow =
+        "#!/bin/sh\necho \"start $ETL_ATTEMPT\" >> ledger.txt\nsleep 20\necho \"end $ETL_ATTEMPT\" >> ledger.txt\n";
+    let quick = "#!/bin/sh\necho \"start $ETL_ATTEMPT\" >> ledger.txt\necho \"end $ETL_ATTEMPT\" >> ledger.txt\n";
+    let mut env = Env::new(&[("slow", slow), ("quick", quick)], &[("s", &seq(&["slow"]))]);
+    let w = env.spawn_worker(&["--drain-timeout", "1", "--kill-grace", "1"]);
+    let run = env.start("s");
+    env.wait_exec(run, MINUTE, |e| e["state"] == "running");
+    env.signal_worker(w, nix::sys::signal::Signal::SIGTERM);
+    let status = env.wait_worker(w, Duration::from_secs(20));
+    assert!(status.success(), "{}", env.worker_log(w));
+    let v = env.show(run);
+    assert_eq!(v["executions"][0]["state"], "abandoned", "{v:#}");
+    assert!(
+        v["executions"][0]["error"].as_str().unwrap().contains("handed back"),
+        "{v:#}"
+    );
+    assert_eq!(
+        v["executions"][1]["state"], "queued",
+        "the step is queued again as attempt 2: {v:#}"
+    );
+    // The next worker runs attempt 2 (swap in a quick module to keep the test short).
+    std::fs::copy(env.project.join("bin/quick.sh"), env.project.join("bin/slow.sh")).unwrap();
+    env.spawn_worker(&[]);
+    let v = env.wait_final(run, MINUTE);
+    assert_eq!(v["state"], "succeeded");
+    assert_eq!(v["executions"][1]["attempt"], 2);
+    assert!(
+        !env.read("ledger.txt").contains("end 1"),
+        "attempt 1 was stopped, not left running"
+    );
+}
