@@ -23,6 +23,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// How long a consumer with free slots may receive nothing while its queue
+/// has ready messages before it is considered stalled and rebuilt.
+const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the worker stopped a module before it ended on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -55,6 +59,8 @@ pub struct Ctx {
     pub active: Mutex<HashMap<ExecKey, Active>>,
     /// Set once shutdown begins: no local continuation, heartbeats say so.
     pub draining: AtomicBool,
+    /// When the consumer last received a message (for the stall watchdog).
+    pub last_delivery: Mutex<Instant>,
 }
 
 impl Ctx {
@@ -135,6 +141,7 @@ pub async fn run(
         worker_id,
         active: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
+        last_delivery: Mutex::new(Instant::now()),
     });
     tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
     on_ready(WorkerHandle { ctx: ctx.clone() });
@@ -144,11 +151,16 @@ pub async fn run(
     let beat = tokio::spawn(heartbeat::run(ctx.clone(), beat_stop.clone()));
     let reap = tokio::spawn(reaper::run(ctx.clone(), beat_stop.clone()));
 
+    // `inbox.next()` is the only branch besides shutdown: it is not
+    // cancel-safe while it registers a consumer, so nothing else may win
+    // the select (a lost registration would strand deliveries).
+    let watch = tokio::spawn(watchdog(ctx.clone(), beat_stop.clone()));
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             next = inbox.next() => match next {
                 Ok(Some(incoming)) => {
+                    *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                     let ctx = ctx.clone();
                     tasks.spawn(async move { dispatch(&ctx, incoming).await });
                 }
@@ -190,6 +202,7 @@ pub async fn run(
     }
     beat_stop.cancel();
     let _ = beat.await;
+    let _ = watch.await;
     let _ = reap.await;
     if let Err(e) = ctx.tracker.worker_stopped(worker_id).await {
         tracing::warn!(error = %e, "could not record the worker as stopped");
@@ -197,6 +210,34 @@ pub async fn run(
     inbox.close().await;
     tracing::info!(%worker_id, "worker stopped");
     result
+}
+
+/// A consumer that silently stopped receiving (free slots, messages ready,
+/// nothing delivered for [`STALL_AFTER`]) is rebuilt: the watchdog replaces
+/// the broker connection, the consume loop sees its channel fail and
+/// reconnects, as after any connection loss.
+async fn watchdog(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(STALL_AFTER);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let quiet = ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if quiet < STALL_AFTER || ctx.is_draining() || ctx.slots.busy().await >= ctx.config.concurrency {
+            continue;
+        }
+        if let Ok((ready, _)) = ctx.broker.queue_depth(&ctx.config.queue).await
+            && ready > 0
+        {
+            tracing::warn!(ready, ?quiet, "consumer stalled: messages are ready and slots are free, but nothing was delivered; rebuilding the connection");
+            if let Err(e) = ctx.broker.reconnect().await {
+                tracing::warn!(error = %e, "could not rebuild the broker connection; the consume loop will retry");
+            }
+            *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
 }
 
 /// Reconnects to the broker with backoff (0.5 s doubling to 15 s) until it
