@@ -231,7 +231,11 @@ async fn watchdog(ctx: Arc<Ctx>, stop: CancellationToken) {
         if let Ok((ready, _)) = ctx.broker.queue_depth(&ctx.config.queue).await
             && ready > 0
         {
-            tracing::warn!(ready, ?quiet, "consumer stalled: messages are ready and slots are free, but nothing was delivered; rebuilding the connection");
+            tracing::warn!(
+                ready,
+                ?quiet,
+                "consumer stalled: messages are ready and slots are free, but nothing was delivered; rebuilding the connection"
+            );
             if let Err(e) = ctx.broker.reconnect().await {
                 tracing::warn!(error = %e, "could not rebuild the broker connection; the consume loop will retry");
             }
