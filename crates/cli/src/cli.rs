@@ -102,6 +102,18 @@ pub enum Command {
         #[arg(long, env = "SCHEDULER_UI_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Fill a database with a million runs and measure the UI's server-side latency.
+    BenchUi {
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+        #[arg(long, default_value_t = 10)]
+        steps_per_run: u32,
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+        /// The benchmark's own database (its name must contain "bench").
+        #[arg(long, env = "SCHEDULER_UI_BENCH_DATABASE_URL", default_value = scheduler_ui::bench::DEFAULT_DATABASE_URL)]
+        bench_database_url: String,
+    },
     /// Measure dispatch throughput and overhead through the real broker and database.
     Bench(crate::commands::bench::BenchArgs),
 }

@@ -15,6 +15,7 @@
 //! a transaction open across anything but SQL: never across a module run or a
 //! broker round trip.
 
+pub mod bench_fill;
 pub mod connect;
 pub mod executions;
 pub mod recovery;

@@ -32,6 +32,7 @@ mod actions;
 mod api;
 mod assets;
 mod auth;
+pub mod bench;
 mod error;
 mod metrics;
 mod pages;

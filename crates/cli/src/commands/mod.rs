@@ -35,5 +35,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ui { bind, token } => ui::ui(&g, bind, token).await,
         Command::Bench(args) => bench::bench(&g, &args).await,
+        Command::BenchUi {
+            runs,
+            steps_per_run,
+            samples,
+            bench_database_url,
+        } => {
+            let args = scheduler_ui::bench::BenchUiArgs {
+                runs,
+                steps_per_run,
+                samples,
+                database_url: bench_database_url,
+                amqp_url: g.amqp_url.clone(),
+            };
+            scheduler_ui::bench::bench(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
