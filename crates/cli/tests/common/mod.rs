@@ -201,26 +201,12 @@ impl Env {
         std::fs::read_to_string(self.project.join(rel)).unwrap_or_default()
     }
 
-    /// Publishes raw messages on this env's queue (duplicates, garbage).
+    /// Publishes messages on this env's queue (duplicates, late ones).
     pub fn publish(&self, messages: &[Message]) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let broker = Broker::connect(
-                &BrokerConfig {
-                    url: AMQP_URL.into(),
-                    queue_expires_ms: Some(600_000),
-                },
-                "test",
-            )
-            .await
-            .unwrap();
+        with_broker(|broker| async move {
             for m in messages {
                 broker.publish(&self.queue, m).await.unwrap();
             }
-            broker.close().await;
         });
     }
 }
@@ -285,46 +271,37 @@ pub fn seq(modules: &[&str]) -> String {
 impl Env {
     /// Publishes raw bytes on this env's queue (malformed input).
     pub fn publish_raw(&self, payloads: &[&[u8]]) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let broker = Broker::connect(
-                &BrokerConfig {
-                    url: AMQP_URL.into(),
-                    queue_expires_ms: Some(600_000),
-                },
-                "test",
-            )
-            .await
-            .unwrap();
+        with_broker(|broker| async move {
             for p in payloads {
                 broker.publish_raw(&self.queue, p, "garbage").await.unwrap();
             }
-            broker.close().await;
         });
     }
 
     /// Messages waiting in `queue` (ready, not delivered).
     pub fn queue_depth(&self, queue: &str) -> u32 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let broker = Broker::connect(
-                &BrokerConfig {
-                    url: AMQP_URL.into(),
-                    queue_expires_ms: Some(600_000),
-                },
-                "test",
-            )
-            .await
-            .unwrap();
-            let depth = broker.queue_depth(queue).await.unwrap().0;
-            broker.close().await;
-            depth
-        })
+        with_broker(|broker| async move { broker.queue_depth(queue).await.unwrap().0 })
     }
+}
+
+/// Runs `f` with a fresh broker connection on a throw-away runtime.
+fn with_broker<T, F, Fut>(f: F) -> T
+where
+    F: FnOnce(Broker) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = BrokerConfig {
+            url: AMQP_URL.into(),
+            queue_expires_ms: Some(600_000),
+        };
+        let broker = Broker::connect(&config, "test").await.unwrap();
+        let out = f(broker.clone()).await;
+        broker.close().await;
+        out
+    })
 }
