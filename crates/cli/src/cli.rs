@@ -116,6 +116,15 @@ pub enum Command {
     },
     /// Measure dispatch throughput and overhead through the real broker and database.
     Bench(crate::commands::bench::BenchArgs),
+    /// Started by each worker beside itself: when the worker dies (even by
+    /// SIGKILL), stops the modules it was running. Not for direct use.
+    #[command(hide = true)]
+    Keeper {
+        #[arg(long)]
+        worker_id: String,
+        #[arg(long, default_value_t = 10_000)]
+        grace_ms: u64,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,4 +153,8 @@ pub struct WorkerArgs {
     /// Seconds before recovery republishes unpublished work or re-decides a stuck run.
     #[arg(long, env = "SCHEDULER_REPUBLISH_AFTER", default_value_t = 10, hide = true)]
     pub republish_after: u64,
+    /// Seconds a consumer with free slots may receive nothing while its queue has ready messages
+    /// before it is rebuilt.
+    #[arg(long, env = "SCHEDULER_STALL_AFTER", default_value_t = 30, hide = true)]
+    pub stall_after: u64,
 }

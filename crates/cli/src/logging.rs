@@ -1,14 +1,17 @@
 //! Logging to stderr: `RUST_LOG` filters (default `info`), `--log-format
-//! json` for log shippers.
+//! json` for log shippers. Colors only on a terminal: a log file or a
+//! journal gets plain text.
 
 use crate::cli::Global;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(global: &Global) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     if global.log_format == "json" {
         builder.json().init();
     } else {

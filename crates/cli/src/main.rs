@@ -12,6 +12,18 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     logging::init(&cli.global);
+    // The keeper is single-threaded and blocks until its worker is gone.
+    if let cli::Command::Keeper { worker_id, grace_ms } = &cli.command {
+        let stopped = scheduler_executor::keeper::keep(worker_id, std::time::Duration::from_millis(*grace_ms));
+        if stopped > 0 {
+            tracing::warn!(
+                worker_id,
+                stopped,
+                "keeper: the worker died; stopped its running modules"
+            );
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

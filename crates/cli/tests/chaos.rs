@@ -17,7 +17,6 @@ mod common;
 use common::{Env, seq};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const STEPS: usize = 3;
@@ -102,11 +101,11 @@ fn chaos(runs_wanted: usize, rounds: usize) {
                 "kill -9 a worker"
             }
             1 => {
-                restart_rabbitmq();
+                common::services::restart_rabbitmq();
                 "restart RabbitMQ"
             }
             4 => {
-                restart_postgres();
+                common::services::postgres("restart");
                 "restart PostgreSQL (immediate)"
             }
             _ => "pause",
@@ -167,40 +166,6 @@ fn start_until_recorded(env: &Env) -> uuid::Uuid {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn restart_rabbitmq() {
-    for args in [["-q", "stop_app"], ["-q", "start_app"]] {
-        let ok = Command::new("rabbitmqctl")
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "rabbitmqctl {args:?} failed");
-    }
-}
-
-fn restart_postgres() {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
-    let version = version.to_string_lossy().to_string();
-    let ok = Command::new("pg_ctlcluster")
-        .args([
-            "--skip-systemctl-redirect",
-            &version,
-            "main",
-            "restart",
-            "-m",
-            "immediate",
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "pg_ctlcluster restart failed");
 }
 
 #[derive(Debug, Clone)]

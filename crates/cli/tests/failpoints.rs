@@ -31,7 +31,8 @@ fn crash_with(failpoint: &str, module: &str) -> (Env, serde_json::Value) {
     let run = env.start("s");
     let status = env.wait_worker(crashing, MINUTE);
     assert!(!status.success(), "the worker must have aborted at {failpoint}");
-    assert!(env.worker_log(crashing).contains(&format!("failpoint {failpoint}")));
+    let crash = failpoint.split(',').next().unwrap();
+    assert!(env.worker_log(crashing).contains(&format!("failpoint {crash}")));
     env.spawn_worker(&FAST);
     let v = env.wait_final(run, 2 * MINUTE);
     assert_eq!(v["state"], "succeeded", "after a crash at {failpoint}: {v:#}");
@@ -74,9 +75,28 @@ fn a_crash_after_the_claim_commit_is_recovered() {
 }
 
 #[test]
-fn a_crash_after_the_spawn_before_the_pid_is_recorded_kills_the_orphan_and_reruns() {
-    // Long enough that the orphan is still running when recovery acts.
+fn a_crash_after_the_spawn_before_the_pid_is_recorded_is_stopped_by_the_keeper_and_rerun() {
     let (env, v) = crash_with("after-spawn", &MODULE.replace("sleep 1", "sleep 8"));
+    assert!(v["executions"][0]["pid"].is_null(), "the pid was never recorded: {v:#}");
+    assert_eq!(v["executions"][0]["state"], "abandoned");
+    assert!(
+        env.worker_log(0)
+            .contains("the worker is gone: stopping its module's process group"),
+        "{}",
+        env.worker_log(0)
+    );
+    assert!(
+        !env.read("ledger.txt").contains("end 0 1 "),
+        "the orphaned first attempt was killed before it ended"
+    );
+    assert_no_overlap(&env);
+}
+
+#[test]
+fn a_crash_after_the_spawn_without_a_keeper_is_found_by_recovery_and_rerun() {
+    // No keeper (as if the OOM killer took it too); the module runs long
+    // enough that the orphan is still running when recovery acts.
+    let (env, v) = crash_with("after-spawn,no-keeper", &MODULE.replace("sleep 1", "sleep 8"));
     assert!(v["executions"][0]["pid"].is_null(), "the pid was never recorded: {v:#}");
     assert_eq!(v["executions"][0]["state"], "abandoned");
     assert!(

@@ -55,3 +55,31 @@ fn a_worker_survives_losing_its_broker_connection_mid_module() {
     assert_eq!(env.wait_final(env.start("t"), MINUTE)["state"], "succeeded");
     assert_eq!(env.read("ledger.txt").lines().count(), 3);
 }
+
+#[test]
+fn a_consumer_that_silently_stops_receiving_is_rebuilt() {
+    // The worker drops its first delivery without acknowledging it, as a bug
+    // could: with one slot its prefetch window stays full and it receives
+    // nothing more, though it is idle and the queue has work. No error
+    // anywhere: only the watchdog can notice.
+    let mut env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok", "ok"]))]);
+    let w = env.spawn_worker_with_env(
+        &["-c", "1", "--stall-after", "2"],
+        &[("SCHEDULER_FAILPOINTS", "swallow-delivery")],
+    );
+    let first = env.start("s");
+    env.wait_for_log(w, "failpoint swallow-delivery", MINUTE);
+    let second = env.start("s");
+    for run in [first, second] {
+        let v = env.wait_final(run, MINUTE);
+        assert_eq!(v["state"], "succeeded", "{v:#}");
+    }
+    let log = env.worker_log(w);
+    assert!(log.contains("consumer stalled"), "{log}");
+    assert_eq!(
+        log.matches("consumer stalled").count(),
+        1,
+        "rebuilt once, not in a loop:\n{log}"
+    );
+    assert_eq!(env.read("ledger.txt").lines().count(), 4, "each step ran once");
+}

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Env, LEDGER_MODULE, seq};
+use common::{Env, LEDGER_MODULE, alive, seq};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -40,7 +42,10 @@ fn a_step_of_a_killed_worker_is_rerun_once_and_never_overlaps() {
     let a = env.spawn_worker(&FAST_RECOVERY);
     let run = env.start("s");
     env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
-    env.signal_worker(a, nix::sys::signal::Signal::SIGKILL);
+    // The keeper would stop the module at once (next test): kill it first,
+    // as an OOM kill of both would, to test recovery's own line of defence.
+    nix::sys::signal::kill(Pid::from_raw(env.keeper_pid(a)), Signal::SIGKILL).unwrap();
+    env.signal_worker(a, Signal::SIGKILL);
     env.wait_worker(a, MINUTE);
     // A new worker on the same host recovers: kills the orphaned module,
     // then runs the step again as attempt 2.
@@ -72,4 +77,83 @@ fn a_step_of_a_killed_worker_is_rerun_once_and_never_overlaps() {
         env.worker_log(1)
             .contains("killing the process group left behind by a dead worker")
     );
+}
+
+#[test]
+fn the_keeper_stops_a_killed_workers_module_at_once_with_its_children() {
+    // The module starts a child in its group and a daemon in a session of
+    // its own, notes all three pids, and would write "end" in 30 s.
+    let slow = "#!/bin/sh\nsleep 300 & c=$!\nsetsid sleep 300 & d=$!\necho \"$$ $c $d\" > pids.txt\nsleep 30\necho end >> ledger.txt\n";
+    let mut env = Env::new(&[("slow", slow)], &[("s", &seq(&["slow"]))]);
+    // A long lease and no other worker: recovery cannot be what stops it.
+    let a = env.spawn_worker(&["--lease", "120", "--kill-grace", "1"]);
+    let keeper = env.keeper_pid(a);
+    assert!(alive(keeper));
+    let run = env.start("s");
+    env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
+    let deadline = std::time::Instant::now() + MINUTE;
+    let pids: Vec<i32> = loop {
+        let pids: Vec<i32> = env
+            .read("pids.txt")
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.len() == 3 {
+            break pids;
+        }
+        assert!(std::time::Instant::now() < deadline, "the module never wrote its pids");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
+
+    env.signal_worker(a, Signal::SIGKILL);
+    env.wait_worker(a, MINUTE);
+    let killed_at = std::time::Instant::now();
+    while pids.iter().any(|p| alive(*p)) || alive(keeper) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "the module's processes {pids:?} (or the keeper {keeper}) outlived the worker; log:\n{}",
+            env.worker_log(a)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "module, child, daemon and keeper gone {:?} after the SIGKILL",
+        killed_at.elapsed()
+    );
+    let log = env.worker_log(a);
+    assert!(
+        log.contains("the worker is gone: stopping its module's process group"),
+        "{log}"
+    );
+    assert!(log.contains("stopped its running modules"), "{log}");
+    assert_eq!(
+        env.show(run)["state"],
+        "running",
+        "nothing recovered yet: the lease still holds"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!env.read("ledger.txt").contains("end"));
+}
+
+#[test]
+fn the_keeper_survives_a_graceful_shutdown_signal_and_leaves_with_its_worker() {
+    let mut env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]);
+    let a = env.spawn_worker(&[]);
+    let keeper = env.keeper_pid(a);
+    // `pkill scheduler` hits both: the keeper ignores it, the worker drains and exits.
+    nix::sys::signal::kill(Pid::from_raw(keeper), Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(keeper), "the keeper must outlive its worker's shutdown signal");
+    env.signal_worker(a, Signal::SIGTERM);
+    assert!(env.wait_worker(a, MINUTE).success());
+    let stopped = std::time::Instant::now();
+    while alive(keeper) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the keeper outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!env.worker_log(a).contains("stopping its module"));
 }

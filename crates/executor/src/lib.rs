@@ -22,6 +22,8 @@
 //! - `output.rs`: the two pipe readers: bounded tail capture and line forwarding to `tracing`.
 //! - `group.rs`: signalling, polling, reaping and killing a process group.
 //! - `outcome.rs`: [`Outcome`] and [`Ending`], plain values the caller persists.
+//! - `orphans.rs`: finding a dead worker's module groups by pid or by environment; `keeper.rs`: the
+//!   process beside each worker that stops its modules the moment it dies.
 //!
 //! Architecture invariant: this crate does no database or broker I/O; it turns a [`Spec`] into an
 //! [`Outcome`] and nothing else. Memory per execution is bounded by `tail_bytes` and one 4 KiB partial
@@ -31,11 +33,14 @@
 //! member we could reap is reaped. To make that possible the process becomes a child subreaper
 //! (`PR_SET_CHILD_SUBREAPER`) on its first [`spawn`](crate::spawn()), so that orphans of a module are
 //! reparented to it rather than to PID 1 (which in a container often never reaps). Processes that leave
-//! the group on purpose (`setsid`, `setpgid`) are out of reach: only a cgroup could catch them, and
-//! when they exit they stay zombies of the worker, since reaping any pid but our own would steal
-//! exit statuses from tokio.
+//! the group on purpose (`setsid`, `setpgid`) are outside that promise: if they still hold the
+//! module's pipes they are found by the module's environment and killed (the step must not hang on
+//! them); otherwise they run on until the keeper sweeps the worker's modules as the worker ends
+//! (only a cgroup could do better). When they exit they stay zombies of the worker, since reaping
+//! any pid but our own would steal exit statuses from tokio.
 
 mod group;
+pub mod keeper;
 mod orphans;
 mod outcome;
 mod output;

@@ -28,8 +28,25 @@ pub fn kill_orphans_of(run_id: &str, step: u32, attempt: u32) -> usize {
         format!("ETL_STEP={step}"),
         format!("ETL_ATTEMPT={attempt}"),
     ];
+    let groups = groups_with_env(&wanted);
+    for pgid in &groups {
+        tracing::warn!(
+            pgid,
+            run_id,
+            step,
+            attempt,
+            "killing the process group of an execution whose worker died"
+        );
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    groups.len()
+}
+
+/// The process groups (sorted, deduplicated, never 0 or 1) of every process
+/// on this host whose environment holds all of `wanted` (`NAME=value`).
+pub(crate) fn groups_with_env(wanted: &[String]) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     let mut groups: Vec<i32> = entries
         .filter_map(|e| e.ok())
@@ -48,17 +65,7 @@ pub fn kill_orphans_of(run_id: &str, step: u32, attempt: u32) -> usize {
         .collect();
     groups.sort_unstable();
     groups.dedup();
-    for pgid in &groups {
-        tracing::warn!(
-            pgid,
-            run_id,
-            step,
-            attempt,
-            "killing the process group of an execution whose worker died"
-        );
-        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-    }
-    groups.len()
+    groups
 }
 
 fn group_belongs_to(pgid: i32, run_id: &str) -> bool {

@@ -27,6 +27,12 @@ pub struct WorkerConfig {
     pub republish_after: Duration,
     /// Executions of one step before a lost worker fails the run.
     pub max_attempts: u32,
+    /// How long a consumer with free slots may receive nothing while its
+    /// queue has ready messages before it is considered stalled and rebuilt.
+    pub stall_after: Duration,
+    /// The command that runs the keeper (`scheduler keeper`), which stops
+    /// this worker's modules if it dies; `None` runs without one.
+    pub keeper: Option<Vec<std::ffi::OsString>>,
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +49,8 @@ impl Default for WorkerConfig {
             reap_every: Duration::from_secs(5),
             republish_after: Duration::from_secs(10),
             max_attempts: 3,
+            stall_after: Duration::from_secs(30),
+            keeper: None,
         }
     }
 }

@@ -16,6 +16,15 @@ pub const AFTER_COMMIT: &str = "after-commit";
 /// worker notes it and carries on.
 pub const AFTER_PUBLISH: &str = "after-publish";
 
+/// Not a crash: the worker starts without its keeper, as if the keeper
+/// had been killed with it, to test recovery's own orphan search.
+pub const NO_KEEPER: &str = "no-keeper";
+
+/// Not a crash: the first delivery is dropped on the floor without an ack,
+/// as a bug could: it keeps its prefetch credit, so a worker with one slot
+/// receives nothing more. Tests that the stall watchdog rebuilds the consumer.
+pub const SWALLOW_DELIVERY: &str = "swallow-delivery";
+
 fn armed() -> &'static [String] {
     static ARMED: OnceLock<Vec<String>> = OnceLock::new();
     ARMED.get_or_init(|| {
@@ -30,9 +39,28 @@ fn armed() -> &'static [String] {
     })
 }
 
+/// Whether `name` is listed in `SCHEDULER_FAILPOINTS`.
+pub fn is_armed(name: &str) -> bool {
+    armed().iter().any(|a| a == name)
+}
+
+/// True the first time it is asked about an armed `name`, false after.
+pub fn once(name: &str) -> bool {
+    static FIRED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if !is_armed(name) {
+        return false;
+    }
+    let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
+    if fired.iter().any(|f| f == name) {
+        return false;
+    }
+    fired.push(name.to_string());
+    true
+}
+
 /// Aborts the process if `name` is armed.
 pub fn hit(name: &str) {
-    if armed().iter().any(|a| a == name) {
+    if is_armed(name) {
         eprintln!("failpoint {name}: aborting the worker");
         std::process::abort();
     }

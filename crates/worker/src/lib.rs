@@ -10,6 +10,8 @@
 //! - [`handlers`]: `start_etl`, `end_etl`, `error_handler`.
 //! - [`step`]: `exec_module`: claim, run the module, record, publish the next.
 //! - [`heartbeat`]: worker liveness, lease renewal, cancel and lease-loss kills.
+//! - [`keeper`]: starting and minding the keeper process beside the worker.
+//! - [`watchdog`]: rebuilding a consumer that silently stopped receiving.
 //! - [`reaper`]: recovery: unpublished work, expired leases, stuck runs.
 //!
 //! Architecture invariants: no SQL (that is the tracker), no AMQP details
@@ -24,10 +26,12 @@ pub mod config;
 pub mod failpoint;
 pub mod handlers;
 pub mod heartbeat;
+pub mod keeper;
 pub mod project;
 pub mod reaper;
 pub mod step;
 pub mod trigger;
+pub mod watchdog;
 pub mod worker;
 
 pub use config::WorkerConfig;

@@ -23,6 +23,7 @@ use crate::worker::{Active, Ctx, StopReason};
 use scheduler_broker::Incoming;
 use scheduler_core::machine::{self, Claim, Decision, RunView, StepOutcome};
 use scheduler_core::{ExecState, RunState};
+use scheduler_executor::keeper::WORKER_ENV;
 use scheduler_executor::{Ending, Outcome, Spec};
 use scheduler_tracker::{Claimed, ExecKey, ExecResult};
 use std::sync::{Arc, OnceLock};
@@ -124,6 +125,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
             ("ETL_STEP".into(), key.step.to_string()),
             ("ETL_MODULE".into(), claimed.module.clone()),
             ("ETL_ATTEMPT".into(), key.attempt.to_string()),
+            (WORKER_ENV.into(), ctx.worker_id.to_string()),
         ],
         timeout: claimed
             .timeout_secs

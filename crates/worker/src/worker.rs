@@ -9,7 +9,7 @@
 
 use crate::config::WorkerConfig;
 use crate::project::Project;
-use crate::{handlers, heartbeat, reaper, step};
+use crate::{handlers, heartbeat, keeper, reaper, step, watchdog};
 use anyhow::Context as _;
 use scheduler_broker::{Broker, Inbox, Incoming, Slots};
 use scheduler_core::Message;
@@ -22,10 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
-
-/// How long a consumer with free slots may receive nothing while its queue
-/// has ready messages before it is considered stalled and rebuilt.
-const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why the worker stopped a module before it ended on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,18 +139,20 @@ pub async fn run(
         draining: AtomicBool::new(false),
         last_delivery: Mutex::new(Instant::now()),
     });
+    let keeper = keeper::start(&ctx).await;
     tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
     on_ready(WorkerHandle { ctx: ctx.clone() });
 
     let tasks = TaskTracker::new();
     let beat_stop = CancellationToken::new();
+    let keep = tokio::spawn(keeper::mind(ctx.clone(), keeper, beat_stop.clone()));
     let beat = tokio::spawn(heartbeat::run(ctx.clone(), beat_stop.clone()));
     let reap = tokio::spawn(reaper::run(ctx.clone(), beat_stop.clone()));
 
     // `inbox.next()` is the only branch besides shutdown: it is not
     // cancel-safe while it registers a consumer, so nothing else may win
     // the select (a lost registration would strand deliveries).
-    let watch = tokio::spawn(watchdog(ctx.clone(), beat_stop.clone()));
+    let watch = tokio::spawn(watchdog::run(ctx.clone(), beat_stop.clone()));
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -204,44 +202,13 @@ pub async fn run(
     let _ = beat.await;
     let _ = watch.await;
     let _ = reap.await;
+    let _ = keep.await;
     if let Err(e) = ctx.tracker.worker_stopped(worker_id).await {
         tracing::warn!(error = %e, "could not record the worker as stopped");
     }
     inbox.close().await;
     tracing::info!(%worker_id, "worker stopped");
     result
-}
-
-/// A consumer that silently stopped receiving (free slots, messages ready,
-/// nothing delivered for [`STALL_AFTER`]) is rebuilt: the watchdog replaces
-/// the broker connection, the consume loop sees its channel fail and
-/// reconnects, as after any connection loss.
-async fn watchdog(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(STALL_AFTER);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let quiet = ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-        if quiet < STALL_AFTER || ctx.is_draining() || ctx.slots.busy().await >= ctx.config.concurrency {
-            continue;
-        }
-        if let Ok((ready, _)) = ctx.broker.queue_depth(&ctx.config.queue).await
-            && ready > 0
-        {
-            tracing::warn!(
-                ready,
-                ?quiet,
-                "consumer stalled: messages are ready and slots are free, but nothing was delivered; rebuilding the connection"
-            );
-            if let Err(e) = ctx.broker.reconnect().await {
-                tracing::warn!(error = %e, "could not rebuild the broker connection; the consume loop will retry");
-            }
-            *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        }
-    }
 }
 
 /// Reconnects to the broker with backoff (0.5 s doubling to 15 s) until it
@@ -276,6 +243,11 @@ async fn reconnect(ctx: &Ctx, inbox: &mut Inbox, shutdown: &CancellationToken) -
 /// Decodes one delivery and hands it to its handler. Undecodable input goes
 /// to the dead-letter queue: retrying it can never succeed.
 async fn dispatch(ctx: &Ctx, incoming: Incoming) {
+    if crate::failpoint::once(crate::failpoint::SWALLOW_DELIVERY) {
+        tracing::warn!("failpoint swallow-delivery: dropping a delivery without acknowledging it");
+        std::mem::forget(incoming);
+        return;
+    }
     let message = match Message::decode(&incoming.data) {
         Ok(m) => m,
         Err(e) => {

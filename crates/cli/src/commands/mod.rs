@@ -35,6 +35,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ui { bind, token } => ui::ui(&g, bind, token).await,
         Command::Bench(args) => bench::bench(&g, &args).await,
+        // `main` runs the keeper before any runtime starts; never here.
+        Command::Keeper { .. } => anyhow::bail!("the keeper cannot run inside the async runtime"),
         Command::BenchUi {
             runs,
             steps_per_run,

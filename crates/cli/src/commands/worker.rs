@@ -34,8 +34,21 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         max_attempts: a.max_attempts.max(1),
         reap_every: Duration::from_secs(a.reap_every.max(1)),
         republish_after: Duration::from_secs(a.republish_after),
+        stall_after: Duration::from_secs(a.stall_after.max(1)),
+        keeper: keeper_command(),
         ..WorkerConfig::default()
     })
+}
+
+/// This very program, as `scheduler keeper`.
+fn keeper_command() -> Option<Vec<std::ffi::OsString>> {
+    match std::env::current_exe() {
+        Ok(exe) => Some(vec![exe.into_os_string(), "keeper".into()]),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find this program's path to start the keeper");
+            None
+        }
+    }
 }
 
 /// Installs the two-stage signal handling; returns the shutdown token.

@@ -3,6 +3,8 @@
 //! and drives the real `scheduler` binary, as a user would.
 #![allow(dead_code)]
 
+pub mod services;
+
 use scheduler_broker::{Broker, BrokerConfig};
 use scheduler_core::Message;
 use serde_json::Value;
@@ -125,6 +127,18 @@ impl Env {
 
     pub fn worker_pid(&self, n: usize) -> i32 {
         self.workers[n].id() as i32
+    }
+
+    /// The pid of worker `n`'s keeper, from its log line.
+    pub fn keeper_pid(&self, n: usize) -> i32 {
+        self.wait_for_log(n, "keeper started", Duration::from_secs(10));
+        let log = self.worker_log(n);
+        let at = log.find("keeper_pid=").expect("keeper_pid in the log") + "keeper_pid=".len();
+        log[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .expect("a numeric keeper_pid")
     }
 
     pub fn signal_worker(&self, n: usize, sig: nix::sys::signal::Signal) {
@@ -259,6 +273,17 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A module that appends "<run> <step> <attempt> <pid>" to ledger.txt.
 pub const LEDGER_MODULE: &str = "#!/bin/sh\necho \"$ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$\" >> ledger.txt\n";
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
 
 pub fn seq(modules: &[&str]) -> String {
     let steps: Vec<Value> = modules

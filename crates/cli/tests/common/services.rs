@@ -1,0 +1,40 @@
+//! Stopping and starting the real local services, for outage tests. Only a
+//! test binary of its own may use these: every other test of the binary
+//! would see the outage too.
+
+use std::process::Command;
+
+fn run(program: &str, args: &[&str]) {
+    let ok = Command::new(program)
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{program} {args:?} failed");
+}
+
+pub fn restart_rabbitmq() {
+    run("rabbitmqctl", &["-q", "stop_app"]);
+    run("rabbitmqctl", &["-q", "start_app"]);
+}
+
+fn postgres_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql (Debian's PostgreSQL)")
+        .next()
+        .expect("a PostgreSQL cluster")
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .to_string()
+}
+
+/// `action`: "stop", "start" or "restart"; stops are immediate (as a crash).
+pub fn postgres(action: &str) {
+    let version = postgres_version();
+    let mut args = vec!["--skip-systemctl-redirect", &version, "main", action];
+    if action != "start" {
+        args.extend(["-m", "immediate"]);
+    }
+    run("pg_ctlcluster", &args);
+}

@@ -1,0 +1,64 @@
+//! PostgreSQL goes away while a module runs (its own test binary: the
+//! outage would break any test running beside it). The module ends while
+//! the database is down; its result is recorded once the database is back,
+//! and the run goes on without re-running anything.
+
+mod common;
+
+use common::{Env, seq, services};
+use std::time::{Duration, Instant};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back() {
+    let module = "#!/bin/sh\necho \"start $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\nsleep 3\necho \"end $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n";
+    let mut env = Env::new(&[("m", module)], &[("s", &seq(&["m", "m"]))]);
+    // Default lease (30 s): the outage is shorter, so nothing is taken over.
+    let w = env.spawn_worker(&[]);
+    let run = env.start("s");
+    env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
+
+    services::postgres("stop");
+    let down = Instant::now();
+    let restore = scopeguard(|| services::postgres("start"));
+    // The module ends while the database is down; the worker keeps trying.
+    let deadline = Instant::now() + MINUTE;
+    while !env.read("ledger.txt").contains("end 0 1") {
+        assert!(Instant::now() < deadline, "the module never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.wait_for_log(w, "could not record the step's result; retrying", MINUTE);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(restore);
+    eprintln!("database down for {:?}", down.elapsed());
+
+    let v = env.wait_final(run, 2 * MINUTE);
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    let execs = v["executions"].as_array().unwrap();
+    assert_eq!(execs.len(), 2, "one execution per step, none re-run: {v:#}");
+    for (step, e) in execs.iter().enumerate() {
+        assert_eq!(e["step"], step);
+        assert_eq!(e["attempt"], 1, "{v:#}");
+        assert_eq!(e["state"], "succeeded", "{v:#}");
+    }
+    assert_eq!(
+        env.read("ledger.txt"),
+        "start 0 1\nend 0 1\nstart 1 1\nend 1 1\n",
+        "each step ran exactly once"
+    );
+}
+
+/// Runs `f` when dropped: the database is started again even if an
+/// assertion fails while it is down.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
