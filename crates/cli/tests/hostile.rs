@@ -27,6 +27,31 @@ fn a_hanging_module_is_killed_at_its_timeout_and_the_run_fails_saying_so() {
 }
 
 #[test]
+fn the_workers_default_timeout_applies_to_modules_without_their_own() {
+    // "patient" sets its own timeout (5 s) and takes 2 s: the worker's
+    // default (1 s) must not apply to it. "hang" sets none: killed at 1 s.
+    let patient = "#!/bin/sh\nsleep 2\n";
+    let hang = "#!/bin/sh\ntrap '' TERM\nsleep 300\n";
+    let mut env = Env::new(
+        &[("patient", patient), ("hang", hang)],
+        &[("s", &seq(&["patient", "hang"]))],
+    );
+    std::fs::write(
+        env.project.join("modules.json"),
+        r#"{"patient": {"cmd": "./bin/patient.sh", "timeout_secs": 5}, "hang": {"cmd": "./bin/hang.sh"}}"#,
+    )
+    .unwrap();
+    env.spawn_worker(&["--module-timeout", "1", "--kill-grace", "1"]);
+    let t0 = Instant::now();
+    let v = env.wait_final(env.start("s"), MINUTE);
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert_eq!(v["state"], "failed", "{v:#}");
+    assert_eq!(v["executions"][0]["state"], "succeeded", "its own timeout wins: {v:#}");
+    assert_eq!(v["executions"][1]["state"], "failed", "{v:#}");
+    assert!(v["error"].as_str().unwrap().contains("timed out after 1s"), "{v:#}");
+}
+
+#[test]
 fn a_module_leaving_a_daemon_that_holds_its_pipes_ends_and_the_daemon_is_killed() {
     let daemon = "#!/bin/sh\nsleep 300 &\necho $! > daemon.pid\necho started\n";
     let mut env = Env::new(&[("daemon", daemon)], &[("s", &seq(&["daemon"]))]);
@@ -101,7 +126,46 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
     );
     assert!(log.contains("no run") && log.contains("is recorded"), "{log}");
     // And the worker is still serving.
-    assert_eq!(env.wait_final(env.start("s"), MINUTE)["state"], "succeeded");
+    let run = env.start("s");
+    assert_eq!(env.wait_final(run, MINUTE)["state"], "succeeded");
+
+    // Well-formed messages about a step or run that does not exist: each
+    // dropped with a log line, none dead-lettered, nothing run.
+    use scheduler_core::Message;
+    let ghost = uuid::Uuid::now_v7();
+    env.publish(&[
+        Message::ExecModule {
+            run_id: run,
+            step: 99,
+            attempt: 1,
+        },
+        Message::ExecModule {
+            run_id: ghost,
+            step: 0,
+            attempt: 1,
+        },
+        Message::EndEtl { run_id: ghost },
+    ]);
+    let deadline = Instant::now() + MINUTE;
+    while env.worker_log(0).matches("no such execution recorded").count() < 2
+        || env.worker_log(0).matches("no run").count() < 2
+    {
+        assert!(Instant::now() < deadline, "{}", env.worker_log(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(env.queue_depth(&dead), 4, "dropped, not dead-lettered");
+    assert_eq!(env.queue_depth(&env.queue), 0, "and not requeued");
+    assert_eq!(
+        env.read("ledger.txt").lines().count(),
+        1,
+        "only the real run's step ran"
+    );
+    let v = env.show(run);
+    assert_eq!(
+        v["executions"].as_array().unwrap().len(),
+        1,
+        "no execution was invented: {v:#}"
+    );
 }
 
 #[test]

@@ -20,6 +20,9 @@ use crate::{Ending, Outcome, Spec};
 
 /// How long the pipes may stay open after the leader exited before the group is assumed to hold them.
 const EOF_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// How long the pipes may take to close once the group is gone, before processes outside it that
+/// carry the module's environment are looked for.
+const EOF_AFTER_GROUP: Duration = Duration::from_millis(100);
 /// How long the pipes may stay open after the group was killed (a process outside the group may
 /// still hold them); what was read until then is kept.
 const EOF_AFTER_KILL: Duration = Duration::from_secs(1);
@@ -33,6 +36,9 @@ pub struct Running {
     timeout: Option<Duration>,
     kill_grace: Duration,
     label: String,
+    /// The module's own `NAME=value` environment additions: processes that
+    /// left its group (`setsid`) still carry them.
+    marker: Vec<String>,
     readers: Readers,
     /// Disarmed only once the group is known to be empty.
     guard: KillOnDrop,
@@ -48,6 +54,7 @@ impl Running {
             timeout: spec.timeout,
             kill_grace: spec.kill_grace,
             label: spec.log_label.clone(),
+            marker: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             readers,
             guard: KillOnDrop { pgid, armed: true },
         }
@@ -120,7 +127,7 @@ impl Running {
     async fn clean_up(&mut self, pgid: Pid) -> Option<String> {
         let eof = self.readers.wait_eof(EOF_AFTER_EXIT).await;
         group::reap(pgid);
-        let leftover = if group::is_alive(pgid) {
+        let mut leftover = if group::is_alive(pgid) {
             let what = match group::count_live_members(pgid) {
                 Some(n) if n > 0 => format!("{n} background process(es)"),
                 _ => "background process(es)".to_owned(),
@@ -131,6 +138,18 @@ impl Running {
         } else {
             None
         };
+        if !eof && !self.readers.wait_eof(EOF_AFTER_GROUP).await {
+            // Something outside the group holds the pipes: a process that
+            // left it (`setsid`) but still carries the module's environment.
+            let escaped = self.kill_escaped(pgid).await;
+            if escaped > 0 {
+                let note = format!("module left {escaped} process group(s) outside its own (setsid); they were killed");
+                leftover = Some(match leftover {
+                    Some(l) => format!("{l}; {note}"),
+                    None => note,
+                });
+            }
+        }
         if !eof && !self.readers.wait_eof(EOF_AFTER_KILL).await {
             tracing::warn!(
                 label = %self.label,
@@ -140,6 +159,24 @@ impl Running {
             );
         }
         leftover
+    }
+
+    /// Terminates the groups of processes outside the module's own group
+    /// that carry its environment; returns how many groups there were.
+    async fn kill_escaped(&self, own: Pid) -> usize {
+        // Without a marker every process would match.
+        if self.marker.is_empty() {
+            return 0;
+        }
+        let groups: Vec<i32> = crate::orphans::groups_with_env(&self.marker)
+            .into_iter()
+            .filter(|g| *g != own.as_raw())
+            .collect();
+        for g in &groups {
+            tracing::warn!(label = %self.label, pgid = g, "module left a process outside its group holding its output; killing its group");
+            group::terminate(Pid::from_raw(*g), self.kill_grace).await;
+        }
+        groups.len()
     }
 }
 

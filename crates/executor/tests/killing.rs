@@ -106,6 +106,31 @@ async fn a_background_child_holding_the_pipes_is_killed_and_reported() {
 }
 
 #[tokio::test]
+async fn a_daemon_that_left_the_group_but_holds_the_pipes_is_found_by_its_environment() {
+    let dir = TestDir::new();
+    // `setsid` puts the daemon in a session and group of its own: only the
+    // environment it inherited ties it to this execution.
+    dir.script("escape.sh", "setsid sleep 300 & echo $!; exit 0");
+    let mut spec = dir.spec(&["./escape.sh"]);
+    let marker = format!("escape-{}", std::process::id());
+    spec.env = vec![("ETL_TEST_EXECUTION".into(), marker)];
+    let started = Instant::now();
+    let outcome = run(spec).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.ending, Ending::Exited(0));
+    assert_eq!(
+        outcome.leftover.as_deref(),
+        Some("module left 1 process group(s) outside its own (setsid); they were killed")
+    );
+    let daemon: i32 = outcome.stdout_tail.trim().parse().unwrap();
+    assert!(!process_exists(daemon), "the escaped daemon {daemon} survived");
+}
+
+#[tokio::test]
 async fn background_children_with_closed_pipes_are_found_too() {
     let dir = TestDir::new();
     dir.script(
