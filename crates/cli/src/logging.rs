@@ -1,4 +1,5 @@
-//! Logging to stderr: `RUST_LOG` filters (default `info`), `--log-format
+//! Logging to stderr: `RUST_LOG` filters (default `info`; `warn` for the
+//! benchmarks, whose thousands of run lines would bury the figures), `--log-format
 //! json` for log shippers. Colors only on a terminal: a log file or a
 //! journal gets plain text.
 
@@ -6,8 +7,8 @@ use crate::cli::Global;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(global: &Global) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(global: &Global, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

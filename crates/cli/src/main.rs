@@ -11,7 +11,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(&cli.global);
+    let default_level = match cli.command {
+        cli::Command::Bench(_) | cli::Command::BenchUi { .. } => "warn",
+        _ => "info",
+    };
+    logging::init(&cli.global, default_level);
     // The keeper is single-threaded and blocks until its worker is gone.
     if let cli::Command::Keeper { worker_id, grace_ms } = &cli.command {
         let stopped = scheduler_executor::keeper::keep(worker_id, std::time::Duration::from_millis(*grace_ms));
