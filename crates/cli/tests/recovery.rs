@@ -1,5 +1,6 @@
-//! Recovery: a trigger while the broker is unreachable, and a worker killed
-//! with SIGKILL in the middle of a module.
+//! Recovery: a trigger while the broker is unreachable, a worker killed with
+//! SIGKILL in the middle of a module (re-run once, or the run fails at the
+//! attempt limit), and the keeper that stops a dead worker's modules.
 
 mod common;
 
@@ -77,6 +78,38 @@ fn a_step_of_a_killed_worker_is_rerun_once_and_never_overlaps() {
         env.worker_log(1)
             .contains("killing the process group left behind by a dead worker")
     );
+}
+
+#[test]
+fn a_step_that_keeps_losing_its_worker_fails_the_run_at_the_attempt_limit() {
+    let slow =
+        "#!/bin/sh\necho \"start $ETL_ATTEMPT\" >> ledger.txt\nsleep 30\necho \"end $ETL_ATTEMPT\" >> ledger.txt\n";
+    let mut env = Env::new(&[("slow", slow)], &[("s", &seq(&["slow"]))]);
+    let args: Vec<&str> = FAST_RECOVERY.iter().copied().chain(["--max-attempts", "2"]).collect();
+    let mut worker = env.spawn_worker(&args);
+    let run = env.start("s");
+    // Each attempt's worker dies (as to an OOM kill) while the module runs.
+    for attempt in 1..=2 {
+        env.wait_exec(run, MINUTE, |e| {
+            e["attempt"] == attempt && e["state"] == "running" && e["pid"].is_number()
+        });
+        env.signal_worker(worker, Signal::SIGKILL);
+        env.wait_worker(worker, MINUTE);
+        worker = env.spawn_worker(&args);
+    }
+    let v = env.wait_final(run, 2 * MINUTE);
+    assert_eq!(v["state"], "failed", "{v:#}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("lost its worker 2 time(s)") && error.contains("giving up after 2 attempts"),
+        "the reason says what happened: {error}"
+    );
+    let execs = v["executions"].as_array().unwrap();
+    assert_eq!(execs.len(), 2, "no third attempt: {v:#}");
+    assert!(execs.iter().all(|e| e["state"] == "abandoned"), "{v:#}");
+    let ledger = env.read("ledger.txt");
+    assert_eq!(ledger.lines().count(), 2, "two starts, no end: {ledger}");
+    assert!(!ledger.contains("end"), "{ledger}");
 }
 
 #[test]

@@ -1,0 +1,59 @@
+//! The reaper lease, against the real PostgreSQL: one holder at a time,
+//! renewable by its holder, taken over only once it has lapsed.
+
+use scheduler_tracker::{Tracker, TrackerConfig};
+use sqlx::migrate::MigrateDatabase;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn db_url() -> String {
+    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{base}/scheduler_t_lease_{}", Uuid::now_v7().simple())
+}
+
+#[tokio::test]
+async fn only_one_reaper_holds_the_lease_until_it_lapses() {
+    let url = db_url();
+    let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let ttl = Duration::from_secs(2);
+
+    assert!(
+        tracker.take_reaper_lease(a, ttl).await.unwrap(),
+        "a free lease is taken"
+    );
+    assert!(
+        !tracker.take_reaper_lease(b, ttl).await.unwrap(),
+        "held by a: b must wait"
+    );
+    assert!(tracker.take_reaper_lease(a, ttl).await.unwrap(), "the holder renews it");
+
+    // Ten workers racing for a held lease: none gets it.
+    let racers: Vec<_> = (0..10)
+        .map(|_| {
+            let t = tracker.clone();
+            tokio::spawn(async move { t.take_reaper_lease(Uuid::now_v7(), ttl).await.unwrap() })
+        })
+        .collect();
+    for r in racers {
+        assert!(!r.await.unwrap());
+    }
+
+    // a stops renewing (it died): once the lease lapses exactly one racer takes it.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let racers: Vec<_> = (0..10)
+        .map(|_| {
+            let t = tracker.clone();
+            tokio::spawn(async move { t.take_reaper_lease(Uuid::now_v7(), ttl).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for r in racers {
+        winners += r.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1, "exactly one reaper after the lapse");
+    assert!(!tracker.take_reaper_lease(a, ttl).await.unwrap(), "a lost it");
+
+    drop(tracker);
+    let _ = sqlx::Postgres::force_drop_database(&url).await;
+}
