@@ -28,8 +28,30 @@ pub enum TriggerError {
 pub fn default_trigger(kind: &str) -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(user_of_this_process);
     format!("{kind}:{user}@{}", hostname())
+}
+
+/// The name of this process's user when the environment does not say (cron
+/// and containers often set no `USER`): from `/etc/passwd`, else `uid<N>`.
+fn user_of_this_process() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse() == Ok(uid)).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 pub fn hostname() -> String {
@@ -91,4 +113,18 @@ pub async fn start_run(
     let run_id = record_run(project, tracker, sequence, queue, trigger).await?;
     publish_start(tracker, broker, run_id, queue).await?;
     Ok(run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_user_is_named_even_without_user_in_the_environment() {
+        let user = super::user_of_this_process();
+        assert!(!user.is_empty() && user != "unknown", "{user}");
+        let expected = std::process::Command::new("id").arg("-un").output().unwrap();
+        let expected = String::from_utf8_lossy(&expected.stdout).trim().to_string();
+        if !expected.is_empty() {
+            assert_eq!(user, expected);
+        }
+    }
 }
