@@ -19,9 +19,8 @@ fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back(
     let run = env.start("s");
     env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
 
-    services::postgres("stop");
+    let restore = services::postgres_down();
     let down = Instant::now();
-    let restore = scopeguard(|| services::postgres("start"));
     // The module ends while the database is down; the worker keeps trying.
     let deadline = Instant::now() + MINUTE;
     while !env.read("ledger.txt").contains("end 0 1") {
@@ -47,18 +46,4 @@ fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back(
         "start 0 1\nend 0 1\nstart 1 1\nend 1 1\n",
         "each step ran exactly once"
     );
-}
-
-/// Runs `f` when dropped: the database is started again even if an
-/// assertion fails while it is down.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

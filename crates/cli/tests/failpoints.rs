@@ -74,17 +74,16 @@ fn a_crash_after_the_claim_commit_is_recovered() {
     assert_no_overlap(&env);
 }
 
-#[test]
-fn a_crash_after_the_spawn_before_the_pid_is_recorded_is_stopped_by_the_keeper_and_rerun() {
-    let (env, v) = crash_with("after-spawn", &MODULE.replace("sleep 1", "sleep 8"));
+/// A crash after the spawn, before the pid is recorded: `failpoints` arms
+/// it (with or without the keeper); `stopper` is the log line, in the log of
+/// worker `by`, of what stopped the orphaned first attempt before it ended.
+fn orphan_after_spawn_is_stopped(failpoints: &str, by: usize, stopper: &str) {
+    // Long enough that the orphan would still be running when recovery acts.
+    let (env, v) = crash_with(failpoints, &MODULE.replace("sleep 1", "sleep 8"));
     assert!(v["executions"][0]["pid"].is_null(), "the pid was never recorded: {v:#}");
     assert_eq!(v["executions"][0]["state"], "abandoned");
-    assert!(
-        env.worker_log(0)
-            .contains("the worker is gone: stopping its module's process group"),
-        "{}",
-        env.worker_log(0)
-    );
+    let log = env.worker_log(by);
+    assert!(log.contains(stopper), "{log}");
     assert!(
         !env.read("ledger.txt").contains("end 0 1 "),
         "the orphaned first attempt was killed before it ended"
@@ -93,23 +92,22 @@ fn a_crash_after_the_spawn_before_the_pid_is_recorded_is_stopped_by_the_keeper_a
 }
 
 #[test]
+fn a_crash_after_the_spawn_before_the_pid_is_recorded_is_stopped_by_the_keeper_and_rerun() {
+    orphan_after_spawn_is_stopped(
+        "after-spawn",
+        0,
+        "the worker is gone: stopping its module's process group",
+    );
+}
+
+#[test]
 fn a_crash_after_the_spawn_without_a_keeper_is_found_by_recovery_and_rerun() {
-    // No keeper (as if the OOM killer took it too); the module runs long
-    // enough that the orphan is still running when recovery acts.
-    let (env, v) = crash_with("after-spawn,no-keeper", &MODULE.replace("sleep 1", "sleep 8"));
-    assert!(v["executions"][0]["pid"].is_null(), "the pid was never recorded: {v:#}");
-    assert_eq!(v["executions"][0]["state"], "abandoned");
-    assert!(
-        env.worker_log(1)
-            .contains("killing the process group of an execution whose worker died"),
-        "{}",
-        env.worker_log(1)
+    // No keeper (as if the OOM killer took it too): recovery's own search.
+    orphan_after_spawn_is_stopped(
+        "after-spawn,no-keeper",
+        1,
+        "killing the process group of an execution whose worker died",
     );
-    assert!(
-        !env.read("ledger.txt").contains("end 0 1 "),
-        "the orphaned first attempt was killed before it ended"
-    );
-    assert_no_overlap(&env);
 }
 
 #[test]

@@ -38,3 +38,19 @@ pub fn postgres(action: &str) {
     }
     run("pg_ctlcluster", &args);
 }
+
+/// Stops PostgreSQL (immediately, as a crash) until the returned guard is
+/// dropped: it is started again even if an assertion fails while it is down.
+#[must_use = "PostgreSQL starts again when this guard is dropped"]
+pub fn postgres_down() -> PostgresDown {
+    postgres("stop");
+    PostgresDown
+}
+
+pub struct PostgresDown;
+
+impl Drop for PostgresDown {
+    fn drop(&mut self) {
+        postgres("start");
+    }
+}
