@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDir, process_exists, run};
+use common::{TestDir, process_exists, run, wait_for_pid_file, wait_until};
 use scheduler_executor::{Ending, spawn};
 use tokio_util::sync::CancellationToken;
 
@@ -59,16 +59,23 @@ async fn a_timed_out_module_gets_sigterm_first_and_may_clean_up() {
 #[tokio::test]
 async fn cancel_kills_the_process_group_and_reports_canceled() {
     let dir = TestDir::new();
-    dir.script("child.sh", "trap '' TERM; sleep 300 & echo $!; wait");
+    let pid_file = dir.path().join("pid");
+    // The child's pid goes to stdout (for the outcome), then to a file (for the test).
+    dir.script(
+        "child.sh",
+        &format!(
+            "trap '' TERM; sleep 300 & echo $!; echo $! > {}; wait",
+            pid_file.display()
+        ),
+    );
     let mut spec = dir.spec(&["./child.sh"]);
     spec.kill_grace = Duration::from_millis(300);
     let running = spawn(spec).await.unwrap();
+    // Cancel once the module runs with its child, while `wait` is under way.
+    wait_for_pid_file(&pid_file).await;
     let cancel = CancellationToken::new();
     let canceler = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        canceler.cancel();
-    });
+    tokio::spawn(async move { canceler.cancel() });
     let started = Instant::now();
     let outcome = running.wait(cancel).await;
     assert!(
@@ -156,28 +163,24 @@ async fn dropping_a_running_module_kills_its_process_group() {
         &format!("sleep 300 & echo $! > {}; wait", pid_file.display()),
     );
     let running = spawn(dir.spec(&["./forever.sh"])).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
-        assert!(Instant::now() < deadline, "the module did not start its child");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sleep_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let sleep_pid = wait_for_pid_file(&pid_file).await;
     drop(running);
     // The sleep was killed; it may stay a zombie until someone reaps it, so look at its state.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).unwrap_or_default();
-        if stat.is_empty()
-            || stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the module's child {sleep_pid} survived the drop: {stat}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the module's child to die with the drop",
+        Duration::from_secs(5),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).unwrap_or_default();
+            if stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                Ok(())
+            } else {
+                Err(format!("the module's child {sleep_pid} survived the drop: {stat}"))
+            }
+        },
+    )
+    .await;
 }

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scheduler_executor::{Outcome, Spec};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +69,39 @@ pub async fn run(spec: Spec) -> Outcome {
         .expect("spawn")
         .wait(CancellationToken::new())
         .await
+}
+
+/// Polls `probe` until it returns `Ok(value)`, and returns that value.
+/// `Err(state)` means "not yet"; once `timeout` has passed the test fails,
+/// naming `what` it waited for and showing the last state seen.
+pub async fn wait_until<T, S: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(state) => assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; last seen: {state}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a module to write a pid (a whole line) to `path`, and returns it.
+pub async fn wait_for_pid_file(path: &Path) -> i32 {
+    wait_until("the module to note its child's pid", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.strip_suffix('\n').map(|line| line.trim().parse()) {
+            Some(Ok(pid)) => Ok(pid),
+            _ => Err(format!("{}: {text:?}", path.display())),
+        }
+    })
+    .await
 }
 
 /// Whether a process with this pid exists (zombies included).
