@@ -3,13 +3,16 @@
 
 use scheduler_tracker::{Tracker, TrackerConfig};
 use sqlx::migrate::MigrateDatabase;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn db_url() -> String {
     let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{base}/scheduler_t_lease_{}", Uuid::now_v7().simple())
 }
+
+/// How long past its TTL a lapsed lease may take to be taken over.
+const LAPSE_SLACK: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn only_one_reaper_holds_the_lease_until_it_lapses() {
@@ -26,6 +29,7 @@ async fn only_one_reaper_holds_the_lease_until_it_lapses() {
         !tracker.take_reaper_lease(b, ttl).await.unwrap(),
         "held by a: b must wait"
     );
+    let renewed = Instant::now();
     assert!(tracker.take_reaper_lease(a, ttl).await.unwrap(), "the holder renews it");
 
     // Ten workers racing for a held lease: none gets it.
@@ -39,18 +43,35 @@ async fn only_one_reaper_holds_the_lease_until_it_lapses() {
         assert!(!r.await.unwrap());
     }
 
-    // a stops renewing (it died): once the lease lapses exactly one racer takes it.
-    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
-    let racers: Vec<_> = (0..10)
-        .map(|_| {
-            let t = tracker.clone();
-            tokio::spawn(async move { t.take_reaper_lease(Uuid::now_v7(), ttl).await.unwrap() })
-        })
-        .collect();
-    let mut winners = 0;
-    for r in racers {
-        winners += r.await.unwrap() as usize;
-    }
+    // a stops renewing (it died): ten racers try again and again until one
+    // round has a winner, which must come once the lease lapsed, not before,
+    // and alone.
+    let deadline = renewed + ttl + LAPSE_SLACK;
+    let (winners, taken_after) = loop {
+        let racers: Vec<_> = (0..10)
+            .map(|_| {
+                let t = tracker.clone();
+                tokio::spawn(async move { t.take_reaper_lease(Uuid::now_v7(), ttl).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for r in racers {
+            winners += r.await.unwrap() as usize;
+        }
+        let elapsed = renewed.elapsed();
+        if winners > 0 {
+            break (winners, elapsed);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the lease {elapsed:?} after a's last renewal (TTL {ttl:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        taken_after >= ttl,
+        "the lease was taken {taken_after:?} after a's last renewal, before its TTL ({ttl:?}) lapsed"
+    );
     assert_eq!(winners, 1, "exactly one reaper after the lapse");
     assert!(!tracker.take_reaper_lease(a, ttl).await.unwrap(), "a lost it");
 
