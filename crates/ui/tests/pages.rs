@@ -172,6 +172,8 @@ async fn form_actions_answer_htmx_with_a_flash_and_plain_forms_with_a_redirect()
 #[tokio::test]
 async fn the_event_stream_announces_changes_and_ends_on_shutdown() {
     let app = TestApp::new().await;
+    let mut db = app.db().await;
+    let opened = common::db_clock(&mut db).await;
     let res = app
         .router
         .clone()
@@ -180,8 +182,9 @@ async fn the_event_stream_announces_changes_and_ends_on_shutdown() {
         .unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.into_body();
-    // Let the poller take its baseline, then change something.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the poller has taken its baseline, change something.
+    app.wait_for_runs_poller_baseline(&mut db, opened).await;
+    drop(db);
     app.start("quick").await;
     let event = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

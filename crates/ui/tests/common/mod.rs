@@ -220,6 +220,51 @@ impl TestApp {
         self.wait_for(run, state, |d| d.run.state == state).await
     }
 
+    /// A connection of the test's own to this app's database.
+    pub async fn db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.db_url).await.unwrap()
+    }
+
+    /// Waits until the shared runs poller behind `/events` has stored its
+    /// baseline, the first reading later ones are compared with. It watches,
+    /// from `db`, the other connections' reads of this app's database that
+    /// finished after `since` (the database's clock, from [`db_clock`]). One
+    /// reading takes one or two round trips (a statement's first use
+    /// prepares it) milliseconds apart, and the poller reads again only a
+    /// second after storing a reading: two reads finished at least a quarter
+    /// second apart mean the baseline is stored. Valid only while nothing
+    /// else uses the database (no worker, no other request).
+    pub async fn wait_for_runs_poller_baseline(&self, db: &mut sqlx::PgConnection, since: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen: Vec<f64> = Vec::new();
+        loop {
+            let finished: Vec<f64> = sqlx::query_scalar(
+                "SELECT extract(epoch FROM query_start)::float8 FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()
+                    AND state = 'idle' AND query_start > to_timestamp($1)",
+            )
+            .bind(since)
+            .fetch_all(&mut *db)
+            .await
+            .unwrap();
+            for t in finished {
+                if !seen.contains(&t) {
+                    seen.push(t);
+                }
+            }
+            let first = seen.iter().copied().fold(f64::INFINITY, f64::min);
+            if seen.iter().any(|t| t - first >= 0.25) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the runs poller never read the database twice; readings finished (s since the epoch): {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the worker, drops the database and the queue.
     pub async fn finish(mut self) {
         self.shutdown.cancel();
@@ -233,6 +278,14 @@ impl TestApp {
         let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
         let _ = std::fs::remove_dir_all(&self.project);
     }
+}
+
+/// The database's clock, as seconds since the epoch.
+pub async fn db_clock(db: &mut sqlx::PgConnection) -> f64 {
+    sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
 
 fn broker_config() -> BrokerConfig {
