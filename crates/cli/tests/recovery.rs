@@ -4,13 +4,19 @@
 
 mod common;
 
-use common::{Env, LEDGER_MODULE, alive, seq};
+use common::{Env, LEDGER_MODULE, alive, assert_stays, seq, wait_until};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const FAST_RECOVERY: [&str; 6] = ["--reap-every", "1", "--republish-after", "1", "--lease", "3"];
+/// How soon the keeper must act once its worker is gone.
+const KEEPER_ACTS_WITHIN: Duration = Duration::from_secs(5);
+/// How long a stopped module is watched for a late "end" line.
+const NO_END_FOR: Duration = Duration::from_secs(1);
+/// How long the keeper must stay up after a SIGTERM of its own.
+const KEEPER_IGNORES_SIGTERM_FOR: Duration = Duration::from_millis(300);
 
 #[test]
 fn a_run_started_while_the_broker_is_unreachable_is_recorded_and_runs_later() {
@@ -124,32 +130,35 @@ fn the_keeper_stops_a_killed_workers_module_at_once_with_its_children() {
     assert!(alive(keeper));
     let run = env.start("s");
     env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
-    let deadline = std::time::Instant::now() + MINUTE;
-    let pids: Vec<i32> = loop {
-        let pids: Vec<i32> = env
-            .read("pids.txt")
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
+    let pids: Vec<i32> = wait_until("the module to write its pids", MINUTE, || {
+        let text = env.read("pids.txt");
+        let pids: Vec<i32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
         if pids.len() == 3 {
-            break pids;
+            Ok(pids)
+        } else {
+            Err(format!("pids.txt: {text:?}"))
         }
-        assert!(std::time::Instant::now() < deadline, "the module never wrote its pids");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
 
     env.signal_worker(a, Signal::SIGKILL);
     env.wait_worker(a, MINUTE);
     let killed_at = std::time::Instant::now();
-    while pids.iter().any(|p| alive(*p)) || alive(keeper) {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(5),
-            "the module's processes {pids:?} (or the keeper {keeper}) outlived the worker; log:\n{}",
-            env.worker_log(a)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the module's processes and the keeper to be gone",
+        KEEPER_ACTS_WITHIN,
+        || {
+            let living: Vec<i32> = pids.iter().copied().chain([keeper]).filter(|p| alive(*p)).collect();
+            if living.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "of the module's processes {pids:?} and the keeper {keeper}, {living:?} outlived the worker; log:\n{}",
+                    env.worker_log(a)
+                ))
+            }
+        },
+    );
     eprintln!(
         "module, child, daemon and keeper gone {:?} after the SIGKILL",
         killed_at.elapsed()
@@ -165,8 +174,14 @@ fn the_keeper_stops_a_killed_workers_module_at_once_with_its_children() {
         "running",
         "nothing recovered yet: the lease still holds"
     );
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!env.read("ledger.txt").contains("end"));
+    assert_stays(
+        "the ledger to have no \"end\" (the module was stopped)",
+        NO_END_FOR,
+        || {
+            let ledger = env.read("ledger.txt");
+            if ledger.contains("end") { Err(ledger) } else { Ok(()) }
+        },
+    );
 }
 
 #[test]
@@ -176,17 +191,25 @@ fn the_keeper_survives_a_graceful_shutdown_signal_and_leaves_with_its_worker() {
     let keeper = env.keeper_pid(a);
     // `pkill scheduler` hits both: the keeper ignores it, the worker drains and exits.
     nix::sys::signal::kill(Pid::from_raw(keeper), Signal::SIGTERM).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(alive(keeper), "the keeper must outlive its worker's shutdown signal");
+    assert_stays(
+        "the keeper to outlive its worker's shutdown signal",
+        KEEPER_IGNORES_SIGTERM_FOR,
+        || {
+            if alive(keeper) {
+                Ok(())
+            } else {
+                Err(format!("keeper {keeper} is gone"))
+            }
+        },
+    );
     env.signal_worker(a, Signal::SIGTERM);
     assert!(env.wait_worker(a, MINUTE).success());
-    let stopped = std::time::Instant::now();
-    while alive(keeper) {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(5),
-            "the keeper outlived its worker"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the keeper to leave with its worker", KEEPER_ACTS_WITHIN, || {
+        if alive(keeper) {
+            Err(format!("keeper {keeper} outlived its worker"))
+        } else {
+            Ok(())
+        }
+    });
     assert!(!env.worker_log(a).contains("stopping its module"));
 }

@@ -274,6 +274,47 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A module that appends "<run> <step> <attempt> <pid>" to ledger.txt.
 pub const LEDGER_MODULE: &str = "#!/bin/sh\necho \"$ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$\" >> ledger.txt\n";
 
+/// How often [`wait_until`] and [`assert_stays`] look again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `probe` until it returns `Ok(value)`, and returns that value.
+/// `Err(state)` means "not yet"; once `timeout` has passed the test fails,
+/// naming `what` it waited for and showing the last state seen.
+pub fn wait_until<T, S: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(state) => assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; last seen:\n{state}"
+            ),
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Something that must NOT happen for a while: checks `probe` throughout
+/// `window` (the last check starts once the window is over) and fails as
+/// soon as it returns `Err(state)`, naming `what` should have held.
+pub fn assert_stays<S: std::fmt::Display>(what: &str, window: Duration, mut probe: impl FnMut() -> Result<(), S>) {
+    let start = Instant::now();
+    loop {
+        let checked_at = start.elapsed();
+        if let Err(state) = probe() {
+            panic!("expected {what} for {window:?}; it stopped after {checked_at:?}:\n{state}");
+        }
+        if checked_at >= window {
+            return;
+        }
+        std::thread::sleep(POLL.min(window - checked_at));
+    }
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
