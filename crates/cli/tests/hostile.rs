@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{Env, LEDGER_MODULE, seq};
+use common::{Env, LEDGER_MODULE, assert_stays, seq, wait_until};
 use std::time::{Duration, Instant};
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// How long a queue must keep its depth to show nothing more is coming.
+const NOTHING_MORE_WINDOW: Duration = Duration::from_millis(500);
 
 #[test]
 fn a_hanging_module_is_killed_at_its_timeout_and_the_run_fails_saying_so() {
@@ -108,17 +110,25 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
         run_id: uuid::Uuid::now_v7(),
     }]);
     let dead = format!("{}.dead", env.queue);
-    let deadline = Instant::now() + MINUTE;
-    while env.queue_depth(&dead) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "dead-letter queue holds {}",
-            env.queue_depth(&dead)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(env.queue_depth(&dead), 4);
+    wait_until(
+        "the 4 bad messages dead-lettered and the unknown run's dropped",
+        MINUTE,
+        || {
+            let (depth, log) = (env.queue_depth(&dead), env.worker_log(0));
+            assert!(depth <= 4, "{depth} dead letters, not 4; log:\n{log}");
+            if depth == 4 && log.contains("no run") {
+                Ok(())
+            } else {
+                Err(format!("dead-letter queue holds {depth}; log:\n{log}"))
+            }
+        },
+    );
+    assert_stays("exactly 4 dead letters", NOTHING_MORE_WINDOW, || {
+        match env.queue_depth(&dead) {
+            4 => Ok(()),
+            depth => Err(format!("the dead-letter queue holds {depth}")),
+        }
+    });
     let log = env.worker_log(0);
     assert!(
         log.contains("message is not JSON") && log.contains("version Some(9)") && log.contains("exceeds"),
@@ -146,13 +156,18 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
         },
         Message::EndEtl { run_id: ghost },
     ]);
-    let deadline = Instant::now() + MINUTE;
-    while env.worker_log(0).matches("no such execution recorded").count() < 2
-        || env.worker_log(0).matches("no run").count() < 2
-    {
-        assert!(Instant::now() < deadline, "{}", env.worker_log(0));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the drops logged: 2 'no such execution recorded', 2 'no run' in all",
+        MINUTE,
+        || {
+            let log = env.worker_log(0);
+            if log.matches("no such execution recorded").count() >= 2 && log.matches("no run").count() >= 2 {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
     assert_eq!(env.queue_depth(&dead), 4, "dropped, not dead-lettered");
     assert_eq!(env.queue_depth(&env.queue), 0, "and not requeued");
     assert_eq!(
