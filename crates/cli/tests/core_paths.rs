@@ -3,11 +3,14 @@
 
 mod common;
 
-use common::{Env, LEDGER_MODULE, seq};
+use common::{Env, LEDGER_MODULE, assert_stays, seq};
 use scheduler_core::Message;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// How long a full worker is given to (wrongly) take a queued message
+/// before an idle worker starts.
+const PREFETCH_WINDOW: Duration = Duration::from_millis(500);
 
 #[test]
 fn the_test_sequence_runs_end_to_end_with_scheduler_run() {
@@ -145,9 +148,17 @@ fn a_long_module_does_not_hide_queued_work_from_an_idle_worker() {
     env.spawn_worker(&["-c", "1"]);
     let long = env.start("long");
     env.wait_exec(long, MINUTE, |e| e["state"] == "running");
-    // Worker 0 is full; a queued run must not sit in its prefetch buffer.
+    // Worker 0 is full; a queued run must not sit in its prefetch buffer:
+    // its start_etl stays in the queue, ready for an idle worker.
     let short = env.start("short");
-    std::thread::sleep(Duration::from_millis(500));
+    assert_stays(
+        "the short run's start_etl ready in the queue",
+        PREFETCH_WINDOW,
+        || match env.queue_depth(&env.queue) {
+            1 => Ok(()),
+            ready => Err(format!("{ready} message(s) ready in the queue, not 1")),
+        },
+    );
     env.spawn_worker(&["-c", "1"]);
     let v = env.wait_final(short, Duration::from_secs(6));
     assert_eq!(v["state"], "succeeded");
