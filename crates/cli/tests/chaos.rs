@@ -84,7 +84,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
                 runs.push(start_until_recorded(&env));
             }
         }
-        // Let work get in flight before acting on it.
+        // Pacing, not a wait: let work get in flight before acting on it.
         std::thread::sleep(Duration::from_millis(400));
         // CHAOS_RESTARTS: "all" (default), "rabbitmq", "postgres" or "0".
         let restarts = std::env::var("CHAOS_RESTARTS").unwrap_or_else(|_| "all".into());
@@ -111,6 +111,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
             _ => "pause",
         };
         actions.push(action);
+        // Pacing, not a wait: leave the system a moment with this disruption before the next round.
         std::thread::sleep(Duration::from_millis(700));
     }
     while runs.len() < runs_wanted {
