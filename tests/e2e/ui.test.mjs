@@ -4,9 +4,7 @@
 // project directory.
 //
 //   SCHEDULER_BIN=target/debug/scheduler node --test tests/e2e/ui.test.mjs
-//     spawns `scheduler worker` and `scheduler ui --bind 127.0.0.1:<port>`;
-//   SCHEDULER_UI_CMD=target/debug/examples/serve node --test ...
-//     spawns one process that runs a worker and the UI (`--bind` appended).
+//     spawns `scheduler worker` and `scheduler ui --bind 127.0.0.1:<port>`.
 //
 // Screenshots of every page land in tests/e2e/screenshots/.
 
@@ -128,11 +126,8 @@ before(async () => {
   if (process.env.SCHEDULER_BIN) {
     start(process.env.SCHEDULER_BIN, ["worker"], "worker");
     start(process.env.SCHEDULER_BIN, ["ui", "--bind", bind], "ui");
-  } else if (process.env.SCHEDULER_UI_CMD) {
-    const [cmd, ...args] = process.env.SCHEDULER_UI_CMD.split(/\s+/).filter(Boolean);
-    start(cmd, [...args, "--bind", bind], "ui");
   } else {
-    throw new Error("set SCHEDULER_BIN (the scheduler binary) or SCHEDULER_UI_CMD (a UI+worker command)");
+    throw new Error("set SCHEDULER_BIN (the scheduler binary, e.g. target/debug/scheduler)");
   }
   await until("the UI to answer /healthz", async () => (await fetch(`${base}/healthz`)).ok);
   await until("a live worker", async () => {

@@ -7,11 +7,12 @@
 //! routing key `Q`, persistent, `mandatory` (an unroutable message is an
 //! error, not a silent drop).
 
-use crate::{BrokerError, Result, redact_url};
+use crate::{BrokerError, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use scheduler_core::Message;
+use scheduler_core::redact_url;
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone)]
@@ -85,11 +86,6 @@ impl Broker {
         );
         let _ = old.connection.close(200, "reconnected".into()).await;
         Ok(())
-    }
-
-    /// Whether the connection is still usable.
-    pub fn is_connected(&self) -> bool {
-        self.inner().connection.status().connected()
     }
 
     fn inner(&self) -> Arc<Inner> {
@@ -189,5 +185,29 @@ impl Broker {
 
     pub async fn close(&self) {
         let _ = self.inner().connection.close(200, "OK".into()).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Transport for Broker {
+    async fn declare(&self, queue: &str) -> Result<()> {
+        Broker::declare(self, queue).await
+    }
+    async fn publish(&self, queue: &str, message: &Message) -> Result<()> {
+        Broker::publish(self, queue, message).await
+    }
+    async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)> {
+        Broker::queue_depth(self, queue).await
+    }
+    async fn consume(&self, queue: &str, concurrency: u16, name: &str) -> Result<Box<dyn crate::Inbox>> {
+        Ok(Box::new(
+            crate::RabbitInbox::open(self, queue, concurrency, name).await?,
+        ))
+    }
+    async fn reconnect(&self) -> Result<()> {
+        Broker::reconnect(self).await
+    }
+    async fn close(&self) {
+        Broker::close(self).await
     }
 }

@@ -6,12 +6,13 @@
 //! An acknowledged delivery no longer counts against the prefetch, so on its
 //! own RabbitMQ would keep sending messages to a worker whose slots are all
 //! busy, hiding them from idle workers. The inbox closes that gap: before the
-//! caller acknowledges a claimed step it calls [`Inbox::take_slot`], which
+//! caller acknowledges a claimed step it calls [`SlotControl::take`], which
 //! lowers the channel prefetch to the remaining free slots, or cancels the
-//! consumer when none remain; [`Inbox::free_slot`] raises it again. Because
+//! consumer when none remain; [`SlotControl::free`] raises it again. Because
 //! AMQP applies a channel's methods in order, the lower limit is in force
 //! before the acknowledgement that would otherwise make room for one more.
 
+use crate::transport::{Acker, Inbox, Incoming, SlotControl, Slots};
 use crate::{Broker, Result};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -20,25 +21,19 @@ use lapin::{Channel, Consumer};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 
-/// One message taken from the queue. Dropping it without acknowledging
-/// leaves it unacknowledged until the channel closes (then redelivered).
-pub struct Incoming {
-    pub data: Vec<u8>,
-    /// RabbitMQ delivered this message before (to us or another consumer).
-    pub redelivered: bool,
-    acker: lapin::Acker,
-}
+struct RabbitAcker(lapin::Acker);
 
-impl Incoming {
-    pub async fn ack(&self) -> Result<()> {
-        self.acker.ack(BasicAckOptions::default()).await?;
+#[async_trait::async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(&self) -> Result<()> {
+        self.0.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 
     /// Rejects without requeue: the queue's dead-letter settings move it to
     /// `<queue>.dead`, where an operator can inspect it.
-    pub async fn dead_letter(&self) -> Result<()> {
-        self.acker
+    async fn dead_letter(&self) -> Result<()> {
+        self.0
             .nack(BasicNackOptions {
                 multiple: false,
                 requeue: false,
@@ -47,9 +42,8 @@ impl Incoming {
         Ok(())
     }
 
-    /// Hands the message back to the queue for another consumer.
-    pub async fn requeue(&self) -> Result<()> {
-        self.acker
+    async fn requeue(&self) -> Result<()> {
+        self.0
             .nack(BasicNackOptions {
                 multiple: false,
                 requeue: true,
@@ -69,37 +63,38 @@ struct Flow {
 /// The consuming side of one queue. `next` is called by one loop; slots are
 /// taken and freed by the tasks running steps (through a clone of the
 /// [`Slots`] handle).
-pub struct Inbox {
+pub struct RabbitInbox {
+    broker: Broker,
     channel: Channel,
     queue: String,
     tag_prefix: String,
     generation: u64,
     consumer: Option<Consumer>,
-    slots: Slots,
+    slots: Arc<RabbitSlots>,
 }
 
-/// Handle for taking and freeing slots from tasks.
-#[derive(Clone)]
-pub struct Slots {
-    channel: Arc<std::sync::RwLock<Channel>>,
-    flow: Arc<Mutex<Flow>>,
-    freed: Arc<Notify>,
+/// Taking and freeing slots from tasks: the prefetch follows the free ones.
+pub struct RabbitSlots {
+    channel: std::sync::RwLock<Channel>,
+    flow: Mutex<Flow>,
+    freed: Notify,
 }
 
-impl Inbox {
-    pub async fn open(broker: &Broker, queue: &str, concurrency: u16, tag_prefix: &str) -> Result<Inbox> {
+impl RabbitInbox {
+    pub async fn open(broker: &Broker, queue: &str, concurrency: u16, tag_prefix: &str) -> Result<RabbitInbox> {
         let channel = broker.create_channel().await?;
         let flow = Flow {
             concurrency: concurrency.max(1),
             busy: 0,
             consumer_tag: None,
         };
-        let slots = Slots {
-            channel: Arc::new(std::sync::RwLock::new(channel.clone())),
-            flow: Arc::new(Mutex::new(flow)),
-            freed: Arc::new(Notify::new()),
-        };
-        Ok(Inbox {
+        let slots = Arc::new(RabbitSlots {
+            channel: std::sync::RwLock::new(channel.clone()),
+            flow: Mutex::new(flow),
+            freed: Notify::new(),
+        });
+        Ok(RabbitInbox {
+            broker: broker.clone(),
             channel,
             queue: queue.to_string(),
             tag_prefix: tag_prefix.to_string(),
@@ -108,11 +103,14 @@ impl Inbox {
             slots,
         })
     }
+}
 
+#[async_trait::async_trait]
+impl Inbox for RabbitInbox {
     /// After the broker connection was replaced: a new channel, the same
     /// slots (running steps keep theirs), consuming again on the next `next`.
-    pub async fn reopen(&mut self, broker: &Broker) -> Result<()> {
-        let channel = broker.create_channel().await?;
+    async fn reopen(&mut self) -> Result<()> {
+        let channel = self.broker.create_channel().await?;
         let mut flow = self.slots.flow.lock().await;
         flow.consumer_tag = None;
         *self.slots.channel.write().unwrap_or_else(|p| p.into_inner()) = channel.clone();
@@ -121,14 +119,14 @@ impl Inbox {
         Ok(())
     }
 
-    pub fn slots(&self) -> Slots {
-        self.slots.clone()
+    fn slots(&self) -> Slots {
+        Slots::new(self.slots.clone())
     }
 
     /// The next message. Waits for a free slot when all are busy. `None`
     /// means the consumer was canceled by the broker (queue deleted) or the
     /// channel closed; `Err` is a broker failure.
-    pub async fn next(&mut self) -> Result<Option<Incoming>> {
+    async fn next(&mut self) -> Result<Option<Incoming>> {
         loop {
             if self.consumer.is_none() {
                 self.resume().await?;
@@ -138,11 +136,7 @@ impl Inbox {
             };
             match consumer.next().await {
                 Some(Ok(d)) => {
-                    return Ok(Some(Incoming {
-                        data: d.data,
-                        redelivered: d.redelivered,
-                        acker: d.acker,
-                    }));
+                    return Ok(Some(Incoming::new(d.data, Box::new(RabbitAcker(d.acker)))));
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
@@ -157,6 +151,25 @@ impl Inbox {
         }
     }
 
+    /// Stops consuming (shutdown): no new deliveries after this returns.
+    async fn stop(&mut self) -> Result<()> {
+        let mut flow = self.slots.flow.lock().await;
+        if let Some(tag) = flow.consumer_tag.take() {
+            self.channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+        }
+        // Keep the tag empty so a concurrent `SlotControl::free` does not resume.
+        flow.concurrency = 0;
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.channel.close(200, "OK".into()).await;
+    }
+}
+
+impl RabbitInbox {
     /// (Re)starts consuming once at least one slot is free.
     async fn resume(&mut self) -> Result<()> {
         loop {
@@ -185,34 +198,20 @@ impl Inbox {
             notified.await;
         }
     }
-
-    /// Stops consuming (shutdown): no new deliveries after this returns.
-    pub async fn stop(&mut self) -> Result<()> {
-        let mut flow = self.slots.flow.lock().await;
-        if let Some(tag) = flow.consumer_tag.take() {
-            self.channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await?;
-        }
-        // Keep the tag empty so a concurrent free_slot does not resume.
-        flow.concurrency = 0;
-        Ok(())
-    }
-
-    pub async fn close(self) {
-        let _ = self.channel.close(200, "OK".into()).await;
-    }
 }
 
-impl Slots {
+impl RabbitSlots {
     fn channel(&self) -> Channel {
         self.channel.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
 
+#[async_trait::async_trait]
+impl SlotControl for RabbitSlots {
     /// Takes a slot for a step that will run; call before acknowledging its
     /// delivery. Lowers the prefetch to the slots left, or cancels the
     /// consumer when none are left.
-    pub async fn take(&self) -> Result<()> {
+    async fn take(&self) -> Result<()> {
         let mut flow = self.flow.lock().await;
         flow.busy += 1;
         if flow.busy >= flow.concurrency {
@@ -230,7 +229,7 @@ impl Slots {
     }
 
     /// Frees a slot when its step is done.
-    pub async fn free(&self) -> Result<()> {
+    async fn free(&self) -> Result<()> {
         let mut flow = self.flow.lock().await;
         flow.busy = flow.busy.saturating_sub(1);
         if flow.consumer_tag.is_some() && flow.busy < flow.concurrency {
@@ -243,7 +242,7 @@ impl Slots {
         Ok(())
     }
 
-    pub async fn busy(&self) -> u16 {
+    async fn busy(&self) -> u16 {
         self.flow.lock().await.busy
     }
 }

@@ -3,8 +3,10 @@
 //! consumes a queue with flow control matched to a worker's free slots.
 //!
 //! # Layout
-//! - [`connection`]: connecting, the queue topology, publishing.
-//! - [`inbox`]: consuming with "prefetch = free slots".
+//! - [`transport`]: the [`Transport`] and [`Inbox`] traits every caller
+//!   uses, implemented here for RabbitMQ.
+//! - [`connection`]: [`Broker`]: connecting, the queue topology, publishing.
+//! - [`inbox`]: [`RabbitInbox`]: consuming with "prefetch = free slots".
 //!
 //! Architecture invariants: RabbitMQ is only the transport; nothing here
 //! decides anything about runs. A publish returns only once the broker has
@@ -15,9 +17,11 @@
 
 pub mod connection;
 pub mod inbox;
+pub mod transport;
 
 pub use connection::{Broker, BrokerConfig};
-pub use inbox::{Inbox, Incoming, Slots};
+pub use inbox::RabbitInbox;
+pub use transport::{Acker, Inbox, Incoming, SlotControl, Slots, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -37,14 +41,3 @@ pub enum BrokerError {
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
-
-/// `amqp://user:secret@host` -> `amqp://user:***@host` for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
-            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
-}

@@ -111,7 +111,7 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         samples: u32,
         /// The benchmark's own database (its name must contain "bench").
-        #[arg(long, env = "SCHEDULER_UI_BENCH_DATABASE_URL", default_value = scheduler_ui::bench::DEFAULT_DATABASE_URL)]
+        #[arg(long, env = "SCHEDULER_UI_BENCH_DATABASE_URL", default_value = scheduler_bench::ui::DEFAULT_DATABASE_URL)]
         bench_database_url: String,
     },
     /// Measure dispatch throughput and overhead through the real broker and database.

@@ -3,14 +3,21 @@
 
 use crate::cli::Global;
 use anyhow::Context;
-use scheduler_broker::{Broker, BrokerConfig};
-use scheduler_tracker::{Tracker, TrackerConfig};
-use scheduler_worker::Project;
+use scheduler_broker::{Broker, BrokerConfig, Transport};
+use scheduler_producer::Project;
+use scheduler_tracker::{Store, Tracker, TrackerConfig};
+use std::sync::Arc;
 
-pub async fn tracker(g: &Global, max_connections: u32) -> anyhow::Result<Tracker> {
+/// The store of record (PostgreSQL), migrated.
+pub async fn store(g: &Global, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
     let mut config = TrackerConfig::new(&g.database_url);
     config.max_connections = max_connections;
-    Ok(Tracker::open(&config).await?)
+    Ok(Arc::new(Tracker::open(&config).await?))
+}
+
+/// The transport (RabbitMQ); `name` shows in the broker's connection list.
+pub async fn transport(g: &Global, name: &str) -> anyhow::Result<Arc<dyn Transport>> {
+    Ok(Arc::new(broker(g, name).await?))
 }
 
 pub async fn broker(g: &Global, name: &str) -> anyhow::Result<Broker> {

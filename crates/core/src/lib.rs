@@ -21,3 +21,34 @@ pub mod state;
 pub use definition::{DefinitionError, ModuleDef, Modules, Sequence, Snapshot, SnapshotStep, Step};
 pub use message::{DecodeError, MAX_MESSAGE_BYTES, MESSAGE_VERSION, Message};
 pub use state::{ExecState, RunState};
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for
+/// messages and logs (database and broker URLs alike).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            super::redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+    }
+}

@@ -29,18 +29,49 @@ pub struct RunView {
     pub step_count: u32,
 }
 
-/// Writes and publishes, in the order the worker applies them: the run
-/// transition and the queued execution in one transaction, then the publish.
+/// Writes and publishes, in the order they are applied: the run move, the
+/// failure and the queued execution in one statement (the tracker's
+/// `Store::apply`), then the publish once that committed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// Move the run from the first state to the second (compare-and-set).
-    pub run: Option<(RunState, RunState)>,
+    /// Move the run between states (compare-and-set on `from`).
+    pub run: Option<RunMove>,
     /// Record the failing step and reason with the run.
-    pub failure: Option<(u32, String)>,
-    /// Insert a new queued execution `(step, attempt)`.
-    pub queue: Option<(u32, u32)>,
-    /// Publish after the commit.
+    pub failure: Option<Failure>,
+    /// Insert a new queued execution of a step. Applies only if the run
+    /// move applied, or, without a move, only while the run is `running`.
+    pub queue: Option<StepAttempt>,
+    /// Publish after the commit, only if every write above applied.
     pub publish: Option<Message>,
+}
+
+/// A compare-and-set move of a run from one state to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMove {
+    pub from: RunState,
+    pub to: RunState,
+}
+
+/// Why a run failed: the step (0-based) and a sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub step: u32,
+    pub reason: String,
+}
+
+/// One attempt (1-based) of one step (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepAttempt {
+    pub step: u32,
+    pub attempt: u32,
+}
+
+const fn moves(from: RunState, to: RunState) -> Option<RunMove> {
+    Some(RunMove { from, to })
+}
+
+const fn queued(step: u32, attempt: u32) -> Option<StepAttempt> {
+    Some(StepAttempt { step, attempt })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +97,8 @@ pub enum StepOutcome {
 pub fn on_start(run: RunView) -> Decision {
     match run.state {
         RunState::Queued => Decision::Apply(Plan {
-            run: Some((RunState::Queued, RunState::Running)),
-            queue: Some((0, 1)),
+            run: moves(RunState::Queued, RunState::Running),
+            queue: queued(0, 1),
             publish: Some(Message::ExecModule {
                 run_id: run.id,
                 step: 0,
@@ -110,7 +141,7 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
     let publish = match outcome {
         StepOutcome::Succeeded if next < run.step_count => {
             return Decision::Apply(Plan {
-                queue: Some((next, 1)),
+                queue: queued(next, 1),
                 publish: Some(Message::ExecModule {
                     run_id: run.id,
                     step: next,
@@ -122,7 +153,7 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
         StepOutcome::Succeeded => Message::EndEtl { run_id: run.id },
         StepOutcome::Interrupted => {
             return Decision::Apply(Plan {
-                queue: Some((step, attempt + 1)),
+                queue: queued(step, attempt + 1),
                 publish: Some(Message::ExecModule {
                     run_id: run.id,
                     step,
@@ -149,7 +180,7 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
 pub fn on_end(run: RunView, last_step_succeeded: bool) -> Decision {
     match run.state {
         RunState::Running if last_step_succeeded => Decision::Apply(Plan {
-            run: Some((RunState::Running, RunState::Succeeded)),
+            run: moves(RunState::Running, RunState::Succeeded),
             ..Plan::default()
         }),
         RunState::Running => Decision::Drop("end_etl before the last step succeeded (stale message)"),
@@ -162,8 +193,11 @@ pub fn on_end(run: RunView, last_step_succeeded: bool) -> Decision {
 pub fn on_error(run: RunView, step: u32, reason: &str) -> Decision {
     match run.state {
         RunState::Running => Decision::Apply(Plan {
-            run: Some((RunState::Running, RunState::Failed)),
-            failure: Some((step, reason.to_string())),
+            run: moves(RunState::Running, RunState::Failed),
+            failure: Some(Failure {
+                step,
+                reason: reason.to_string(),
+            }),
             ..Plan::default()
         }),
         s if s.is_final() => Decision::Drop("run already finished (duplicate error_handler)"),
@@ -175,7 +209,7 @@ pub fn on_error(run: RunView, step: u32, reason: &str) -> Decision {
 pub fn on_cancel(run: RunView) -> Decision {
     match run.state {
         RunState::Queued | RunState::Running => Decision::Apply(Plan {
-            run: Some((run.state, RunState::Canceled)),
+            run: moves(run.state, RunState::Canceled),
             ..Plan::default()
         }),
         _ => Decision::Drop("run already finished; nothing to cancel"),
@@ -187,8 +221,8 @@ pub fn on_cancel(run: RunView) -> Decision {
 pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decision {
     match (run.state, failed_step) {
         (RunState::Failed, Some(step)) if step < run.step_count => Decision::Apply(Plan {
-            run: Some((RunState::Failed, RunState::Running)),
-            queue: Some((step, attempts + 1)),
+            run: moves(RunState::Failed, RunState::Running),
+            queue: queued(step, attempts + 1),
             publish: Some(Message::ExecModule {
                 run_id: run.id,
                 step,
@@ -223,7 +257,7 @@ pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32
         });
     }
     Decision::Apply(Plan {
-        queue: Some((step, attempt + 1)),
+        queue: queued(step, attempt + 1),
         publish: Some(Message::ExecModule {
             run_id: run.id,
             step,
@@ -252,7 +286,7 @@ pub fn on_stuck(run: RunView, last: Option<&LastExec>) -> Decision {
     }
     let Some(last) = last else {
         return Decision::Apply(Plan {
-            queue: Some((0, 1)),
+            queue: queued(0, 1),
             publish: Some(Message::ExecModule {
                 run_id: run.id,
                 step: 0,
@@ -302,8 +336,8 @@ mod tests {
             let d = on_start(run(state, 3));
             if state == RunState::Queued {
                 let p = plan(d);
-                assert_eq!(p.run, Some((RunState::Queued, RunState::Running)));
-                assert_eq!(p.queue, Some((0, 1)));
+                assert_eq!(p.run, moves(RunState::Queued, RunState::Running));
+                assert_eq!(p.queue, queued(0, 1));
                 assert_eq!(
                     p.publish,
                     Some(Message::ExecModule {
@@ -339,7 +373,7 @@ mod tests {
     #[test]
     fn a_successful_step_queues_the_next_one() {
         let p = plan(on_step_done(run(RunState::Running, 3), 0, 1, &StepOutcome::Succeeded));
-        assert_eq!(p.queue, Some((1, 1)));
+        assert_eq!(p.queue, queued(1, 1));
         assert_eq!(
             p.publish,
             Some(Message::ExecModule {
@@ -383,7 +417,7 @@ mod tests {
     #[test]
     fn an_interrupted_step_is_handed_back_as_its_next_attempt() {
         let p = plan(on_step_done(run(RunState::Running, 3), 1, 2, &StepOutcome::Interrupted));
-        assert_eq!(p.queue, Some((1, 3)));
+        assert_eq!(p.queue, queued(1, 3));
         assert_eq!(
             p.publish,
             Some(Message::ExecModule {
@@ -413,7 +447,7 @@ mod tests {
             for last_ok in [true, false] {
                 let d = on_end(run(state, 2), last_ok);
                 if state == RunState::Running && last_ok {
-                    assert_eq!(plan(d).run, Some((RunState::Running, RunState::Succeeded)));
+                    assert_eq!(plan(d).run, moves(RunState::Running, RunState::Succeeded));
                 } else {
                     assert!(matches!(d, Decision::Drop(_)), "{state:?} {last_ok}");
                 }
@@ -427,8 +461,14 @@ mod tests {
             let d = on_error(run(state, 2), 1, "exit code 1");
             if state == RunState::Running {
                 let p = plan(d);
-                assert_eq!(p.run, Some((RunState::Running, RunState::Failed)));
-                assert_eq!(p.failure, Some((1, "exit code 1".into())));
+                assert_eq!(p.run, moves(RunState::Running, RunState::Failed));
+                assert_eq!(
+                    p.failure,
+                    Some(Failure {
+                        step: 1,
+                        reason: "exit code 1".into()
+                    })
+                );
                 assert_eq!(p.publish, None);
             } else {
                 assert!(matches!(d, Decision::Drop(_)), "{state:?}");
@@ -443,7 +483,7 @@ mod tests {
             if state.is_final() {
                 assert!(matches!(d, Decision::Drop(_)));
             } else {
-                assert_eq!(plan(d).run, Some((state, RunState::Canceled)));
+                assert_eq!(plan(d).run, moves(state, RunState::Canceled));
             }
         }
     }
@@ -451,8 +491,8 @@ mod tests {
     #[test]
     fn retry_requeues_the_failed_step_with_the_next_attempt() {
         let p = plan(on_retry(run(RunState::Failed, 3), Some(1), 2));
-        assert_eq!(p.run, Some((RunState::Failed, RunState::Running)));
-        assert_eq!(p.queue, Some((1, 3)));
+        assert_eq!(p.run, moves(RunState::Failed, RunState::Running));
+        assert_eq!(p.queue, queued(1, 3));
         assert_eq!(
             p.publish,
             Some(Message::ExecModule {
@@ -474,7 +514,7 @@ mod tests {
     #[test]
     fn an_expired_lease_requeues_the_step_until_the_attempt_limit() {
         let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 3));
-        assert_eq!(p.queue, Some((1, 2)));
+        assert_eq!(p.queue, queued(1, 2));
         assert_eq!(
             p.publish,
             Some(Message::ExecModule {
@@ -507,10 +547,10 @@ mod tests {
             error: Some("exit code 2".into()),
         };
         let r = run(RunState::Running, 3);
-        assert_eq!(plan(on_stuck(r, None)).queue, Some((0, 1)));
+        assert_eq!(plan(on_stuck(r, None)).queue, queued(0, 1));
         assert_eq!(
             plan(on_stuck(r, Some(&last(0, ExecState::Succeeded)))).queue,
-            Some((1, 1))
+            queued(1, 1)
         );
         assert_eq!(
             plan(on_stuck(r, Some(&last(2, ExecState::Succeeded)))).publish,
@@ -522,7 +562,7 @@ mod tests {
         ));
         assert_eq!(
             plan(on_stuck(r, Some(&last(1, ExecState::Abandoned)))).queue,
-            Some((1, 2))
+            queued(1, 2)
         );
         assert!(matches!(
             on_stuck(r, Some(&last(1, ExecState::Running))),
@@ -536,8 +576,8 @@ mod tests {
         let mut state = RunState::Queued;
         let steps = 3;
         let p = plan(on_start(run(state, steps)));
-        state = p.run.unwrap().1;
-        let mut step = p.queue.unwrap().0;
+        state = p.run.unwrap().to;
+        let mut step = p.queue.unwrap().step;
         loop {
             assert_eq!(on_exec(state, Some(ExecState::Queued)), Claim::Take);
             let p = plan(on_step_done(run(state, steps), step, 1, &StepOutcome::Succeeded));
@@ -549,7 +589,7 @@ mod tests {
         }
         assert_eq!(step, steps - 1);
         assert_eq!(
-            plan(on_end(run(state, steps), true)).run.unwrap().1,
+            plan(on_end(run(state, steps), true)).run.unwrap().to,
             RunState::Succeeded
         );
     }

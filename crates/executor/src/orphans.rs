@@ -1,6 +1,7 @@
 //! Finding and killing the process group of a module whose worker died
-//! (SIGKILL, OOM): the group outlives the worker, and recovery must stop it
-//! before the step runs again. A pid can be reused, so the group is only
+//! (SIGKILL, OOM): the group outlives the worker, and if the worker's keeper
+//! died with it, recovery on the same host stops it before the step runs
+//! again. A pid can be reused, so the group is only
 //! killed if one of its members carries the run's `ETL_RUN_ID` in its
 //! environment.
 

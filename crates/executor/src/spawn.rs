@@ -178,8 +178,11 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
         .kill_on_drop(false);
     // No `pre_exec` hook (such as PR_SET_PDEATHSIG): any hook forces std to
     // fork the whole worker instead of using posix_spawn, which costs about
-    // 1.5 ms per module here. A module outliving a killed worker is handled
-    // by recovery, which kills the recorded process group (see ARCHITECTURE.md).
+    // 1.5 ms per module here. A module outliving a killed worker is stopped
+    // by the worker's keeper (`keeper.rs`), which sees the worker's pipe close
+    // and kills every group carrying its `ETL_WORKER_ID`; recovery on the same
+    // host kills the recorded group too if the keeper died with the worker
+    // (see ARCHITECTURE.md).
 
     let mut child = spawn_retrying(&mut cmd)
         .await

@@ -3,7 +3,8 @@
 //! applied under sqlx's advisory lock, so several workers starting at once
 //! do not race.
 
-use crate::{Result, TrackerError, redact_url};
+use crate::{Result, Store, TrackerError};
+use scheduler_core::redact_url;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
@@ -101,8 +102,9 @@ impl Tracker {
         Ok(tracker)
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// [`Tracker::open`], as the [`Store`] the rest of the scheduler uses.
+    pub async fn open_store(config: &TrackerConfig) -> Result<std::sync::Arc<dyn Store>> {
+        Ok(std::sync::Arc::new(Tracker::open(config).await?))
     }
 
     pub async fn close(&self) {

@@ -2,11 +2,16 @@
 //! PostgreSQL. Runs, executions (one row per attempt of a step), workers.
 //!
 //! # Layout
+//! - [`store`]: the [`Store`] trait every caller uses, implemented here for
+//!   PostgreSQL by [`Tracker`].
 //! - [`connect`]: pool, create-the-database-if-missing, embedded migrations.
-//! - [`runs`]: recording a run and moving it between states.
-//! - [`executions`]: claiming, leasing and finishing one step execution.
+//! - [`apply`]: the one statement that writes a decision of the state
+//!   machine (close an execution, move the run, queue the next execution).
+//! - [`runs`]: recording a run; what the state machine reads about it.
+//! - [`executions`]: claiming, leasing and the bookkeeping of one execution.
 //! - [`workers`]: registration and heartbeats (which also renew leases).
-//! - [`views`]: read models for the CLI and the UI.
+//! - [`recovery`]: the reaper's lease and what it looks for.
+//! - [`views`], [`ui_queries`]: read models for the CLI and the UI.
 //!
 //! Architecture invariants: all SQL of the project lives in this crate. Every
 //! state write is compare-and-set (`WHERE state = <expected>`) and reports
@@ -15,19 +20,23 @@
 //! a transaction open across anything but SQL: never across a module run or a
 //! broker round trip.
 
-pub mod bench_fill;
+pub mod apply;
 pub mod connect;
 pub mod executions;
 pub mod recovery;
 pub mod runs;
-pub mod stats;
+pub mod store;
 pub mod ui_queries;
 pub mod views;
 pub mod workers;
 
+pub use apply::{Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
-pub use executions::{Claimed, ExecKey, ExecResult, Finished};
-pub use runs::{Applied, NewRun, Transition};
+pub use executions::{Claimed, ExecKey, ExecResult};
+pub use recovery::{Expired, Stuck};
+pub use runs::NewRun;
+pub use store::Store;
+pub use ui_queries::{DurationHistogram, StateCounts};
 pub use views::{ExecutionView, RunDetail, RunFilter, RunSummary, WorkerView};
 pub use workers::{Held, WorkerInfo};
 
@@ -48,34 +57,3 @@ pub enum TrackerError {
 }
 
 pub type Result<T, E = TrackerError> = std::result::Result<T, E>;
-
-/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for
-/// messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            super::redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-    }
-}

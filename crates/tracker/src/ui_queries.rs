@@ -57,170 +57,171 @@ SELECT 'queued', count(*) FROM executions WHERE state = 'queued'
 UNION ALL
 SELECT 'running', count(*) FROM executions WHERE state = 'running'";
 
-impl Tracker {
-    /// The newest `per_sequence` runs of each of `sequences` (one index range
-    /// scan per sequence on `runs_by_sequence`), newest first within each.
-    pub async fn last_runs_by_sequence(&self, sequences: &[String], per_sequence: u32) -> Result<Vec<RunSummary>> {
-        Ok(sqlx::query_as::<_, RunSummary>(
-            // Same columns as the views' run listing.
-            "SELECT r.id, r.sequence, r.state, r.trigger, r.queue, r.step_count,
-                    (SELECT max(e.step) FROM executions e WHERE e.run_id = r.id) AS current_step,
-                    r.failed_step, r.error, r.created_at, r.started_at, r.finished_at,
-                    (extract(epoch FROM (coalesce(r.finished_at, now()) - r.started_at)) * 1000)::bigint AS duration_ms
-               FROM unnest($1::text[]) AS s(name)
-               CROSS JOIN LATERAL (
-                   SELECT * FROM runs WHERE sequence = s.name
-                    ORDER BY created_at DESC, id DESC LIMIT $2
-               ) r
-              ORDER BY r.sequence, r.created_at DESC, r.id DESC",
-        )
-        .bind(sequences)
-        .bind(per_sequence.clamp(1, 100) as i64)
-        .fetch_all(&self.pool)
-        .await?)
-    }
+/// The newest `per_sequence` runs of each of `sequences` (one index range
+/// scan per sequence on `runs_by_sequence`), newest first within each.
+pub(crate) async fn last_runs_by_sequence(
+    t: &Tracker,
+    sequences: &[String],
+    per_sequence: u32,
+) -> Result<Vec<RunSummary>> {
+    Ok(sqlx::query_as::<_, RunSummary>(
+        // Same columns as the views' run listing.
+        "SELECT r.id, r.sequence, r.state, r.trigger, r.queue, r.step_count,
+                (SELECT max(e.step) FROM executions e WHERE e.run_id = r.id) AS current_step,
+                r.failed_step, r.error, r.created_at, r.started_at, r.finished_at,
+                (extract(epoch FROM (coalesce(r.finished_at, now()) - r.started_at)) * 1000)::bigint AS duration_ms
+           FROM unnest($1::text[]) AS s(name)
+           CROSS JOIN LATERAL (
+               SELECT * FROM runs WHERE sequence = s.name
+                ORDER BY created_at DESC, id DESC LIMIT $2
+           ) r
+          ORDER BY r.sequence, r.created_at DESC, r.id DESC",
+    )
+    .bind(sequences)
+    .bind(per_sequence.clamp(1, 100) as i64)
+    .fetch_all(&t.pool)
+    .await?)
+}
 
-    /// A value that changes whenever a runs listing could show something
-    /// different: a run created, a run changing state (the newest 50 and
-    /// every unfinished one), a step starting or ending. Every part reads a
-    /// partial or ordered index, so polling it each second stays cheap with
-    /// millions of rows.
-    pub async fn runs_fingerprint(&self) -> Result<String> {
-        Ok(sqlx::query_scalar(
-            "SELECT md5(concat_ws('|',
-                 (SELECT string_agg(id::text || state || updated_at::text, ',' ORDER BY created_at DESC, id DESC)
-                    FROM (SELECT id, state, updated_at, created_at FROM runs
-                           ORDER BY created_at DESC, id DESC LIMIT 50) newest),
-                 (SELECT string_agg(id::text || state || updated_at::text, ',' ORDER BY id)
-                    FROM runs WHERE state IN ('queued', 'running')),
-                 (SELECT string_agg(run_id::text || step || '.' || attempt || state, ',' ORDER BY run_id, step, attempt)
-                    FROM executions WHERE state = 'running'),
-                 (SELECT string_agg(run_id::text || step || '.' || attempt, ',' ORDER BY run_id, step, attempt)
-                    FROM executions WHERE state = 'queued')))",
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
+/// A value that changes whenever a runs listing could show something
+/// different: a run created, a run changing state (the newest 50 and
+/// every unfinished one), a step starting or ending. Every part reads a
+/// partial or ordered index, so polling it each second stays cheap with
+/// millions of rows.
+pub(crate) async fn runs_fingerprint(t: &Tracker) -> Result<String> {
+    Ok(sqlx::query_scalar(
+        "SELECT md5(concat_ws('|',
+             (SELECT string_agg(id::text || state || updated_at::text, ',' ORDER BY created_at DESC, id DESC)
+                FROM (SELECT id, state, updated_at, created_at FROM runs
+                       ORDER BY created_at DESC, id DESC LIMIT 50) newest),
+             (SELECT string_agg(id::text || state || updated_at::text, ',' ORDER BY id)
+                FROM runs WHERE state IN ('queued', 'running')),
+             (SELECT string_agg(run_id::text || step || '.' || attempt || state, ',' ORDER BY run_id, step, attempt)
+                FROM executions WHERE state = 'running'),
+             (SELECT string_agg(run_id::text || step || '.' || attempt, ',' ORDER BY run_id, step, attempt)
+                FROM executions WHERE state = 'queued')))",
+    )
+    .fetch_one(&t.pool)
+    .await?)
+}
 
-    /// A value that changes whenever the run's detail page would: its state
-    /// or any of its executions (state, pid, end). `None`: no such run.
-    pub async fn run_fingerprint(&self, run_id: Uuid) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT md5(concat_ws('|', r.state, r.updated_at::text,
-                 (SELECT string_agg(e.step || '.' || e.attempt || e.state || coalesce(e.pid, 0)
-                                    || coalesce(e.finished_at::text, ''), ',' ORDER BY e.step, e.attempt)
-                    FROM executions e WHERE e.run_id = r.id)))
-               FROM runs r WHERE r.id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
+/// A value that changes whenever the run's detail page would: its state
+/// or any of its executions (state, pid, end). `None`: no such run.
+pub(crate) async fn run_fingerprint(t: &Tracker, run_id: Uuid) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT md5(concat_ws('|', r.state, r.updated_at::text,
+             (SELECT string_agg(e.step || '.' || e.attempt || e.state || coalesce(e.pid, 0)
+                                || coalesce(e.finished_at::text, ''), ',' ORDER BY e.step, e.attempt)
+                FROM executions e WHERE e.run_id = r.id)))
+           FROM runs r WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(&t.pool)
+    .await?)
+}
 
-    /// Runs and executions by state, and live workers, cheap at any size.
-    ///
-    /// The states a row is still moving through (`queued`, `running`) are
-    /// counted exactly, each through its partial index (`runs_unfinished`,
-    /// `executions_unpublished`, `executions_leases`): they are few and they
-    /// are what an alert watches. The final states are most of the rows
-    /// (millions), and counting them exactly means reading every row at
-    /// every scrape; they are estimated instead, as the planner does: the
-    /// table's row count (`pg_class.reltuples` per page, times its current
-    /// size in pages) times the state's frequency in `pg_stats` (both kept
-    /// fresh by autovacuum's ANALYZE). Measured at 10 million executions:
-    /// within 2% for `succeeded` and `failed`, ~30% low for `canceled` at
-    /// 0.2% of the rows (a 30,000-row sample); it moves in steps when the
-    /// statistics are refreshed, and a state too rare to be sampled reads 0. Triggered counters
-    /// were the alternative: exact, but an extra row write (and a hot row)
-    /// on every state change of the workers' hot path, for a gauge. Tables
-    /// estimated under [`EXACT_BELOW`] rows (or never analyzed) are counted
-    /// exactly, which costs little at that size.
-    pub async fn state_counts(&self, alive_within: std::time::Duration) -> Result<StateCounts> {
-        let runs = self.counts_by_state("runs", COUNT_RUNS, COUNT_RUNS_UNFINISHED).await?;
-        let executions = self
-            .counts_by_state("executions", COUNT_EXECUTIONS, COUNT_EXECUTIONS_UNFINISHED)
-            .await?;
-        let workers_alive = sqlx::query_scalar(
-            "SELECT count(*) FROM workers
-              WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => $1)",
-        )
-        .bind(alive_within.as_secs_f64())
-        .fetch_one(&self.pool)
+/// Runs and executions by state, and live workers, cheap at any size.
+///
+/// The states a row is still moving through (`queued`, `running`) are
+/// counted exactly, each through its partial index (`runs_unfinished`,
+/// `executions_unpublished`, `executions_leases`): they are few and they
+/// are what an alert watches. The final states are most of the rows
+/// (millions), and counting them exactly means reading every row at
+/// every scrape; they are estimated instead, as the planner does: the
+/// table's row count (`pg_class.reltuples` per page, times its current
+/// size in pages) times the state's frequency in `pg_stats` (both kept
+/// fresh by autovacuum's ANALYZE). Measured at 10 million executions:
+/// within 2% for `succeeded` and `failed`, ~30% low for `canceled` at
+/// 0.2% of the rows (a 30,000-row sample); it moves in steps when the
+/// statistics are refreshed, and a state too rare to be sampled reads 0. Triggered counters
+/// were the alternative: exact, but an extra row write (and a hot row)
+/// on every state change of the workers' hot path, for a gauge. Tables
+/// estimated under [`EXACT_BELOW`] rows (or never analyzed) are counted
+/// exactly, which costs little at that size.
+pub(crate) async fn state_counts(t: &Tracker, alive_within: std::time::Duration) -> Result<StateCounts> {
+    let runs = counts_by_state(t, "runs", COUNT_RUNS, COUNT_RUNS_UNFINISHED).await?;
+    let executions = counts_by_state(t, "executions", COUNT_EXECUTIONS, COUNT_EXECUTIONS_UNFINISHED).await?;
+    let workers_alive = sqlx::query_scalar(
+        "SELECT count(*) FROM workers
+          WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => $1)",
+    )
+    .bind(alive_within.as_secs_f64())
+    .fetch_one(&t.pool)
+    .await?;
+    Ok(StateCounts {
+        runs,
+        executions,
+        workers_alive,
+    })
+}
+
+async fn counts_by_state(
+    t: &Tracker,
+    table: &str,
+    exact: &'static str,
+    unfinished: &'static str,
+) -> Result<Vec<(String, i64)>> {
+    let rows: f64 = sqlx::query_scalar(ESTIMATED_ROWS)
+        .bind(table)
+        .fetch_one(&t.pool)
         .await?;
-        Ok(StateCounts {
-            runs,
-            executions,
-            workers_alive,
-        })
+    if rows < EXACT_BELOW {
+        return Ok(sqlx::query_as(exact).fetch_all(&t.pool).await?);
     }
+    let freqs: Vec<(String, f64)> = sqlx::query_as(STATE_FREQUENCIES).bind(table).fetch_all(&t.pool).await?;
+    if freqs.is_empty() {
+        // Analyzed by a VACUUM but no statistics yet: rare, and right.
+        return Ok(sqlx::query_as(exact).fetch_all(&t.pool).await?);
+    }
+    let mut counts: Vec<(String, i64)> = sqlx::query_as(unfinished).fetch_all(&t.pool).await?;
+    for (state, freq) in freqs {
+        if !UNFINISHED.contains(&state.as_str()) {
+            counts.push((state, (rows * freq).round() as i64));
+        }
+    }
+    counts.sort();
+    Ok(counts)
+}
 
-    async fn counts_by_state(
-        &self,
-        table: &str,
-        exact: &'static str,
-        unfinished: &'static str,
-    ) -> Result<Vec<(String, i64)>> {
-        let rows: f64 = sqlx::query_scalar(ESTIMATED_ROWS)
-            .bind(table)
-            .fetch_one(&self.pool)
-            .await?;
-        if rows < EXACT_BELOW {
-            return Ok(sqlx::query_as(exact).fetch_all(&self.pool).await?);
+/// Step executions that finished within `within`, by duration: for each
+/// of `bounds_ms` (ascending), how many took at most that long, then
+/// the count and the sum of all of them. Reads `executions_finished`.
+pub(crate) async fn step_durations(
+    t: &Tracker,
+    within: std::time::Duration,
+    bounds_ms: &[i64],
+) -> Result<DurationHistogram> {
+    let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM unnest($2::bigint[]) b WHERE b < e.duration_ms)::int AS bucket,
+                count(*), coalesce(sum(e.duration_ms), 0)::bigint
+           FROM executions e
+          WHERE e.finished_at > now() - make_interval(secs => $1) AND e.finished_at IS NOT NULL
+            AND e.duration_ms IS NOT NULL
+          GROUP BY 1",
+    )
+    .bind(within.as_secs_f64())
+    .bind(bounds_ms)
+    .fetch_all(&t.pool)
+    .await?;
+    // Per-bucket counts -> cumulative `<= bound` counts.
+    let mut le = vec![0i64; bounds_ms.len()];
+    let (mut count, mut sum_ms) = (0, 0);
+    for (bucket, n, sum) in rows {
+        for c in le.iter_mut().skip(bucket as usize) {
+            *c += n;
         }
-        let freqs: Vec<(String, f64)> = sqlx::query_as(STATE_FREQUENCIES)
-            .bind(table)
-            .fetch_all(&self.pool)
-            .await?;
-        if freqs.is_empty() {
-            // Analyzed by a VACUUM but no statistics yet: rare, and right.
-            return Ok(sqlx::query_as(exact).fetch_all(&self.pool).await?);
-        }
-        let mut counts: Vec<(String, i64)> = sqlx::query_as(unfinished).fetch_all(&self.pool).await?;
-        for (state, freq) in freqs {
-            if !UNFINISHED.contains(&state.as_str()) {
-                counts.push((state, (rows * freq).round() as i64));
-            }
-        }
-        counts.sort();
-        Ok(counts)
+        count += n;
+        sum_ms += sum;
     }
+    Ok(DurationHistogram {
+        le: bounds_ms.iter().copied().zip(le).collect(),
+        count,
+        sum_ms,
+    })
+}
 
-    /// Step executions that finished within `within`, by duration: for each
-    /// of `bounds_ms` (ascending), how many took at most that long, then
-    /// the count and the sum of all of them. Reads `executions_finished`.
-    pub async fn step_durations(&self, within: std::time::Duration, bounds_ms: &[i64]) -> Result<DurationHistogram> {
-        let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM unnest($2::bigint[]) b WHERE b < e.duration_ms)::int AS bucket,
-                    count(*), coalesce(sum(e.duration_ms), 0)::bigint
-               FROM executions e
-              WHERE e.finished_at > now() - make_interval(secs => $1) AND e.finished_at IS NOT NULL
-                AND e.duration_ms IS NOT NULL
-              GROUP BY 1",
-        )
-        .bind(within.as_secs_f64())
-        .bind(bounds_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        // Per-bucket counts -> cumulative `<= bound` counts.
-        let mut le = vec![0i64; bounds_ms.len()];
-        let (mut count, mut sum_ms) = (0, 0);
-        for (bucket, n, sum) in rows {
-            for c in le.iter_mut().skip(bucket as usize) {
-                *c += n;
-            }
-            count += n;
-            sum_ms += sum;
-        }
-        Ok(DurationHistogram {
-            le: bounds_ms.iter().copied().zip(le).collect(),
-            count,
-            sum_ms,
-        })
-    }
-
-    /// `SELECT 1`: whether the database answers, for `/healthz`.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+/// `SELECT 1`: whether the database answers, for `/healthz`.
+pub(crate) async fn ping(t: &Tracker) -> Result<()> {
+    sqlx::query("SELECT 1").execute(&t.pool).await?;
+    Ok(())
 }

@@ -89,73 +89,71 @@ const RUN_COLUMNS: &str = "id, sequence, state, trigger, queue, step_count,
     created_at, started_at, finished_at,
     (extract(epoch FROM (coalesce(finished_at, now()) - started_at)) * 1000)::bigint AS duration_ms";
 
-impl Tracker {
-    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunSummary>> {
-        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
-        q.push(RUN_COLUMNS).push(" FROM runs WHERE true");
-        if let Some(s) = &f.sequence {
-            q.push(" AND sequence = ").push_bind(s.clone());
-        }
-        if let Some(s) = f.state {
-            q.push(" AND state = ").push_bind(s.as_str());
-        }
-        if let Some(t) = f.since {
-            q.push(" AND created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            q.push(" AND created_at < ").push_bind(t);
-        }
-        if let Some((t, id)) = f.before {
-            q.push(" AND (created_at, id) < (")
-                .push_bind(t)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(f.limit.clamp(1, 1000) as i64);
-        Ok(q.build_query_as::<RunSummary>().fetch_all(&self.pool).await?)
+pub(crate) async fn list_runs(t: &Tracker, f: &RunFilter) -> Result<Vec<RunSummary>> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+    q.push(RUN_COLUMNS).push(" FROM runs WHERE true");
+    if let Some(s) = &f.sequence {
+        q.push(" AND sequence = ").push_bind(s.clone());
     }
+    if let Some(s) = f.state {
+        q.push(" AND state = ").push_bind(s.as_str());
+    }
+    if let Some(t) = f.since {
+        q.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until {
+        q.push(" AND created_at < ").push_bind(t);
+    }
+    if let Some((t, id)) = f.before {
+        q.push(" AND (created_at, id) < (")
+            .push_bind(t)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(f.limit.clamp(1, 1000) as i64);
+    Ok(q.build_query_as::<RunSummary>().fetch_all(&t.pool).await?)
+}
 
-    pub async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>> {
-        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
-        q.push(RUN_COLUMNS)
-            .push(", snapshot FROM runs WHERE id = ")
-            .push_bind(run_id);
-        let Some(row) = q.build().fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        use sqlx::Row;
-        let run = RunSummary::from_row(&row)?;
-        let snapshot: serde_json::Value = row.try_get("snapshot")?;
-        let executions = sqlx::query_as::<_, ExecutionView>(
-            "SELECT e.step, e.attempt, e.module, e.argv, e.state, e.worker_id, w.host AS worker_host, e.pid,
-                    e.queued_at, e.started_at, e.finished_at, e.lease_until,
-                    coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
-                    e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes
-               FROM executions e LEFT JOIN workers w ON w.id = e.worker_id
-              WHERE e.run_id = $1
-           ORDER BY e.step, e.attempt",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(RunDetail {
-            run,
-            snapshot,
-            executions,
-        }))
-    }
+pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDetail>> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+    q.push(RUN_COLUMNS)
+        .push(", snapshot FROM runs WHERE id = ")
+        .push_bind(run_id);
+    let Some(row) = q.build().fetch_optional(&t.pool).await? else {
+        return Ok(None);
+    };
+    use sqlx::Row;
+    let run = RunSummary::from_row(&row)?;
+    let snapshot: serde_json::Value = row.try_get("snapshot")?;
+    let executions = sqlx::query_as::<_, ExecutionView>(
+        "SELECT e.step, e.attempt, e.module, e.argv, e.state, e.worker_id, w.host AS worker_host, e.pid,
+                e.queued_at, e.started_at, e.finished_at, e.lease_until,
+                coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
+                e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes
+           FROM executions e LEFT JOIN workers w ON w.id = e.worker_id
+          WHERE e.run_id = $1
+       ORDER BY e.step, e.attempt",
+    )
+    .bind(run_id)
+    .fetch_all(&t.pool)
+    .await?;
+    Ok(Some(RunDetail {
+        run,
+        snapshot,
+        executions,
+    }))
+}
 
-    pub async fn list_workers(&self) -> Result<Vec<WorkerView>> {
-        Ok(sqlx::query_as::<_, WorkerView>(
-            "SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.state, w.started_at, w.heartbeat_at,
-                    (SELECT count(*) FROM executions e WHERE e.worker_id = w.id AND e.state = 'running') AS running
-               FROM workers w
-              WHERE w.state <> 'stopped' OR w.heartbeat_at > now() - interval '1 day'
-           ORDER BY w.started_at DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
+pub(crate) async fn list_workers(t: &Tracker) -> Result<Vec<WorkerView>> {
+    Ok(sqlx::query_as::<_, WorkerView>(
+        "SELECT w.id, w.host, w.pid, w.version, w.concurrency, w.queues, w.state, w.started_at, w.heartbeat_at,
+                (SELECT count(*) FROM executions e WHERE e.worker_id = w.id AND e.state = 'running') AS running
+           FROM workers w
+          WHERE w.state <> 'stopped' OR w.heartbeat_at > now() - interval '1 day'
+       ORDER BY w.started_at DESC",
+    )
+    .fetch_all(&t.pool)
+    .await?)
 }

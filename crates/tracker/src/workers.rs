@@ -4,7 +4,6 @@
 
 use crate::executions::ExecKey;
 use crate::{Result, Tracker};
-use sqlx::Row;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -26,60 +25,58 @@ pub struct Held {
     pub canceled: bool,
 }
 
-impl Tracker {
-    pub async fn register_worker(&self, w: &WorkerInfo) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO workers (id, host, pid, version, concurrency, queues, state)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running')",
-        )
-        .bind(w.id)
-        .bind(&w.host)
-        .bind(w.pid as i32)
-        .bind(&w.version)
-        .bind(w.concurrency as i32)
-        .bind(&w.queues)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+pub(crate) async fn register_worker(t: &Tracker, w: &WorkerInfo) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO workers (id, host, pid, version, concurrency, queues, state)
+         VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+    )
+    .bind(w.id)
+    .bind(&w.host)
+    .bind(w.pid as i32)
+    .bind(&w.version)
+    .bind(w.concurrency as i32)
+    .bind(&w.queues)
+    .execute(&t.pool)
+    .await?;
+    Ok(())
+}
 
-    /// Marks the worker alive (`running` or `draining`) and extends the lease
-    /// of every execution it holds; returns those executions.
-    pub async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>> {
-        let rows = sqlx::query(
-            "WITH w AS (
-                UPDATE workers SET heartbeat_at = now(), state = $2 WHERE id = $1 RETURNING id
-             ), l AS (
-                UPDATE executions SET lease_until = now() + make_interval(secs => $3)
-                 WHERE worker_id = $1 AND state = 'running'
-             RETURNING run_id, step, attempt
-             )
-             SELECT l.run_id, l.step, l.attempt, r.state = 'canceled' AS canceled
-               FROM l JOIN runs r ON r.id = l.run_id",
-        )
+/// Marks the worker alive (`running` or `draining`) and extends the lease
+/// of every execution it holds; returns those executions.
+pub(crate) async fn heartbeat(t: &Tracker, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>> {
+    let rows: Vec<(Uuid, i32, i32, bool)> = sqlx::query_as(
+        "WITH w AS (
+            UPDATE workers SET heartbeat_at = now(), state = $2 WHERE id = $1 RETURNING id
+         ), l AS (
+            UPDATE executions SET lease_until = now() + make_interval(secs => $3)
+             WHERE worker_id = $1 AND state = 'running'
+         RETURNING run_id, step, attempt
+         )
+         SELECT l.run_id, l.step, l.attempt, r.state = 'canceled' AS canceled
+           FROM l JOIN runs r ON r.id = l.run_id",
+    )
+    .bind(worker_id)
+    .bind(if draining { "draining" } else { "running" })
+    .bind(lease.as_secs_f64())
+    .fetch_all(&t.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, step, attempt, canceled)| Held {
+            key: ExecKey {
+                run_id,
+                step: step as u32,
+                attempt: attempt as u32,
+            },
+            canceled,
+        })
+        .collect())
+}
+
+pub(crate) async fn worker_stopped(t: &Tracker, worker_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = now(), heartbeat_at = now() WHERE id = $1")
         .bind(worker_id)
-        .bind(if draining { "draining" } else { "running" })
-        .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
+        .execute(&t.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Held {
-                key: ExecKey {
-                    run_id: r.get("run_id"),
-                    step: r.get::<i32, _>("step") as u32,
-                    attempt: r.get::<i32, _>("attempt") as u32,
-                },
-                canceled: r.get("canceled"),
-            })
-            .collect())
-    }
-
-    pub async fn worker_stopped(&self, worker_id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = now(), heartbeat_at = now() WHERE id = $1")
-            .bind(worker_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
+    Ok(())
 }

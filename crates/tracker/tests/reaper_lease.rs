@@ -1,7 +1,7 @@
 //! The reaper lease, against the real PostgreSQL: one holder at a time,
 //! renewable by its holder, taken over only once it has lapsed.
 
-use scheduler_tracker::{Tracker, TrackerConfig};
+use scheduler_tracker::{Store, Tracker, TrackerConfig};
 use sqlx::migrate::MigrateDatabase;
 use std::time::{Duration, Instant};
 use uuid::Uuid;

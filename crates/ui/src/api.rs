@@ -53,7 +53,7 @@ struct RunsPage {
 async fn runs(State(state): State<AppState>, q: Result<Query<RunsQuery>, QueryRejection>) -> ApiResult<Json<RunsPage>> {
     let Query(q) = q.map_err(|e| Problem::bad_request(format!("unreadable query string: {e}")))?;
     let filter = q.parse()?;
-    let runs = state.tracker.list_runs(&filter).await?;
+    let runs = state.store.list_runs(&filter).await?;
     let next = (runs.len() as u32 == filter.limit)
         .then(|| runs.last().map(params::cursor))
         .flatten();
@@ -63,7 +63,7 @@ async fn runs(State(state): State<AppState>, q: Result<Query<RunsQuery>, QueryRe
 async fn run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
     let run_id = params::run_id(&id)?;
     let detail = state
-        .tracker
+        .store
         .run_detail(run_id)
         .await?
         .ok_or_else(|| Problem::no_run(run_id))?;
@@ -84,7 +84,7 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
 
 async fn after_action(state: &AppState, run_id: uuid::Uuid) -> ApiResult<Json<Value>> {
     let run = state
-        .tracker
+        .store
         .run_view(run_id)
         .await?
         .ok_or_else(|| Problem::no_run(run_id))?;

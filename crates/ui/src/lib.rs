@@ -9,8 +9,9 @@
 //! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
 //!   `workers`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
-//! - `actions`: start, retry, cancel: the state machine's decision applied
-//!   through the worker's `apply`, shared by the pages and the API.
+//! - `actions`: start, retry, cancel through the producer
+//!   (`scheduler_producer`), its typed errors turned into 404/409/422/502/503;
+//!   shared by the pages and the API.
 //! - `params`: parsing query strings (filters, cursors, ids) at the edge.
 //! - `view`: turning records into display rows (durations, relative times).
 //! - `sse`: the `/events` streams that tell open pages to refresh.
@@ -26,13 +27,14 @@
 //! to read queue depths). It reads the record of truth in PostgreSQL, never
 //! an in-memory event stream, so a restart loses nothing. Everything that
 //! came from a module or a definition is HTML-escaped by askama. It holds no
-//! SQL: reads and writes go through `scheduler_tracker`.
+//! SQL: reads and writes go through a `dyn Store`. Its dependency tree holds
+//! neither the worker nor the executor (checked in `tests/deps.rs`), so it
+//! cannot run a module even by mistake.
 
 mod actions;
 mod api;
 mod assets;
 mod auth;
-pub mod bench;
 mod error;
 mod metrics;
 mod pages;
@@ -43,9 +45,9 @@ mod view;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
-use scheduler_broker::Broker;
-use scheduler_tracker::Tracker;
-use scheduler_worker::Project;
+use scheduler_broker::Transport;
+use scheduler_producer::Project;
+use scheduler_tracker::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,9 +108,9 @@ pub struct AppState {
 
 /// What [`AppState`] holds; opaque outside this crate.
 pub struct Shared {
-    pub(crate) tracker: Tracker,
+    pub(crate) store: Arc<dyn Store>,
     /// Publishing the actions' messages and reading queue depths only.
-    pub(crate) broker: Broker,
+    pub(crate) transport: Arc<dyn Transport>,
     /// Where sequence definitions are read (start, the sequences page).
     pub(crate) project: Project,
     pub(crate) config: UiConfig,
@@ -120,16 +122,16 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(
-        tracker: Tracker,
-        broker: Broker,
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
         project: Project,
         config: UiConfig,
         shutdown: CancellationToken,
     ) -> AppState {
         AppState {
             inner: Arc::new(Shared {
-                tracker,
-                broker,
+                store,
+                transport,
                 project,
                 config,
                 shutdown,
@@ -150,8 +152,8 @@ impl std::ops::Deref for AppState {
 /// reachable from other machines unless `config.token` is set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tracker: Tracker,
-    broker: Broker,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
     project: Project,
     config: UiConfig,
     shutdown: CancellationToken,
@@ -161,7 +163,7 @@ pub async fn serve(
     // The listener is what is actually exposed, whatever `bind` says.
     check_exposure(local, config.token.as_deref())?;
     tracing::info!(addr = %local, auth = config.token.is_some(), "UI listening");
-    let app = router(AppState::new(tracker, broker, project, config, shutdown.clone()));
+    let app = router(AppState::new(store, transport, project, config, shutdown.clone()));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -203,7 +205,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.tracker.ping().await {
+    match state.store.ping().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => error::ApiError::from(error::Problem::from(e)).into_response(),
     }

@@ -23,9 +23,9 @@ const DURATION_WINDOW: Duration = Duration::from_secs(3600);
 const DURATION_BOUNDS_SECS: &[i64] = &[1, 5, 15, 30, 60, 300, 900, 1800, 3600];
 
 pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let counts = state.tracker.state_counts(ALIVE_WITHIN).await?;
+    let counts = state.store.state_counts(ALIVE_WITHIN).await?;
     let bounds_ms: Vec<i64> = DURATION_BOUNDS_SECS.iter().map(|s| s * 1000).collect();
-    let durations = state.tracker.step_durations(DURATION_WINDOW, &bounds_ms).await?;
+    let durations = state.store.step_durations(DURATION_WINDOW, &bounds_ms).await?;
     let workers = crate::pages::workers::load_workers(&state, Utc::now()).await?;
     let queues = crate::pages::workers::load_queues(&state, &workers).await;
     let runs = every_state(scheduler_core::RunState::ALL.iter().map(|s| s.as_str()), &counts.runs);

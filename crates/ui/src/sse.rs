@@ -64,7 +64,7 @@ fn ensure_polling(state: &AppState) {
                     return;
                 }
             }
-            match state.tracker.runs_fingerprint().await {
+            match state.store.runs_fingerprint().await {
                 Ok(f) => {
                     live.fingerprint.send_if_modified(|old| {
                         // The first reading is the baseline, not a change.
@@ -89,18 +89,18 @@ pub(crate) async fn run_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
     let run_id = crate::params::run_id(&id)?;
     let first = state
-        .tracker
+        .store
         .run_fingerprint(run_id)
         .await?
         .ok_or_else(|| crate::error::Problem::no_run(run_id))?;
-    let tracker = state.tracker.clone();
-    let changes = futures_util::stream::unfold((tracker, first), move |(tracker, last)| async move {
+    let store = state.store.clone();
+    let changes = futures_util::stream::unfold((store, first), move |(store, last)| async move {
         loop {
             tokio::time::sleep(POLL_EVERY).await;
-            match tracker.run_fingerprint(run_id).await {
+            match store.run_fingerprint(run_id).await {
                 Ok(Some(now)) if now != last => {
                     let event = Event::default().event("change").data("run");
-                    return Some((Ok(event), (tracker, now)));
+                    return Some((Ok(event), (store, now)));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, %run_id, "live run poll failed; retrying"),

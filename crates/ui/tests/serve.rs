@@ -4,8 +4,8 @@
 mod common;
 
 use scheduler_broker::{Broker, BrokerConfig};
+use scheduler_producer::Project;
 use scheduler_ui::UiConfig;
-use scheduler_worker::Project;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -35,8 +35,8 @@ async fn a_non_loopback_bind_without_a_token_is_refused() {
     };
     let err = scheduler_ui::serve(
         listener,
-        app.tracker.clone(),
-        broker,
+        app.store.clone(),
+        std::sync::Arc::new(broker),
         project,
         config,
         CancellationToken::new(),
@@ -61,8 +61,8 @@ async fn shutdown_ends_open_event_streams_so_serve_returns() {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(scheduler_ui::serve(
         listener,
-        app.tracker.clone(),
-        broker,
+        app.store.clone(),
+        std::sync::Arc::new(broker),
         project,
         config,
         shutdown.clone(),

@@ -1,19 +1,23 @@
-//! Liveness and leases. Every `heartbeat_every`, one statement marks the
-//! worker alive and extends the lease of each step it runs. The answer also
-//! says which of those steps belong to a canceled run (stop them), and a step
+//! Liveness and leases. Every `heartbeat_every`, one write marks the worker
+//! alive and extends the lease of each step it runs. The answer also says
+//! which of those steps belong to a canceled run (stop them), and a step
 //! this worker runs but whose lease was not renewed was taken away (stop it).
 //! If no heartbeat has succeeded for a whole lease, the worker stops all its
 //! modules: recovery may already be re-running them elsewhere, and two
 //! copies of one step must never run at once.
+//!
+//! What to stop is decided by [`judge`], a pure function of the answer and
+//! the times the worker's clock gave, tested with a clock moved by hand.
 
 use crate::worker::{Ctx, StopReason};
+use scheduler_tracker::{ExecKey, Held};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let mut last_ok = Instant::now();
+    let mut last_ok = ctx.clock.now();
     let mut ticker = tokio::time::interval(ctx.config.heartbeat_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,39 +25,171 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let asked = Instant::now();
-        match ctx
-            .tracker
-            .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease)
-            .await
-        {
-            Ok(held) => {
-                last_ok = asked;
-                let renewed: HashSet<_> = held.iter().map(|h| h.key).collect();
-                for h in held.iter().filter(|h| h.canceled) {
-                    tracing::info!(run_id = %h.key.run_id, step = h.key.step, "run canceled: stopping its module");
-                    ctx.stop(&h.key, StopReason::RunCanceled);
-                }
-                let lost: Vec<_> = ctx
-                    .active
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .filter(|(key, a)| a.since < asked && !renewed.contains(key))
-                    .map(|(key, _)| *key)
-                    .collect();
-                for key in lost {
-                    tracing::warn!(run_id = %key.run_id, step = key.step, "lease lost (step taken over): stopping its module");
-                    ctx.stop(&key, StopReason::LeaseLost);
-                }
+        last_ok = beat(&ctx, last_ok).await;
+    }
+}
+
+/// One heartbeat and what follows from it; returns when the last successful
+/// heartbeat was asked.
+pub async fn beat(ctx: &Ctx, last_ok: Instant) -> Instant {
+    let asked = ctx.clock.now();
+    let answer = ctx
+        .store
+        .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease)
+        .await;
+    if let Err(e) = &answer {
+        tracing::warn!(error = %e, "heartbeat failed");
+    }
+    let active: Vec<(ExecKey, Instant)> = ctx
+        .active
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(key, a)| (*key, a.since))
+        .collect();
+    let beat = Beat {
+        held: answer.as_deref().ok(),
+        asked,
+        last_ok,
+        lease: ctx.config.lease,
+    };
+    for (key, reason) in judge(&beat, &active) {
+        match reason {
+            StopReason::RunCanceled => {
+                tracing::info!(run_id = %key.run_id, step = key.step, "run canceled: stopping its module")
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat failed");
-                if asked.duration_since(last_ok) >= ctx.config.lease {
-                    tracing::error!("no heartbeat for a whole lease: stopping all modules so no step runs twice");
-                    ctx.stop_all(StopReason::LeaseLost);
-                }
+            _ if beat.held.is_some() => {
+                tracing::warn!(run_id = %key.run_id, step = key.step, "lease lost (step taken over): stopping its module")
             }
+            _ => tracing::error!(
+                run_id = %key.run_id,
+                step = key.step,
+                "no heartbeat for a whole lease: stopping the module so no step runs twice"
+            ),
         }
+        ctx.stop(&key, reason);
+    }
+    if answer.is_ok() { asked } else { last_ok }
+}
+
+/// A heartbeat as [`judge`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat<'a> {
+    /// The executions whose lease it renewed; `None`: it failed.
+    pub held: Option<&'a [Held]>,
+    /// When it was asked.
+    pub asked: Instant,
+    /// When the last successful one was asked.
+    pub last_ok: Instant,
+    pub lease: Duration,
+}
+
+/// Which of the `active` modules (with the time each started) to stop, and
+/// why: those of canceled runs; those started before the heartbeat whose
+/// lease it did not renew (taken over); and all of them once no heartbeat
+/// has succeeded for a whole lease.
+pub fn judge(beat: &Beat, active: &[(ExecKey, Instant)]) -> Vec<(ExecKey, StopReason)> {
+    let Some(held) = beat.held else {
+        if beat.asked.duration_since(beat.last_ok) >= beat.lease {
+            return active.iter().map(|(key, _)| (*key, StopReason::LeaseLost)).collect();
+        }
+        return Vec::new();
+    };
+    let renewed: HashSet<_> = held.iter().map(|h| h.key).collect();
+    let mut stop: Vec<_> = held
+        .iter()
+        .filter(|h| h.canceled)
+        .map(|h| (h.key, StopReason::RunCanceled))
+        .collect();
+    stop.extend(
+        active
+            .iter()
+            .filter(|(key, since)| *since < beat.asked && !renewed.contains(key))
+            .map(|(key, _)| (*key, StopReason::LeaseLost)),
+    );
+    stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use uuid::Uuid;
+
+    fn key(step: u32) -> ExecKey {
+        ExecKey {
+            run_id: Uuid::nil(),
+            step,
+            attempt: 1,
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_renewed_step_runs_on_and_a_canceled_run_is_stopped() {
+        let clock = ManualClock::default();
+        let started = clock.now();
+        clock.advance(Duration::from_secs(10));
+        let held = [
+            Held {
+                key: key(0),
+                canceled: false,
+            },
+            Held {
+                key: key(1),
+                canceled: true,
+            },
+        ];
+        let beat = Beat {
+            held: Some(&held),
+            asked: clock.now(),
+            last_ok: started,
+            lease: LEASE,
+        };
+        let stop = judge(&beat, &[(key(0), started), (key(1), started)]);
+        assert_eq!(stop, vec![(key(1), StopReason::RunCanceled)]);
+    }
+
+    #[test]
+    fn a_step_whose_lease_was_not_renewed_was_taken_over_unless_it_started_after_the_beat() {
+        let clock = ManualClock::default();
+        let early = clock.now();
+        clock.advance(Duration::from_secs(10));
+        let asked = clock.now();
+        clock.advance(Duration::from_millis(5));
+        let late = clock.now();
+        let beat = Beat {
+            held: Some(&[]),
+            asked,
+            last_ok: early,
+            lease: LEASE,
+        };
+        let stop = judge(&beat, &[(key(0), early), (key(1), late)]);
+        assert_eq!(stop, vec![(key(0), StopReason::LeaseLost)]);
+    }
+
+    #[test]
+    fn failed_heartbeats_stop_every_module_only_after_a_whole_lease() {
+        let clock = ManualClock::default();
+        let last_ok = clock.now();
+        let active = [(key(0), last_ok), (key(1), last_ok)];
+        clock.advance(LEASE - Duration::from_millis(1));
+        let beat = Beat {
+            held: None,
+            asked: clock.now(),
+            last_ok,
+            lease: LEASE,
+        };
+        assert!(judge(&beat, &active).is_empty(), "within the lease: keep running");
+        clock.advance(Duration::from_millis(1));
+        let beat = Beat {
+            asked: clock.now(),
+            ..beat
+        };
+        assert_eq!(
+            judge(&beat, &active),
+            vec![(key(0), StopReason::LeaseLost), (key(1), StopReason::LeaseLost)]
+        );
     }
 }

@@ -19,7 +19,7 @@ pub fn grace(ctx: &Ctx) -> Duration {
 /// Starts the keeper, if the worker is configured with one.
 pub async fn start(ctx: &Ctx) -> Option<KeeperProcess> {
     let command = ctx.config.keeper.as_ref()?;
-    if crate::failpoint::is_armed(crate::failpoint::NO_KEEPER) {
+    if scheduler_producer::failpoint::is_armed(scheduler_producer::failpoint::NO_KEEPER) {
         tracing::warn!("failpoint no-keeper: running without a keeper");
         return None;
     }

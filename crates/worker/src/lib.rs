@@ -4,36 +4,41 @@
 //! modules through the executor, and publishes what follows.
 //!
 //! # Layout
-//! - [`project`]: reading definitions from the project directory.
-//! - [`trigger`]: recording and publishing a new run (`scheduler start`).
-//! - [`worker`]: the consume loop, slots, graceful shutdown: [`worker::run`].
+//! - [`worker`]: the consume loop, slots, graceful shutdown: [`worker::run`];
+//!   [`worker::handle_delivery`], what the loop does with one delivery
+//!   (callable from a test with a [`Ctx`] and no process around it).
 //! - [`handlers`]: `start_etl`, `end_etl`, `error_handler`.
-//! - [`step`]: `exec_module`: claim, run the module, record, publish the next.
+//! - [`step`]: `exec_module`: claim, run the module, record, continue.
+//! - [`module`]: turning a claimed step into a process spec, and its outcome
+//!   into the recorded result.
+//! - [`clock`]: the time the worker's own timers read, given to it.
 //! - [`heartbeat`]: worker liveness, lease renewal, cancel and lease-loss kills.
 //! - [`keeper`]: starting and minding the keeper process beside the worker.
 //! - [`watchdog`]: rebuilding a consumer that silently stopped receiving.
 //! - [`reaper`]: recovery: unpublished work, expired leases, stuck runs.
 //!
-//! Architecture invariants: no SQL (that is the tracker), no AMQP details
-//! (the broker), no process handling (the executor) here. Every message is
+//! Starting runs and applying decisions is the producer's
+//! (`scheduler_producer`); the worker calls it.
+//!
+//! Architecture invariants: no SQL (it holds a `dyn Store`), no AMQP details
+//! (a `dyn Transport`), no process handling (the executor) here. Every message is
 //! handled idempotently: decisions come from the recorded state, writes are
 //! compare-and-set, and a message whose write does not apply is acknowledged
 //! and dropped with a log line. A delivery is acknowledged once its effect is
 //! committed; an `exec_module` delivery once its step is claimed, before the
 //! module runs.
 
+pub mod clock;
 pub mod config;
-pub mod failpoint;
 pub mod handlers;
 pub mod heartbeat;
 pub mod keeper;
-pub mod project;
+pub mod module;
 pub mod reaper;
 pub mod step;
-pub mod trigger;
 pub mod watchdog;
 pub mod worker;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::WorkerConfig;
-pub use project::{Project, ProjectError};
-pub use trigger::{TriggerError, start_run};
+pub use worker::{Ctx, StopReason, handle_delivery};

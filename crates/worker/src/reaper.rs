@@ -13,10 +13,11 @@
 //! 4. decides again runs left `running` with nothing in flight (the message
 //!    that should have followed their latest step was lost).
 
-use crate::handlers::publish_noted;
 use crate::worker::Ctx;
 use scheduler_core::Message;
-use scheduler_core::machine::{self, Decision};
+use scheduler_core::machine::{self, Decision, Plan};
+use scheduler_producer::{Effect, ProducerError, not_applied, publish_noted, publish_written};
+use scheduler_tracker::{Close, Expired, Write};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +47,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         match ctx
-            .tracker
+            .store
             .take_reaper_lease(ctx.worker_id, ctx.config.reap_every * 3)
             .await
         {
@@ -61,87 +62,99 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-pub async fn reap_once(ctx: &Ctx) -> anyhow::Result<Report> {
+pub async fn reap_once(ctx: &Ctx) -> Result<Report, ProducerError> {
     let mut report = Report::default();
     let grace = ctx.config.republish_after;
-    let (tracker, broker) = (&ctx.tracker, &ctx.broker);
+    let (store, transport) = (&*ctx.store, &*ctx.transport);
 
-    for (run_id, queue) in tracker.unpublished_runs(grace, 500).await? {
-        broker.declare(&queue).await?;
-        publish_noted(tracker, broker, &queue, &Message::StartEtl { run_id }).await?;
+    for (run_id, queue) in store.unpublished_runs(grace, 500).await? {
+        scheduler_producer::publish_start(store, transport, run_id, &queue).await?;
         tracing::warn!(%run_id, "recovery: published start_etl of a run recorded while the broker was unreachable");
         report.republished_runs += 1;
     }
 
-    for (key, queue) in tracker.unpublished_executions(grace, 500).await? {
+    for (key, queue) in store.unpublished_executions(grace, 500).await? {
         let message = Message::ExecModule {
             run_id: key.run_id,
             step: key.step,
             attempt: key.attempt,
         };
-        publish_noted(tracker, broker, &queue, &message).await?;
+        publish_noted(store, transport, &queue, &message).await?;
         tracing::warn!(run_id = %key.run_id, step = key.step, attempt = key.attempt, "recovery: published an exec_module that was committed but never sent");
         report.republished_steps += 1;
     }
 
-    let host = crate::trigger::hostname();
-    for expired in tracker.expired_executions(500).await? {
-        let key = expired.key;
-        // Two copies of a step must never run at once: if the dead worker ran
-        // on this host, kill what it left before the step runs again.
-        if expired.worker_host.as_deref().is_none_or(|h| h == host) {
-            let run = key.run_id.to_string();
-            if let Some(pid) = expired.pid
-                && scheduler_executor::kill_orphan_group(pid, &run)
-            {
-                report.killed_orphans += 1;
-            }
-            // A worker that died between the spawn and recording the pid:
-            // find the module by the environment it was given.
-            report.killed_orphans += scheduler_executor::kill_orphans_of(&run, key.step, key.attempt);
-        }
-        let decision = machine::on_lease_expired(expired.run, key.step, key.attempt, ctx.config.max_attempts);
-        let plan = match decision {
-            Decision::Apply(plan) => Some(plan),
-            Decision::Drop(_) => None,
-        };
-        let next = plan.as_ref().and_then(|p| p.queue);
-        let reason = format!(
-            "worker {} stopped renewing its lease (killed, or cut off from the database); step handed back",
-            expired.worker_id.map(|w| w.to_string()).unwrap_or_else(|| "?".into())
-        );
-        let (abandoned, queued) = tracker.abandon_expired(key, &reason, next).await?;
-        if !abandoned {
-            continue;
-        }
-        tracing::warn!(run_id = %key.run_id, step = key.step, attempt = key.attempt, "recovery: lease expired; step abandoned");
-        let Some(message) = plan.and_then(|p| p.publish) else {
-            continue;
-        };
-        if next.is_some() && !queued {
-            continue;
-        }
-        match &message {
-            Message::ExecModule { .. } => report.requeued_steps += 1,
-            _ => report.failed_runs += 1,
-        }
-        publish_noted(tracker, broker, &expired.queue, &message).await?;
+    for expired in store.expired_executions(500).await? {
+        report.killed_orphans += kill_leftovers(&expired);
+        take_over(ctx, &expired, &mut report).await?;
     }
 
-    for stuck in tracker.stuck_runs(grace, 500).await? {
-        let Decision::Apply(plan) = machine::on_stuck(stuck.run, stuck.last.as_ref()) else {
-            continue;
+    for stuck in store.stuck_runs(grace, 500).await? {
+        let decision = machine::on_stuck(stuck.run, stuck.last.as_ref());
+        let kind = match &decision {
+            Decision::Apply(Plan { publish: Some(m), .. }) => m.kind(),
+            _ => continue,
         };
-        if let Some((step, attempt)) = plan.queue
-            && !tracker.queue_execution(stuck.run.id, step, attempt).await?
-        {
-            continue;
-        }
-        if let Some(message) = plan.publish {
-            tracing::warn!(run_id = %stuck.run.id, kind = message.kind(), "recovery: run had nothing in flight; publishing what follows its latest step");
-            publish_noted(tracker, broker, &stuck.queue, &message).await?;
+        if scheduler_producer::apply(store, transport, stuck.run.id, decision).await? == Effect::Done {
+            tracing::warn!(run_id = %stuck.run.id, kind, "recovery: run had nothing in flight; publishing what follows its latest step");
             report.redecided_runs += 1;
         }
     }
     Ok(report)
+}
+
+/// Two copies of a step must never run at once: if the dead worker ran on
+/// this host, kill what it left before the step runs again. Returns how
+/// many process groups were killed.
+fn kill_leftovers(expired: &Expired) -> usize {
+    let key = expired.key;
+    let host = scheduler_producer::hostname();
+    if expired.worker_host.as_deref().is_some_and(|h| h != host) {
+        return 0;
+    }
+    let run = key.run_id.to_string();
+    let mut killed = 0;
+    if let Some(pid) = expired.pid
+        && scheduler_executor::kill_orphan_group(pid, &run)
+    {
+        killed += 1;
+    }
+    // A worker that died between the spawn and recording the pid: find the
+    // module by the environment it was given.
+    killed + scheduler_executor::kill_orphans_of(&run, key.step, key.attempt)
+}
+
+/// Closes an expired execution as `abandoned` and, in the same write,
+/// queues its next attempt (or, at the attempt limit, nothing: the run
+/// fails through `error_handler`); then publishes what follows.
+async fn take_over(ctx: &Ctx, expired: &Expired, report: &mut Report) -> Result<(), ProducerError> {
+    let key = expired.key;
+    let plan = match machine::on_lease_expired(expired.run, key.step, key.attempt, ctx.config.max_attempts) {
+        Decision::Apply(plan) => plan,
+        Decision::Drop(_) => Plan::default(),
+    };
+    let reason = format!(
+        "worker {} stopped renewing its lease (killed, or cut off from the database); step handed back",
+        expired.worker_id.map(|w| w.to_string()).unwrap_or_else(|| "?".into())
+    );
+    let write = Write {
+        run_id: key.run_id,
+        close: Some(Close::Abandon { key, reason: &reason }),
+        plan: &plan,
+        claim_for: None,
+    };
+    let written = ctx.store.apply(&write).await?;
+    if !written.closed {
+        return Ok(());
+    }
+    tracing::warn!(run_id = %key.run_id, step = key.step, attempt = key.attempt, "recovery: lease expired; step abandoned");
+    if not_applied(&plan, &written).is_some() {
+        return Ok(());
+    }
+    match &plan.publish {
+        Some(Message::ExecModule { .. }) => report.requeued_steps += 1,
+        Some(_) => report.failed_runs += 1,
+        None => return Ok(()),
+    }
+    publish_written(&*ctx.store, &*ctx.transport, key.run_id, &plan, &written).await
 }

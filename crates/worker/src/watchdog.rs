@@ -27,35 +27,76 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let now = ctx.clock.now();
         let last = *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner());
-        let ready =
-            if last.elapsed() < stall_after || ctx.is_draining() || ctx.slots.busy().await >= ctx.config.concurrency {
-                0
-            } else {
-                ctx.broker
-                    .queue_depth(&ctx.config.queue)
-                    .await
-                    .map(|(r, _)| r)
-                    .unwrap_or(0)
-            };
-        if ready == 0 {
-            suspect_since = None;
-            continue;
-        }
-        match suspect_since {
-            Some(since) if last < since => {
+        let idle = now.duration_since(last) >= stall_after
+            && !ctx.is_draining()
+            && ctx.slots.busy().await < ctx.config.concurrency;
+        let ready = if idle {
+            ctx.transport
+                .queue_depth(&ctx.config.queue)
+                .await
+                .map(|(r, _)| r)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        match look(now, last, suspect_since, ready) {
+            Look::Fine => suspect_since = None,
+            Look::Suspect => suspect_since = Some(now),
+            Look::Stalled => {
                 tracing::warn!(
                     ready,
-                    quiet = ?last.elapsed(),
+                    quiet = ?now.duration_since(last),
                     "consumer stalled: messages are ready and slots are free, but nothing was delivered; rebuilding the connection"
                 );
-                if let Err(e) = ctx.broker.reconnect().await {
+                if let Err(e) = ctx.transport.reconnect().await {
                     tracing::warn!(error = %e, "could not rebuild the broker connection; the consume loop will retry");
                 }
-                *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = ctx.clock.now();
                 suspect_since = None;
             }
-            _ => suspect_since = Some(Instant::now()),
         }
+    }
+}
+
+/// What one look concludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    Fine,
+    /// Ready messages and nothing delivered: look again before acting.
+    Suspect,
+    /// Suspect at the previous look too, and nothing delivered since.
+    Stalled,
+}
+
+/// `ready`: messages waiting while this idle consumer has free slots (0 when
+/// it is busy, draining or received something within `stall_after`).
+pub fn look(now: Instant, last_delivery: Instant, suspect_since: Option<Instant>, ready: u32) -> Look {
+    match suspect_since {
+        _ if ready == 0 => Look::Fine,
+        Some(since) if last_delivery < since && since <= now => Look::Stalled,
+        _ => Look::Suspect,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    #[test]
+    fn a_stall_needs_two_looks_with_no_delivery_between() {
+        let clock = ManualClock::default();
+        let last = clock.now();
+        clock.advance(Duration::from_secs(31));
+        let first = clock.now();
+        assert_eq!(look(first, last, None, 3), Look::Suspect);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(look(clock.now(), last, Some(first), 3), Look::Stalled);
+        // A delivery between the two looks clears the suspicion.
+        assert_eq!(look(clock.now(), clock.now(), Some(first), 3), Look::Suspect);
+        // Nothing ready: nothing to worry about.
+        assert_eq!(look(clock.now(), last, Some(first), 0), Look::Fine);
     }
 }

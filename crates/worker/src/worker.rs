@@ -7,13 +7,14 @@
 //! worker as stopped. A second signal is the caller's business (the CLI kills
 //! the running process groups and exits at once).
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::WorkerConfig;
-use crate::project::Project;
 use crate::{handlers, heartbeat, keeper, reaper, step, watchdog};
 use anyhow::Context as _;
-use scheduler_broker::{Broker, Inbox, Incoming, Slots};
+use scheduler_broker::{Inbox, Incoming, Slots, Transport};
 use scheduler_core::Message;
-use scheduler_tracker::{ExecKey, Tracker, WorkerInfo};
+use scheduler_producer::{Project, failpoint};
+use scheduler_tracker::{ExecKey, Store, WorkerInfo};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -46,8 +47,8 @@ pub struct Active {
 
 /// What every handler needs; shared by all tasks of one worker.
 pub struct Ctx {
-    pub tracker: Tracker,
-    pub broker: Broker,
+    pub store: Arc<dyn Store>,
+    pub transport: Arc<dyn Transport>,
     pub project: Project,
     pub config: WorkerConfig,
     pub worker_id: Uuid,
@@ -57,9 +58,48 @@ pub struct Ctx {
     pub draining: AtomicBool,
     /// When the consumer last received a message (for the stall watchdog).
     pub last_delivery: Mutex<Instant>,
+    /// What the worker's own timers read.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Ctx {
+    /// A worker's context: what [`run`] builds, and what a test builds to
+    /// call [`handle_delivery`] directly.
+    pub fn new(
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+        project: Project,
+        config: WorkerConfig,
+        worker_id: Uuid,
+        slots: Slots,
+        clock: Arc<dyn Clock>,
+    ) -> Ctx {
+        Ctx {
+            store,
+            transport,
+            project,
+            config,
+            worker_id,
+            slots,
+            active: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            last_delivery: Mutex::new(clock.now()),
+            clock,
+        }
+    }
+
+    /// What this worker registers itself as.
+    pub fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.worker_id,
+            host: scheduler_producer::hostname(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            concurrency: self.config.concurrency as u32,
+            queues: vec![self.config.queue.clone()],
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -99,46 +139,35 @@ pub struct WorkerHandle {
 /// Runs a worker until `shutdown` fires and it has drained. `on_ready` is
 /// called once it consumes (tests and `scheduler run` wait for it).
 pub async fn run(
-    tracker: Tracker,
-    broker: Broker,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
     project: Project,
     config: WorkerConfig,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(WorkerHandle),
 ) -> anyhow::Result<()> {
     let worker_id = Uuid::now_v7();
-    broker
+    transport
         .declare(&config.queue)
         .await
         .with_context(|| format!("declaring queue {:?}", config.queue))?;
-    let mut inbox = Inbox::open(
-        &broker,
-        &config.queue,
-        config.concurrency,
-        &format!("worker-{worker_id}"),
-    )
-    .await
-    .context("opening the consumer channel")?;
-    let info = WorkerInfo {
-        id: worker_id,
-        host: crate::trigger::hostname(),
-        pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        concurrency: config.concurrency as u32,
-        queues: vec![config.queue.clone()],
-    };
-    tracker.register_worker(&info).await.context("registering the worker")?;
-    let ctx = Arc::new(Ctx {
-        tracker,
-        broker,
+    let mut inbox = transport
+        .consume(&config.queue, config.concurrency, &format!("worker-{worker_id}"))
+        .await
+        .context("opening the consumer channel")?;
+    let ctx = Arc::new(Ctx::new(
+        store,
+        transport,
         project,
-        slots: inbox.slots(),
         config,
         worker_id,
-        active: Mutex::new(HashMap::new()),
-        draining: AtomicBool::new(false),
-        last_delivery: Mutex::new(Instant::now()),
-    });
+        inbox.slots(),
+        Arc::new(SystemClock),
+    ));
+    ctx.store
+        .register_worker(&ctx.info())
+        .await
+        .context("registering the worker")?;
     let keeper = keeper::start(&ctx).await;
     tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
     on_ready(WorkerHandle { ctx: ctx.clone() });
@@ -149,35 +178,56 @@ pub async fn run(
     let beat = tokio::spawn(heartbeat::run(ctx.clone(), beat_stop.clone()));
     let reap = tokio::spawn(reaper::run(ctx.clone(), beat_stop.clone()));
 
+    let watch = tokio::spawn(watchdog::run(ctx.clone(), beat_stop.clone()));
+    consume(&ctx, &mut inbox, &tasks, &shutdown).await;
+    drain(&ctx, &mut inbox, &tasks).await;
+    beat_stop.cancel();
+    let _ = beat.await;
+    let _ = watch.await;
+    let _ = reap.await;
+    let _ = keep.await;
+    if let Err(e) = ctx.store.worker_stopped(worker_id).await {
+        tracing::warn!(error = %e, "could not record the worker as stopped");
+    }
+    inbox.close().await;
+    tracing::info!(%worker_id, "worker stopped");
+    Ok(())
+}
+
+/// The consume loop: each delivery handled on its own task, until shutdown.
+/// A lost consumer or connection is rebuilt; running modules go on.
+async fn consume(ctx: &Arc<Ctx>, inbox: &mut Box<dyn Inbox>, tasks: &TaskTracker, shutdown: &CancellationToken) {
     // `inbox.next()` is the only branch besides shutdown: it is not
     // cancel-safe while it registers a consumer, so nothing else may win
     // the select (a lost registration would strand deliveries).
-    let watch = tokio::spawn(watchdog::run(ctx.clone(), beat_stop.clone()));
-    let result = loop {
+    loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled() => return,
             next = inbox.next() => match next {
                 Ok(Some(incoming)) => {
-                    *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner()) = ctx.clock.now();
                     let ctx = ctx.clone();
-                    tasks.spawn(async move { dispatch(&ctx, incoming).await });
+                    tasks.spawn(async move { handle_delivery(&ctx, incoming).await });
                 }
                 // The consumer or the connection is gone (broker restart,
                 // network cut, queue deleted): running modules go on; rebuild
                 // the connection and the consumer, then resume.
                 Ok(None) => {
                     tracing::warn!("the broker canceled this worker's consumer; reconnecting");
-                    if !reconnect(&ctx, &mut inbox, &shutdown).await { break Ok(()) }
+                    if !reconnect(ctx, inbox, shutdown).await { return }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lost the connection to RabbitMQ; running modules go on, reconnecting");
-                    if !reconnect(&ctx, &mut inbox, &shutdown).await { break Ok(()) }
+                    if !reconnect(ctx, inbox, shutdown).await { return }
                 }
             }
         }
-    };
+    }
+}
 
-    // Drain: no new work, let running modules finish within the bound.
+/// Graceful shutdown: no new work; running modules may finish within
+/// `drain_timeout`, then the rest are stopped and their steps handed back.
+async fn drain(ctx: &Ctx, inbox: &mut Box<dyn Inbox>, tasks: &TaskTracker) {
     ctx.draining.store(true, Ordering::Relaxed);
     if let Err(e) = inbox.stop().await {
         tracing::warn!(error = %e, "could not cancel the consumer cleanly");
@@ -198,24 +248,13 @@ pub async fn run(
             tracing::error!("some steps did not finish after their modules were stopped; recovery will take them over");
         }
     }
-    beat_stop.cancel();
-    let _ = beat.await;
-    let _ = watch.await;
-    let _ = reap.await;
-    let _ = keep.await;
-    if let Err(e) = ctx.tracker.worker_stopped(worker_id).await {
-        tracing::warn!(error = %e, "could not record the worker as stopped");
-    }
-    inbox.close().await;
-    tracing::info!(%worker_id, "worker stopped");
-    result
 }
 
 /// Reconnects to the broker with backoff (0.5 s doubling to 15 s) until it
 /// answers or shutdown begins; returns false on shutdown. Deliveries taken
 /// before the loss cannot be acknowledged any more: RabbitMQ redelivers
 /// them and the idempotent handlers drop what was already done.
-async fn reconnect(ctx: &Ctx, inbox: &mut Inbox, shutdown: &CancellationToken) -> bool {
+async fn reconnect(ctx: &Ctx, inbox: &mut Box<dyn Inbox>, shutdown: &CancellationToken) -> bool {
     let mut delay = std::time::Duration::from_millis(500);
     loop {
         tokio::select! {
@@ -223,9 +262,9 @@ async fn reconnect(ctx: &Ctx, inbox: &mut Inbox, shutdown: &CancellationToken) -
             _ = tokio::time::sleep(delay) => {}
         }
         let attempt = async {
-            ctx.broker.reconnect().await?;
-            ctx.broker.declare(&ctx.config.queue).await?;
-            inbox.reopen(&ctx.broker).await
+            ctx.transport.reconnect().await?;
+            ctx.transport.declare(&ctx.config.queue).await?;
+            inbox.reopen().await
         };
         match attempt.await {
             Ok(()) => {
@@ -240,10 +279,13 @@ async fn reconnect(ctx: &Ctx, inbox: &mut Inbox, shutdown: &CancellationToken) -
     }
 }
 
-/// Decodes one delivery and hands it to its handler. Undecodable input goes
-/// to the dead-letter queue: retrying it can never succeed.
-async fn dispatch(ctx: &Ctx, incoming: Incoming) {
-    if crate::failpoint::once(crate::failpoint::SWALLOW_DELIVERY) {
+/// Handles one delivery to its end: decodes it, hands it to its handler,
+/// which settles it (acknowledged once its effect is committed, requeued
+/// when the store is unavailable) and, for a step, runs its module and the
+/// steps it continues into. Undecodable input goes to the dead-letter
+/// queue: retrying it can never succeed.
+pub async fn handle_delivery(ctx: &Ctx, incoming: Incoming) {
+    if failpoint::once(failpoint::SWALLOW_DELIVERY) {
         tracing::warn!("failpoint swallow-delivery: dropping a delivery without acknowledging it");
         std::mem::forget(incoming);
         return;

@@ -7,11 +7,14 @@
 use crate::cli::Global;
 use anyhow::Context;
 use clap::Args;
-use scheduler_broker::{Broker, BrokerConfig};
-use scheduler_tracker::{RunFilter, Tracker, TrackerConfig};
-use scheduler_worker::{Project, WorkerConfig, start_run};
+use scheduler_bench::BenchDb;
+use scheduler_broker::{Broker, BrokerConfig, Transport};
+use scheduler_producer::{Project, start_run};
+use scheduler_tracker::{RunFilter, Store, Tracker, TrackerConfig};
+use scheduler_worker::WorkerConfig;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -58,8 +61,9 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
 
     let mut db = TrackerConfig::new(bench_database_url(&g.database_url));
     db.max_connections = a.concurrency as u32 + 6;
-    let tracker = Tracker::open(&db).await.context("opening the bench database")?;
-    tracker.erase_everything().await?;
+    let tracker: Arc<dyn Store> = Arc::new(Tracker::open(&db).await.context("opening the bench database")?);
+    let bench_db = BenchDb::connect(&db.url).await?;
+    bench_db.erase_everything().await?;
     let queue = format!("bench-{}", uuid::Uuid::now_v7());
     let broker = Broker::connect(
         &BrokerConfig {
@@ -76,9 +80,10 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         ..WorkerConfig::default()
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let transport: Arc<dyn Transport> = Arc::new(broker.clone());
     let worker = tokio::spawn(scheduler_worker::worker::run(
         tracker.clone(),
-        broker.clone(),
+        transport.clone(),
         project.clone(),
         config,
         shutdown.clone(),
@@ -91,11 +96,11 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     // Latency: one run at a time, nothing queued behind it.
     let mut ids = Vec::new();
     for _ in 0..a.latency_runs {
-        let id = start_run(&project, &tracker, &broker, "bench", &queue, "bench").await?;
-        wait_all(&tracker, &[id]).await?;
+        let id = start_run(&project, &*tracker, &*transport, "bench", &queue, "bench").await?;
+        wait_all(&*tracker, &bench_db, &[id]).await?;
         ids.push(id);
     }
-    let lat = measure(&tracker, &ids, a.steps).await?;
+    let lat = measure(&bench_db, &ids, a.steps).await?;
     println!("\nlatency phase: {} runs one after another", a.latency_runs);
     println!(
         "  per-step dispatch overhead (run wall time minus module time, per step): {}",
@@ -108,18 +113,18 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let mut starts = tokio::task::JoinSet::new();
     for _ in 0..a.runs {
-        let (p, t, b, q) = (project.clone(), tracker.clone(), broker.clone(), queue.clone());
-        starts.spawn(async move { start_run(&p, &t, &b, "bench", &q, "bench").await });
+        let (p, t, b, q) = (project.clone(), tracker.clone(), transport.clone(), queue.clone());
+        starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await });
     }
     let mut ids = Vec::new();
     while let Some(r) = starts.join_next().await {
         ids.push(r??);
     }
-    wait_all(&tracker, &ids).await?;
+    wait_all(&*tracker, &bench_db, &ids).await?;
     let elapsed = t0.elapsed();
     let executions = (a.runs * a.steps) as f64;
     let rate = executions / elapsed.as_secs_f64();
-    let thr = measure(&tracker, &ids, a.steps).await?;
+    let thr = measure(&bench_db, &ids, a.steps).await?;
     println!("\nthroughput phase: {} runs started at once", a.runs);
     println!(
         "  {executions:.0} module executions in {:.2}s = {rate:.0} executions/s",
@@ -140,6 +145,7 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     worker.await??;
     broker.delete_queue(&queue).await.ok();
     broker.close().await;
+    bench_db.close().await;
     std::fs::remove_dir_all(&dir).ok();
     Ok(ExitCode::SUCCESS)
 }
@@ -217,12 +223,12 @@ async fn executor_spawn_rate(dir: &Path, total: usize) -> anyhow::Result<f64> {
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
-async fn wait_all(tracker: &Tracker, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
+async fn wait_all(store: &dyn Store, db: &BenchDb, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let unfinished = tracker.count_unfinished(ids).await?;
+        let unfinished = db.count_unfinished(ids).await?;
         if unfinished == 0 {
-            let failed = tracker
+            let failed = store
                 .list_runs(&RunFilter {
                     state: Some(scheduler_core::RunState::Failed),
                     limit: 1,
@@ -246,8 +252,8 @@ struct Stats {
     module: String,
 }
 
-async fn measure(tracker: &Tracker, ids: &[uuid::Uuid], steps: u32) -> anyhow::Result<Stats> {
-    let rows: Vec<(f64, f64, f64)> = tracker
+async fn measure(db: &BenchDb, ids: &[uuid::Uuid], steps: u32) -> anyhow::Result<Stats> {
+    let rows: Vec<(f64, f64, f64)> = db
         .run_timings(ids)
         .await?
         .into_iter()

@@ -23,8 +23,8 @@ pub async fn runs(
     if !(1..=1000).contains(&limit) {
         anyhow::bail!("--limit must be between 1 and 1000");
     }
-    let tracker = connect::tracker(g, 1).await?;
-    let runs = tracker
+    let store = connect::store(g, 1).await?;
+    let runs = store
         .list_runs(&RunFilter {
             sequence,
             state,
@@ -45,8 +45,8 @@ pub async fn show(g: &Global, run_id: &str, json: bool) -> anyhow::Result<ExitCo
         .trim()
         .parse()
         .with_context(|| format!("{run_id:?} is not a run id (a UUID, as printed by `scheduler start`)"))?;
-    let tracker = connect::tracker(g, 1).await?;
-    let Some(detail) = tracker.run_detail(id).await? else {
+    let store = connect::store(g, 1).await?;
+    let Some(detail) = store.run_detail(id).await? else {
         eprintln!("error: no run {id} is recorded; `scheduler runs` lists recent runs");
         return Ok(ExitCode::from(1));
     };

@@ -29,7 +29,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { run_id, json } => inspect::show(&g, &run_id, json).await,
         Command::Validate => validate::validate(&g),
         Command::Migrate => {
-            crate::connect::tracker(&g, 1).await?;
+            crate::connect::store(&g, 1).await?;
             println!("database is up to date");
             Ok(ExitCode::SUCCESS)
         }
@@ -43,14 +43,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             samples,
             bench_database_url,
         } => {
-            let args = scheduler_ui::bench::BenchUiArgs {
+            let args = scheduler_bench::ui::BenchUiArgs {
                 runs,
                 steps_per_run,
                 samples,
                 database_url: bench_database_url,
                 amqp_url: g.amqp_url.clone(),
             };
-            scheduler_ui::bench::bench(args).await?;
+            scheduler_bench::ui::bench(args).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

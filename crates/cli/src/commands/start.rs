@@ -9,7 +9,7 @@
 
 use crate::cli::Global;
 use crate::connect;
-use scheduler_worker::trigger::{default_trigger, publish_start, record_run};
+use scheduler_producer::{default_trigger, publish_start, record_run};
 use std::process::ExitCode;
 
 pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyhow::Result<ExitCode> {
@@ -17,15 +17,15 @@ pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyho
     // Fail fast on a bad definition before touching any service.
     let modules = project.modules()?;
     project.sequence(sequence, &modules)?;
-    let tracker = connect::tracker(g, 2).await?;
+    let store = connect::store(g, 2).await?;
     let trigger = trigger.unwrap_or_else(|| default_trigger("cli"));
-    let run_id = record_run(&project, &tracker, sequence, &g.queue, &trigger).await?;
-    let published = match connect::broker(g, "scheduler start").await {
-        Ok(broker) => {
-            let result = publish_start(&tracker, &broker, run_id, &g.queue)
+    let run_id = record_run(&project, &*store, sequence, &g.queue, &trigger).await?;
+    let published = match connect::transport(g, "scheduler start").await {
+        Ok(transport) => {
+            let result = publish_start(&*store, &*transport, run_id, &g.queue)
                 .await
                 .map_err(anyhow::Error::from);
-            broker.close().await;
+            transport.close().await;
             result
         }
         Err(e) => Err(e),

@@ -16,8 +16,8 @@ pub async fn ui(g: &Global, bind: SocketAddr, token: Option<String>) -> anyhow::
     };
     config.check()?;
     let project = connect::project(g)?;
-    let tracker = connect::tracker(g, 8).await?;
-    let broker = connect::broker(g, &format!("scheduler ui {}", std::process::id())).await?;
+    let store = connect::store(g, 8).await?;
+    let transport = connect::transport(g, &format!("scheduler ui {}", std::process::id())).await?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding {bind}"))?;
@@ -29,7 +29,7 @@ pub async fn ui(g: &Global, bind: SocketAddr, token: Option<String>) -> anyhow::
         token.cancel();
     });
     eprintln!("scheduler ui: serving http://{bind}/");
-    scheduler_ui::serve(listener, tracker, broker.clone(), project, config, shutdown).await?;
-    broker.close().await;
+    scheduler_ui::serve(listener, store, transport.clone(), project, config, shutdown).await?;
+    transport.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
     let project = connect::project(g)?;
-    let (problems, sequences) = project.validate();
+    let (problems, sequences) =
+        project.validate(|program, dir| scheduler_executor::resolve_program(program, dir).map(drop));
     if problems.is_empty() {
         println!(
             "ok: modules.json and {sequences} sequence(s) in {} are valid",

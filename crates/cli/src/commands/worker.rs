@@ -7,8 +7,9 @@
 
 use crate::cli::{Global, WorkerArgs};
 use crate::{connect, output};
+use scheduler_producer::{default_trigger, start_run};
+use scheduler_worker::WorkerConfig;
 use scheduler_worker::worker::WorkerHandle;
-use scheduler_worker::{WorkerConfig, start_run, trigger::default_trigger};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,15 +79,15 @@ fn handle_signals(handle: Arc<OnceLock<WorkerHandle>>) -> anyhow::Result<Cancell
 pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let config = config(g, args)?;
     let project = connect::project(g)?;
-    let tracker = connect::tracker(g, args.concurrency as u32 + 4).await?;
-    let broker = connect::broker(g, &format!("scheduler worker {}", std::process::id())).await?;
+    let store = connect::store(g, args.concurrency as u32 + 4).await?;
+    let transport = connect::transport(g, &format!("scheduler worker {}", std::process::id())).await?;
     let handle = Arc::new(OnceLock::new());
     let shutdown = handle_signals(handle.clone())?;
-    scheduler_worker::worker::run(tracker, broker.clone(), project, config, shutdown, |h| {
+    scheduler_worker::worker::run(store, transport.clone(), project, config, shutdown, |h| {
         let _ = handle.set(h);
     })
     .await?;
-    broker.close().await;
+    transport.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -95,13 +96,13 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
     let project = connect::project(g)?;
     let modules = project.modules()?;
     project.sequence(sequence, &modules)?;
-    let tracker = connect::tracker(g, args.concurrency as u32 + 4).await?;
-    let broker = connect::broker(g, &format!("scheduler run {}", std::process::id())).await?;
+    let store = connect::store(g, args.concurrency as u32 + 4).await?;
+    let transport = connect::transport(g, &format!("scheduler run {}", std::process::id())).await?;
     let handle = Arc::new(OnceLock::new());
     let shutdown = handle_signals(handle.clone())?;
     let worker = tokio::spawn(scheduler_worker::worker::run(
-        tracker.clone(),
-        broker.clone(),
+        store.clone(),
+        transport.clone(),
         project.clone(),
         config,
         shutdown.clone(),
@@ -112,8 +113,8 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
     let started = Instant::now();
     let run_id = start_run(
         &project,
-        &tracker,
-        &broker,
+        &*store,
+        &*transport,
         sequence,
         &g.queue,
         &default_trigger("cli-run"),
@@ -125,7 +126,7 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
         if shutdown.is_cancelled() || worker.is_finished() {
             break None;
         }
-        if let Some(view) = tracker.run_view(run_id).await?
+        if let Some(view) = store.run_view(run_id).await?
             && view.state.is_final()
         {
             break Some(view.state);
@@ -145,8 +146,8 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
         Ok(Err(e)) => eprintln!("error: the worker stopped: {e:#}"),
         Err(e) => eprintln!("error: the worker crashed: {e}"),
     }
-    broker.close().await;
-    if let Some(detail) = tracker.run_detail(run_id).await? {
+    transport.close().await;
+    if let Some(detail) = store.run_detail(run_id).await? {
         print!("{}", output::run_detail(&detail));
     }
     Ok(match final_state {

@@ -99,7 +99,7 @@ pub(crate) async fn fragment(State(state): State<AppState>, Path(id): Path<Strin
 async fn body(state: &AppState, id: &str) -> Result<RunBody, Problem> {
     let run_id = crate::params::run_id(id)?;
     let detail = state
-        .tracker
+        .store
         .run_detail(run_id)
         .await?
         .ok_or_else(|| Problem::no_run(run_id))?;

@@ -76,7 +76,7 @@ fn query(q: Result<Query<RunsQuery>, QueryRejection>) -> Result<RunsQuery, Probl
 
 async fn table(state: &AppState, q: &RunsQuery) -> Result<RunsTable, Problem> {
     let filter = q.parse()?;
-    let runs = state.tracker.list_runs(&filter).await?;
+    let runs = state.store.list_runs(&filter).await?;
     let now = Utc::now();
     let older = (runs.len() as u32 == filter.limit)
         .then(|| runs.last().map(|r| q.with_before(Some(&params::cursor(r)))))

@@ -47,7 +47,7 @@ pub(crate) async fn load(state: &AppState) -> Result<Vec<SequenceInfo>, Problem>
         ))
     })?;
     let modules = state.project.modules();
-    let mut last = state.tracker.last_runs_by_sequence(&names, LAST_RUNS).await?;
+    let mut last = state.store.last_runs_by_sequence(&names, LAST_RUNS).await?;
     Ok(names
         .into_iter()
         .map(|name| {

@@ -35,7 +35,7 @@ pub(crate) struct QueueInfo {
 
 pub(crate) async fn load_workers(state: &AppState, now: DateTime<Utc>) -> Result<Vec<WorkerInfo>, Problem> {
     Ok(state
-        .tracker
+        .store
         .list_workers()
         .await?
         .into_iter()
@@ -58,7 +58,7 @@ pub(crate) async fn load_queues(state: &AppState, workers: &[WorkerInfo]) -> Vec
     }
     let mut out = Vec::new();
     for name in names.iter().flat_map(|q| [q.clone(), format!("{q}.dead")]) {
-        let info = match state.broker.queue_depth(&name).await {
+        let info = match state.transport.queue_depth(&name).await {
             Ok((messages, consumers)) => QueueInfo {
                 name,
                 messages: Some(messages),

@@ -8,12 +8,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use scheduler_broker::{Broker, BrokerConfig};
-use scheduler_tracker::{RunDetail, Tracker, TrackerConfig};
+use scheduler_producer::Project;
+use scheduler_tracker::{RunDetail, Store, Tracker, TrackerConfig};
 use scheduler_ui::{AppState, UiConfig};
-use scheduler_worker::{Project, WorkerConfig};
+use scheduler_worker::WorkerConfig;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +57,7 @@ pub const SEQUENCES: &[(&str, &str)] = &[
 
 pub struct TestApp {
     pub router: Router,
-    pub tracker: Tracker,
+    pub store: Arc<dyn Store>,
     pub broker: Broker,
     pub queue: String,
     pub project: PathBuf,
@@ -102,7 +104,7 @@ impl TestApp {
             std::fs::write(project.join("etl_sequences").join(format!("{name}.json")), text).unwrap();
         }
         let db_url = format!("{}/ui_t_{id}", base_db_url());
-        let tracker = Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap());
         let broker = Broker::connect(&broker_config(), "ui-test").await.unwrap();
         let queue = format!("ui-t-{id}");
         let shutdown = CancellationToken::new();
@@ -112,15 +114,15 @@ impl TestApp {
             queue: queue.clone(),
         };
         let state = AppState::new(
-            tracker.clone(),
-            broker.clone(),
+            store.clone(),
+            Arc::new(broker.clone()),
             Project::new(&project).unwrap(),
             config,
             shutdown.clone(),
         );
         TestApp {
             router: scheduler_ui::router(state),
-            tracker,
+            store,
             broker,
             queue,
             project,
@@ -143,8 +145,8 @@ impl TestApp {
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(scheduler_worker::worker::run(
-            self.tracker.clone(),
-            broker,
+            self.store.clone(),
+            Arc::new(broker),
             Project::new(&self.project).unwrap(),
             config,
             self.shutdown.child_token(),
@@ -200,7 +202,7 @@ impl TestApp {
     }
 
     pub async fn detail(&self, run: Uuid) -> RunDetail {
-        self.tracker.run_detail(run).await.unwrap().expect("run recorded")
+        self.store.run_detail(run).await.unwrap().expect("run recorded")
     }
 
     /// Waits until the run's detail satisfies `done`.
@@ -271,7 +273,7 @@ impl TestApp {
         if let Some(w) = self.worker.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), w).await;
         }
-        self.tracker.close().await;
+        self.store.close().await;
         let _ = self.broker.delete_queue(&self.queue).await;
         self.broker.close().await;
         use sqlx::migrate::MigrateDatabase;

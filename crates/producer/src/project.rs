@@ -101,17 +101,22 @@ impl Project {
         Ok(names)
     }
 
-    /// Checks everything a run needs: modules.json, every sequence, and that
-    /// every module's program exists and is executable. Returns one line per
-    /// problem (empty when all is well) and the number of sequences checked.
-    pub fn validate(&self) -> (Vec<String>, usize) {
+    /// Checks everything a run needs: modules.json, every sequence, and
+    /// (with `check_program`, which resolves a module's program from the
+    /// project directory the way the executor will) that every module's
+    /// program exists and is executable. Returns one line per problem (empty
+    /// when all is well) and the number of sequences checked.
+    pub fn validate<E: std::fmt::Display>(
+        &self,
+        check_program: impl Fn(&str, &Path) -> Result<(), E>,
+    ) -> (Vec<String>, usize) {
         let mut problems = Vec::new();
         let modules = match self.modules() {
             Ok(m) => m,
             Err(e) => return (vec![e.to_string()], 0),
         };
         for (name, module) in modules.iter() {
-            if let Err(e) = scheduler_executor::resolve_program(&module.cmd[0], &self.dir) {
+            if let Err(e) = check_program(&module.cmd[0], &self.dir) {
                 problems.push(format!("modules.json: module {name:?}: {e}"));
             }
         }

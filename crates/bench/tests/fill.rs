@@ -1,7 +1,8 @@
 //! The benchmark's fill, with tiny numbers, against a database of its own:
 //! so the set-based SQL behind `scheduler bench-ui` cannot rot.
 
-use scheduler_tracker::{RunFilter, Tracker, TrackerConfig};
+use scheduler_bench::BenchDb;
+use scheduler_tracker::{RunFilter, Store, Tracker, TrackerConfig};
 use sqlx::migrate::MigrateDatabase;
 use uuid::Uuid;
 
@@ -10,15 +11,17 @@ async fn the_bench_fill_writes_what_it_promises() {
     let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let url = format!("{base}/ui_t_{}", Uuid::now_v7().simple());
     let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
-    let result = check(&tracker).await;
-    tracker.close().await;
+    let db = BenchDb::connect(&url).await.unwrap();
+    let result = check(&tracker, &db).await;
+    db.close().await;
+    Store::close(&tracker).await;
     let _ = sqlx::Postgres::force_drop_database(&url).await;
     result.unwrap();
 }
 
-async fn check(tracker: &Tracker) -> anyhow::Result<()> {
-    scheduler_ui::bench::fill(tracker, 1_000, 10, false).await?;
-    assert_eq!(tracker.bench_counts().await?, (1_000, 10_000));
+async fn check(tracker: &dyn Store, db: &BenchDb) -> anyhow::Result<()> {
+    scheduler_bench::ui::fill(db, 1_000, 10, false).await?;
+    assert_eq!(db.bench_counts().await?, (1_000, 10_000));
 
     // Newest first, every page full, a realistic mix of states.
     let newest = tracker

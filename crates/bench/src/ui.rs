@@ -5,10 +5,10 @@
 //! The router is driven in process (`tower::ServiceExt::oneshot`), so a
 //! sample is the time from the call to the last byte of the body read: the
 //! handler, its SQL and its rendering, without the network or a browser.
-//! The fill is set-based SQL in `scheduler_tracker::bench_fill`, written in
+//! The fill is set-based SQL in [`crate::fill`], written in
 //! parallel batches, and skipped when the database already holds the runs.
 
-use crate::{AppState, UiConfig};
+use crate::BenchDb;
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +16,8 @@ use axum::http::{Request, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http_body_util::BodyExt;
 use scheduler_broker::{Broker, BrokerConfig};
-use scheduler_tracker::{Tracker, TrackerConfig};
+use scheduler_tracker::{Store, Tracker, TrackerConfig};
+use scheduler_ui::{AppState, UiConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -79,8 +80,9 @@ pub async fn bench(args: BenchUiArgs) -> anyhow::Result<()> {
     }
     let config = TrackerConfig::new(&args.database_url);
     let tracker = Tracker::open(&config).await?;
+    let db = BenchDb::connect(&args.database_url).await?;
     let want_execs = args.runs * args.steps_per_run as u64;
-    let (runs, execs) = tracker.bench_counts().await?;
+    let (runs, execs) = db.bench_counts().await?;
     if runs as u64 >= args.runs && execs as u64 >= want_execs {
         println!("database {db_name} already holds {runs} runs and {execs} executions: skipping the fill");
     } else if runs > 0 {
@@ -93,32 +95,33 @@ pub async fn bench(args: BenchUiArgs) -> anyhow::Result<()> {
             "filling {db_name}: {} runs, {} executions ({} per statement, {} in parallel)",
             args.runs, want_execs, BATCH_RUNS, FILL_PARALLEL
         );
-        let took = fill(&tracker, args.runs, args.steps_per_run, true).await?;
+        let took = fill(&db, args.runs, args.steps_per_run, true).await?;
         println!("filled in {:.1} s", took.as_secs_f64());
     }
     let t = Instant::now();
-    tracker.bench_vacuum_analyze().await?;
+    db.bench_vacuum_analyze().await?;
     println!("VACUUM (ANALYZE) in {:.1} s", t.elapsed().as_secs_f64());
 
     let project = std::env::temp_dir().join(format!("scheduler-bench-ui-{}", Uuid::now_v7().simple()));
-    let result = measure(&args, &tracker, &project).await;
+    let result = measure(&args, tracker.clone(), &db, &project).await;
     let _ = std::fs::remove_dir_all(&project);
     tracker.close().await;
+    db.close().await;
     result
 }
 
 /// Writes `runs` runs of `steps_per_run` steps (and as many executions per
 /// run) into an empty database; returns how long it took.
-pub async fn fill(tracker: &Tracker, runs: u64, steps_per_run: u32, progress: bool) -> anyhow::Result<Duration> {
+pub async fn fill(db: &BenchDb, runs: u64, steps_per_run: u32, progress: bool) -> anyhow::Result<Duration> {
     let start = Instant::now();
     // Whole milliseconds: the run ids carry their creation time in ms.
     let newest = DateTime::<Utc>::from_timestamp_millis(Utc::now().timestamp_millis() - 60_000).context("clock")?;
-    tracker.bench_fill_workers().await?;
+    db.bench_fill_workers().await?;
     let next = Arc::new(AtomicU64::new(1));
     let written = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..FILL_PARALLEL {
-        let (tracker, next, written) = (tracker.clone(), next.clone(), written.clone());
+        let (db, next, written) = (db.clone(), next.clone(), written.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let first = next.fetch_add(BATCH_RUNS, Ordering::SeqCst);
@@ -126,8 +129,7 @@ pub async fn fill(tracker: &Tracker, runs: u64, steps_per_run: u32, progress: bo
                     return anyhow::Ok(());
                 }
                 let last = (first + BATCH_RUNS - 1).min(runs);
-                tracker
-                    .bench_fill_batch(first, last, runs, steps_per_run, newest)
+                db.bench_fill_batch(first, last, runs, steps_per_run, newest)
                     .await
                     .with_context(|| format!("filling runs {first}..={last}"))?;
                 let done = written.fetch_add(last - first + 1, Ordering::SeqCst) + last - first + 1;
@@ -152,8 +154,8 @@ struct Case {
     uri: Box<dyn Fn(usize) -> String>,
 }
 
-async fn measure(args: &BenchUiArgs, tracker: &Tracker, project: &std::path::Path) -> anyhow::Result<()> {
-    let sample = tracker.bench_sample_runs(args.samples.max(20)).await?;
+async fn measure(args: &BenchUiArgs, tracker: Tracker, db: &BenchDb, project: &std::path::Path) -> anyhow::Result<()> {
+    let sample = db.bench_sample_runs(args.samples.max(20)).await?;
     if sample.is_empty() {
         bail!("the database holds no runs to open");
     }
@@ -170,10 +172,11 @@ async fn measure(args: &BenchUiArgs, tracker: &Tracker, project: &std::path::Pat
         .await
         .context("the UI's state needs RabbitMQ (for /metrics' queue depths)")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let store: Arc<dyn Store> = Arc::new(tracker);
     let state = AppState::new(
-        tracker.clone(),
-        broker.clone(),
-        scheduler_worker::Project::new(project)?,
+        store,
+        Arc::new(broker.clone()),
+        scheduler_producer::Project::new(project)?,
         UiConfig {
             bind: "127.0.0.1:0".parse()?,
             token: None,
@@ -181,7 +184,7 @@ async fn measure(args: &BenchUiArgs, tracker: &Tracker, project: &std::path::Pat
         },
         shutdown.clone(),
     );
-    let router = crate::router(state);
+    let router = scheduler_ui::router(state);
 
     let runs: Arc<Vec<(String, Uuid, String)>> = Arc::new(
         sample

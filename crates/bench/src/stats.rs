@@ -1,6 +1,7 @@
 //! Aggregates over sets of runs, for `scheduler bench` and tests.
 
-use crate::{Result, Tracker};
+use crate::BenchDb;
+use sqlx::Result;
 use uuid::Uuid;
 
 /// Wall time and module time of one finished run.
@@ -14,19 +15,19 @@ pub struct RunTiming {
     pub first_ms: f64,
 }
 
-impl Tracker {
+impl BenchDb {
     /// How many of `ids` are not in a final state.
     pub async fn count_unfinished(&self, ids: &[Uuid]) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        sqlx::query_scalar(
             "SELECT count(*) FROM runs WHERE id = ANY($1) AND state NOT IN ('succeeded', 'failed', 'canceled')",
         )
         .bind(ids)
         .fetch_one(&self.pool)
-        .await?)
+        .await
     }
 
     pub async fn run_timings(&self, ids: &[Uuid]) -> Result<Vec<RunTiming>> {
-        Ok(sqlx::query_as(
+        sqlx::query_as(
             "SELECT extract(epoch FROM (r.finished_at - r.created_at))::float8 * 1000 AS wall_ms,
                     coalesce((SELECT sum(e.duration_ms) FROM executions e WHERE e.run_id = r.id), 0)::float8 AS module_ms,
                     extract(epoch FROM ((SELECT min(e.started_at) FROM executions e WHERE e.run_id = r.id)
@@ -35,7 +36,7 @@ impl Tracker {
         )
         .bind(ids)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// Empties every table. Only for a database dedicated to a benchmark.

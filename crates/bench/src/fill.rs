@@ -19,8 +19,9 @@
 //! eight (stopped) workers, with an argv, an exit code or signal, and short
 //! output tails (a traceback on failures).
 
-use crate::{Result, Tracker};
+use crate::BenchDb;
 use chrono::{DateTime, Utc};
+use sqlx::Result;
 use uuid::Uuid;
 
 /// One batch: runs number `first..=last` of `total` (1-based), each with
@@ -138,15 +139,13 @@ SELECT ('00000000-0000-7000-8000-00000000000' || w)::uuid, 'etl-0' || (w % 4 + 1
   FROM generate_series(0, 7) w
 ON CONFLICT (id) DO NOTHING";
 
-impl Tracker {
+impl BenchDb {
     /// Exact numbers of runs and executions (a full count: for the
     /// benchmark's "already filled?" check, not for a hot path).
     pub async fn bench_counts(&self) -> Result<(i64, i64)> {
-        Ok(
-            sqlx::query_as::<_, (i64, i64)>("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM executions)")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        sqlx::query_as::<_, (i64, i64)>("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM executions)")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Writes the workers the synthetic executions ran on (idempotent).
@@ -207,13 +206,13 @@ impl Tracker {
             .await?;
         // Whole pages of ~5 runs each: sample 20 times what is needed.
         let percent = (100.0 * 20.0 * n as f64 / total).clamp(0.001, 100.0);
-        Ok(sqlx::query_as::<_, (DateTime<Utc>, Uuid, String)>(
+        sqlx::query_as::<_, (DateTime<Utc>, Uuid, String)>(
             "SELECT created_at, id, sequence FROM (SELECT created_at, id, sequence FROM runs TABLESAMPLE SYSTEM (($1::float8)::real)) s
               ORDER BY random() LIMIT $2",
         )
         .bind(percent)
         .bind(n as i64)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 }

@@ -4,24 +4,13 @@
 //! the publish fails, the run is in the database as `queued` with no
 //! `published_at`, which is exactly what recovery looks for.
 
-use crate::project::{Project, ProjectError};
-use scheduler_broker::Broker;
+use crate::ProducerError;
+use crate::apply::publish_noted;
+use crate::project::Project;
+use scheduler_broker::Transport;
 use scheduler_core::Message;
-use scheduler_tracker::{NewRun, Tracker};
+use scheduler_tracker::{NewRun, Store};
 use uuid::Uuid;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TriggerError {
-    #[error(transparent)]
-    Definition(#[from] ProjectError),
-    #[error(transparent)]
-    Database(#[from] scheduler_tracker::TrackerError),
-    #[error("run {run_id} is recorded as queued, but publishing start_etl failed: {source}")]
-    Publish {
-        run_id: Uuid,
-        source: scheduler_broker::BrokerError,
-    },
-}
 
 /// Who or what started a run, for the record: `cli:<user>@<host>` unless the
 /// caller says otherwise (`SCHEDULER_TRIGGER=cron` in a crontab line).
@@ -68,11 +57,11 @@ pub fn hostname() -> String {
 /// recovery publishes it.
 pub async fn record_run(
     project: &Project,
-    tracker: &Tracker,
+    store: &dyn Store,
     sequence: &str,
     queue: &str,
     trigger: &str,
-) -> Result<Uuid, TriggerError> {
+) -> Result<Uuid, ProducerError> {
     let modules = project.modules()?;
     let seq = project.sequence(sequence, &modules)?;
     let run = NewRun {
@@ -81,22 +70,23 @@ pub async fn record_run(
         trigger: trigger.to_string(),
         snapshot: seq.snapshot(&modules),
     };
-    tracker.create_run(&run).await?;
+    store.create_run(&run).await?;
     Ok(run.id)
 }
 
-/// Publishes `start_etl` for a recorded run and notes it.
-pub async fn publish_start(tracker: &Tracker, broker: &Broker, run_id: Uuid, queue: &str) -> Result<(), TriggerError> {
-    let publish = async {
-        broker.declare(queue).await?;
-        broker.publish(queue, &Message::StartEtl { run_id }).await
-    };
-    publish
+/// Publishes `start_etl` for a recorded run (declaring its queue first: a
+/// run may be the first thing a queue ever sees) and notes it.
+pub async fn publish_start(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    run_id: Uuid,
+    queue: &str,
+) -> Result<(), ProducerError> {
+    transport
+        .declare(queue)
         .await
-        .map_err(|source| TriggerError::Publish { run_id, source })?;
-    if let Err(e) = tracker.mark_run_published(run_id).await {
-        tracing::warn!(%run_id, error = %e, "could not note that start_etl was published");
-    }
+        .map_err(|source| ProducerError::Publish { run_id, source })?;
+    publish_noted(store, transport, queue, &Message::StartEtl { run_id }).await?;
     tracing::info!(%run_id, queue, "run recorded and start_etl published");
     Ok(())
 }
@@ -104,14 +94,14 @@ pub async fn publish_start(tracker: &Tracker, broker: &Broker, run_id: Uuid, que
 /// Validates, records and publishes a run of `sequence`; returns its id.
 pub async fn start_run(
     project: &Project,
-    tracker: &Tracker,
-    broker: &Broker,
+    store: &dyn Store,
+    transport: &dyn Transport,
     sequence: &str,
     queue: &str,
     trigger: &str,
-) -> Result<Uuid, TriggerError> {
-    let run_id = record_run(project, tracker, sequence, queue, trigger).await?;
-    publish_start(tracker, broker, run_id, queue).await?;
+) -> Result<Uuid, ProducerError> {
+    let run_id = record_run(project, store, sequence, queue, trigger).await?;
+    publish_start(store, transport, run_id, queue).await?;
     Ok(run_id)
 }
 

@@ -1,0 +1,118 @@
+//! [`Transport`]: how messages travel, as the worker, the producer and the UI
+//! see it. They hold an `Arc<dyn Transport>`; RabbitMQ ([`crate::Broker`]) is
+//! one implementation, and a queue kept in the embedded store can be another.
+//!
+//! The contract every implementation keeps:
+//! - [`Transport::publish`] returns only once the message is stored durably
+//!   (RabbitMQ: a publisher confirm on a durable queue); an unknown queue is
+//!   an error, never a silent drop;
+//! - a delivery stays owned by its consumer until it is acknowledged,
+//!   requeued or dead-lettered; a consumer that dies gives its unacknowledged
+//!   deliveries back;
+//! - an [`Inbox`] never hands out more deliveries than its free [`Slots`]:
+//!   a slot taken for a step that runs after its delivery was acknowledged
+//!   keeps counting (RabbitMQ: prefetch lowered to the free slots).
+//!
+//! A trait object rather than generics, for the reason the store gives
+//! (`scheduler_tracker::store`): non-generic callers, one boxed future per
+//! call, nothing next to a network round trip.
+
+use crate::Result;
+use scheduler_core::Message;
+use std::sync::Arc;
+
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Makes sure `queue` (and where its rejected messages go) exists.
+    async fn declare(&self, queue: &str) -> Result<()>;
+    /// Stores `message` on `queue`; returns once it is durably stored.
+    async fn publish(&self, queue: &str, message: &Message) -> Result<()>;
+    /// Messages ready in `queue` and its consumer count.
+    async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)>;
+    /// Starts consuming `queue` with `concurrency` slots; `name` identifies
+    /// the consumer in the transport's own tools.
+    async fn consume(&self, queue: &str, concurrency: u16, name: &str) -> Result<Box<dyn Inbox>>;
+    /// Replaces the connection (after a loss, or a stalled consumer); open
+    /// inboxes fail and are reopened with [`Inbox::reopen`].
+    async fn reconnect(&self) -> Result<()>;
+    async fn close(&self);
+}
+
+/// The consuming side of one queue, read by one loop.
+#[async_trait::async_trait]
+pub trait Inbox: Send {
+    /// The next delivery; waits while every slot is busy. `None`: the
+    /// consumer was canceled from the other side (queue deleted); `Err`: the
+    /// connection failed. Either way, reconnect and [`Inbox::reopen`].
+    async fn next(&mut self) -> Result<Option<Incoming>>;
+    /// The handle the tasks running steps take and free slots with.
+    fn slots(&self) -> Slots;
+    /// After [`Transport::reconnect`]: consume again, with the same slots
+    /// (running steps keep theirs).
+    async fn reopen(&mut self) -> Result<()>;
+    /// Stops consuming (shutdown): no delivery after this returns.
+    async fn stop(&mut self) -> Result<()>;
+    async fn close(self: Box<Self>);
+}
+
+/// Settles one delivery.
+#[async_trait::async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self) -> Result<()>;
+    /// Back to the queue, for any consumer.
+    async fn requeue(&self) -> Result<()>;
+    /// Out of the queue for good, kept where an operator can inspect it.
+    async fn dead_letter(&self) -> Result<()>;
+}
+
+/// One delivery. Dropping it unsettled leaves it with this consumer until
+/// its connection closes (then it is delivered again).
+pub struct Incoming {
+    pub data: Vec<u8>,
+    acker: Box<dyn Acker>,
+}
+
+impl Incoming {
+    pub fn new(data: Vec<u8>, acker: Box<dyn Acker>) -> Incoming {
+        Incoming { data, acker }
+    }
+    pub async fn ack(&self) -> Result<()> {
+        self.acker.ack().await
+    }
+    pub async fn requeue(&self) -> Result<()> {
+        self.acker.requeue().await
+    }
+    pub async fn dead_letter(&self) -> Result<()> {
+        self.acker.dead_letter().await
+    }
+}
+
+/// A consumer's capacity, shared by the tasks running its steps.
+#[async_trait::async_trait]
+pub trait SlotControl: Send + Sync {
+    /// Takes a slot for a step that will run; call before acknowledging its
+    /// delivery.
+    async fn take(&self) -> Result<()>;
+    /// Frees a slot when its step is done.
+    async fn free(&self) -> Result<()>;
+    async fn busy(&self) -> u16;
+}
+
+/// Handle on an inbox's slots; cheap to clone.
+#[derive(Clone)]
+pub struct Slots(Arc<dyn SlotControl>);
+
+impl Slots {
+    pub fn new(control: Arc<dyn SlotControl>) -> Slots {
+        Slots(control)
+    }
+    pub async fn take(&self) -> Result<()> {
+        self.0.take().await
+    }
+    pub async fn free(&self) -> Result<()> {
+        self.0.free().await
+    }
+    pub async fn busy(&self) -> u16 {
+        self.0.busy().await
+    }
+}

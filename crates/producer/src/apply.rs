@@ -1,0 +1,131 @@
+//! Applying a decision of the state machine: write all of it with one
+//! [`Store::apply`], then, only if everything it follows was written,
+//! publish its message to the run's queue and note the publish (the outbox
+//! marker recovery looks for). The worker, recovery and the operator's
+//! actions all apply plans through here.
+//!
+//! **Routing**, the one rule: a run's messages go to the queue recorded with
+//! the run (`runs.queue`, chosen when it was started), whoever publishes
+//! them; [`Written::queue`] carries it from the same statement.
+
+use crate::{ProducerError, failpoint};
+use scheduler_broker::Transport;
+use scheduler_core::Message;
+use scheduler_core::machine::{Decision, Plan};
+use scheduler_tracker::{ExecKey, Store, Write, Written};
+use uuid::Uuid;
+
+/// What applying a decision came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Written, and its message (if any) published.
+    Done,
+    /// The state machine or a compare-and-set said there is nothing to do.
+    Dropped(String),
+}
+
+/// Applies a decision about `run_id` that follows from nothing but the run
+/// itself (no execution to close, no local claim): `end_etl`,
+/// `error_handler`, retry, cancel, recovery's re-decisions.
+pub async fn apply(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    run_id: Uuid,
+    decision: Decision,
+) -> Result<Effect, ProducerError> {
+    let plan = match decision {
+        Decision::Apply(plan) => plan,
+        Decision::Drop(why) => return Ok(Effect::Dropped(why.to_string())),
+    };
+    let write = Write {
+        run_id,
+        close: None,
+        plan: &plan,
+        claim_for: None,
+    };
+    let written = store.apply(&write).await?;
+    if let Some(why) = not_applied(&plan, &written) {
+        return Ok(Effect::Dropped(why));
+    }
+    if let Some(m) = plan.run {
+        tracing::info!(%run_id, from = %m.from, to = %m.to, "run state changed");
+    }
+    publish_written(store, transport, run_id, &plan, &written).await?;
+    Ok(Effect::Done)
+}
+
+/// Why a written plan did not (fully) apply, or `None` if it did.
+pub fn not_applied(plan: &Plan, written: &Written) -> Option<String> {
+    if !written.closed {
+        return Some("the execution was no longer this writer's to close".into());
+    }
+    if !written.run {
+        return Some(match plan.run {
+            Some(m) => format!("run left {} before this {} -> {} applied", m.from, m.from, m.to),
+            None => "run is no longer running".into(),
+        });
+    }
+    if plan.queue.is_some() && !written.queued {
+        return Some("the execution to queue already existed".into());
+    }
+    None
+}
+
+/// Publishes the plan's message after its write, if the write was complete
+/// and the message was not delivered locally (a claimed next execution).
+pub async fn publish_written(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    run_id: Uuid,
+    plan: &Plan,
+    written: &Written,
+) -> Result<(), ProducerError> {
+    let (Some(message), Some(queue)) = (&plan.publish, &written.queue) else {
+        return Ok(());
+    };
+    if !written.complete(plan) || written.claimed.is_some() {
+        return Ok(());
+    }
+    publish_noted(store, transport, queue, message)
+        .await
+        .map_err(|e| match e {
+            ProducerError::Publish { source, .. } => ProducerError::Publish { run_id, source },
+            other => other,
+        })
+}
+
+/// Publishes (waiting for the transport's confirm) and then notes it on the
+/// record, so recovery does not publish it again. A lost note only means a
+/// duplicate later, which the handlers drop.
+pub async fn publish_noted(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    queue: &str,
+    message: &Message,
+) -> Result<(), ProducerError> {
+    transport
+        .publish(queue, message)
+        .await
+        .map_err(|source| ProducerError::Publish {
+            run_id: message.run_id(),
+            source,
+        })?;
+    failpoint::hit(failpoint::AFTER_PUBLISH);
+    let noted = match message {
+        Message::ExecModule { run_id, step, attempt } => {
+            store
+                .mark_exec_published(ExecKey {
+                    run_id: *run_id,
+                    step: *step,
+                    attempt: *attempt,
+                })
+                .await
+        }
+        Message::StartEtl { run_id } => store.mark_run_published(*run_id).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = noted {
+        tracing::warn!(error = %e, "published, but could not note it; recovery may publish it again (harmless)");
+    }
+    Ok(())
+}

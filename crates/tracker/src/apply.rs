@@ -1,0 +1,199 @@
+//! Applying a decision of the state machine: one statement writes all of
+//! it. Every path that changes a run goes through [`Tracker::apply`]: the
+//! worker finishing a step, `start_etl`, `end_etl`, `error_handler`,
+//! recovery closing an expired step or re-deciding a stuck run, and the
+//! operator's retry and cancel. Its parts, each optional, in order:
+//!
+//! 1. **close** an execution: the worker's result (guarded by its worker
+//!    id: a worker that lost its lease cannot overwrite the attempt that
+//!    replaced it), or recovery's `abandoned` (guarded by the lease still
+//!    being expired). Nothing else applies unless this one did.
+//! 2. **move** the run `from -> to` (compare-and-set), with the failing step
+//!    and reason; or, without a move, check that the run is `running`.
+//! 3. **queue** the next execution from the run's snapshot (the one copy of
+//!    that insert), optionally already claimed by a worker with a lease
+//!    (local delivery); `ON CONFLICT DO NOTHING`, so a duplicate is a no-op.
+//! 4. a move to `canceled` cancels the run's queued executions.
+//!
+//! The answer says which parts applied and the run's queue, so the caller
+//! publishes the plan's message only when everything it follows is written.
+
+use crate::executions::{Claimed, ExecKey, ExecResult};
+use crate::runs::strip_nul;
+use crate::{Result, Tracker};
+use scheduler_core::ExecState;
+use scheduler_core::machine::Plan;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One decision to write, with what it follows from.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub run_id: Uuid,
+    /// Close this execution first; the rest applies only if it did.
+    pub close: Option<Close<'a>>,
+    pub plan: &'a Plan,
+    /// Insert the plan's queued execution already claimed by this worker,
+    /// with this lease (local continuation: no broker round trip).
+    pub claim_for: Option<(Uuid, Duration)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Close<'a> {
+    /// The worker holding `key` records how it ended.
+    Finish {
+        key: ExecKey,
+        worker_id: Uuid,
+        result: &'a ExecResult,
+    },
+    /// Recovery takes over `key`, whose lease expired.
+    Abandon { key: ExecKey, reason: &'a str },
+}
+
+/// What a [`Write`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The execution was closed (true when there was none to close).
+    pub closed: bool,
+    /// The run moved as planned or, without a move, is `running`.
+    pub run: bool,
+    /// The queued execution was inserted (false if none was planned, or it
+    /// existed already).
+    pub queued: bool,
+    /// With `claim_for`: the inserted execution, claimed.
+    pub claimed: Option<Claimed>,
+    /// The run's queue, where its messages go (`None` when `run` is false).
+    pub queue: Option<String>,
+}
+
+impl Written {
+    /// Whether every write the plan asked for applied, so its message may be
+    /// published.
+    pub fn complete(&self, plan: &Plan) -> bool {
+        self.closed && self.run && (plan.queue.is_none() || self.queued)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    closed: i64,
+    run: i64,
+    module: Option<String>,
+    argv: Option<Vec<String>>,
+    timeout_secs: Option<i64>,
+    sequence: Option<String>,
+    step_count: Option<i32>,
+    queue: Option<String>,
+}
+
+/// The one statement. `$2` says which close applies (`NULL`: none).
+const APPLY: &str = "
+WITH closed AS (
+    UPDATE executions
+       SET state = $6, finished_at = now(), lease_until = NULL,
+           duration_ms = coalesce($7, (extract(epoch FROM (now() - started_at)) * 1000)::bigint),
+           exit_code = $8, signal = $9, error = $10, stdout_tail = $11, stderr_tail = $12,
+           stdout_bytes = $13, stderr_bytes = $14
+     WHERE $2::text IS NOT NULL AND run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
+       AND CASE $2::text WHEN 'finish' THEN worker_id = $5 ELSE lease_until < now() END
+ RETURNING run_id
+), go AS (
+    SELECT $2::text IS NULL OR EXISTS (SELECT 1 FROM closed) AS ok
+), moved AS (
+    UPDATE runs SET
+        state = $16,
+        updated_at = now(),
+        started_at = CASE WHEN $16 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+        finished_at = CASE WHEN $16 IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END,
+        failed_step = CASE WHEN $16 = 'failed' THEN $17 WHEN $16 = 'running' THEN NULL ELSE failed_step END,
+        error = CASE WHEN $16 = 'failed' THEN $18 WHEN $16 = 'running' THEN NULL ELSE error END
+     WHERE $16::text IS NOT NULL AND id = $1 AND state = $15 AND (SELECT ok FROM go)
+ RETURNING id, snapshot, sequence, step_count, queue
+), r AS (
+    SELECT id, snapshot, sequence, step_count, queue FROM moved
+    UNION ALL
+    -- Read, not written: updating the run on every step would rewrite its
+    -- row and every index on it. A cancel that commits meanwhile is noticed
+    -- at the next heartbeat.
+    SELECT id, snapshot, sequence, step_count, queue FROM runs
+     WHERE $16::text IS NULL AND id = $1 AND state = 'running' AND (SELECT ok FROM go)
+), q AS (
+    INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
+                            worker_id, started_at, lease_until)
+    SELECT r.id, $19, $20, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
+           (s->>'timeout_secs')::bigint,
+           CASE WHEN $21::uuid IS NULL THEN 'queued' ELSE 'running' END,
+           $21::uuid,
+           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() END,
+           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END
+      FROM r CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->($19::int) AS s) x
+     WHERE $19::int IS NOT NULL AND s IS NOT NULL
+    ON CONFLICT DO NOTHING
+ RETURNING module, argv, timeout_secs
+), c AS (
+    UPDATE executions SET state = 'canceled', finished_at = now()
+     WHERE run_id = $1 AND state = 'queued' AND $16::text = 'canceled' AND EXISTS (SELECT 1 FROM moved)
+ RETURNING step
+)
+SELECT (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM r) AS run,
+       q.module, q.argv, q.timeout_secs, r.sequence, r.step_count, r.queue
+  FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
+
+pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
+    let none = ExecResult::new(ExecState::Abandoned);
+    let (kind, key, worker, state, result) = match w.close {
+        None => (None, None, None, None, &none),
+        Some(Close::Finish { key, worker_id, result }) => {
+            (Some("finish"), Some(key), Some(worker_id), Some(result.state), result)
+        }
+        Some(Close::Abandon { key, .. }) => (Some("abandon"), Some(key), None, Some(ExecState::Abandoned), &none),
+    };
+    let error = match w.close {
+        Some(Close::Abandon { reason, .. }) => Some(strip_nul(reason)),
+        _ => result.error.as_deref().map(strip_nul),
+    };
+    let finished = matches!(w.close, Some(Close::Finish { .. }));
+    let plan = w.plan;
+    let row: Row = sqlx::query_as(APPLY)
+        .bind(w.run_id)
+        .bind(kind)
+        .bind(key.map(|k| k.step as i32))
+        .bind(key.map(|k| k.attempt as i32))
+        .bind(worker)
+        .bind(state.map(ExecState::as_str))
+        .bind(finished.then_some(result.duration_ms))
+        .bind(result.exit_code)
+        .bind(result.signal)
+        .bind(error)
+        .bind(finished.then(|| strip_nul(&result.stdout_tail)))
+        .bind(finished.then(|| strip_nul(&result.stderr_tail)))
+        .bind(finished.then_some(result.stdout_bytes))
+        .bind(finished.then_some(result.stderr_bytes))
+        .bind(plan.run.map(|m| m.from.as_str()))
+        .bind(plan.run.map(|m| m.to.as_str()))
+        .bind(plan.failure.as_ref().map(|f| f.step as i32))
+        .bind(plan.failure.as_ref().map(|f| strip_nul(&f.reason)))
+        .bind(plan.queue.map(|q| q.step as i32))
+        .bind(plan.queue.map(|q| q.attempt as i32))
+        .bind(w.claim_for.map(|(worker, _)| worker))
+        .bind(w.claim_for.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+        .fetch_one(&t.pool)
+        .await?;
+    let inserted = match (row.module, row.argv, row.sequence, row.step_count) {
+        (Some(module), Some(argv), Some(sequence), Some(step_count)) => Some(Claimed {
+            module,
+            argv,
+            timeout_secs: row.timeout_secs.map(|t| t as u64),
+            sequence,
+            step_count: step_count as u32,
+        }),
+        _ => None,
+    };
+    Ok(Written {
+        closed: kind.is_none() || row.closed > 0,
+        run: row.run > 0,
+        queued: inserted.is_some(),
+        claimed: inserted.filter(|_| w.claim_for.is_some()),
+        queue: row.queue,
+    })
+}

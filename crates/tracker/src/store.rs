@@ -1,0 +1,196 @@
+//! [`Store`]: the record of truth as the rest of the scheduler sees it. The
+//! worker, the producer, the UI and the CLI hold an `Arc<dyn Store>` and
+//! never a concrete database type, so a second implementation (the embedded
+//! SQLite store with its own queue) fills the same contract.
+//!
+//! The contract every implementation keeps:
+//! - every state write is compare-and-set and says whether it applied; "did
+//!   not apply" is a normal answer (a duplicate or stale message), never an
+//!   error;
+//! - [`Store::apply`] writes a whole decision atomically (one statement or
+//!   one transaction): the closed execution, the run move, the queued
+//!   execution, or none of what follows a part that did not apply;
+//! - no call holds a transaction open across anything but its own SQL;
+//! - a lease is judged by the store's own clock (one clock for every host).
+//!
+//! Why a trait object and not generics or an enum: the worker's context, the
+//! UI's state and the producer's functions take `&dyn Store` and stay
+//! non-generic (an enum would need every method forwarded per backend and
+//! every crate rebuilt to add one). Each call costs one boxed future, tens of
+//! nanoseconds against a database round trip of a hundred microseconds or
+//! more.
+
+use crate::apply::{Write, Written};
+use crate::executions::{Claimed, ExecKey};
+use crate::recovery::{Expired, Stuck};
+use crate::runs::NewRun;
+use crate::ui_queries::{DurationHistogram, StateCounts};
+use crate::views::{RunDetail, RunFilter, RunSummary, WorkerView};
+use crate::workers::{Held, WorkerInfo};
+use crate::{Result, Tracker};
+use scheduler_core::machine::RunView;
+use scheduler_core::{ExecState, RunState};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- runs
+    /// Records a new run as `queued`; the caller publishes `start_etl` after.
+    async fn create_run(&self, run: &NewRun) -> Result<()>;
+    /// Notes that the transport confirmed the run's `start_etl`.
+    async fn mark_run_published(&self, run_id: Uuid) -> Result<()>;
+    async fn run_view(&self, run_id: Uuid) -> Result<Option<RunView>>;
+    /// The queue a run's messages go to.
+    async fn run_queue(&self, run_id: Uuid) -> Result<Option<String>>;
+    /// Whether the latest attempt of the run's last step succeeded.
+    async fn last_step_succeeded(&self, run_id: Uuid) -> Result<bool>;
+    /// The failing step of a failed run and how many attempts it had.
+    async fn failed_step_attempts(&self, run_id: Uuid) -> Result<Option<(u32, u32)>>;
+    /// Writes one decision of the state machine, all of it or what applies.
+    async fn apply(&self, write: &Write<'_>) -> Result<Written>;
+
+    // --- executions
+    /// Claims a queued execution of a running run (`queued -> running` with
+    /// a lease). `None`: not claimable; [`Store::exec_states`] tells why.
+    async fn claim(&self, key: ExecKey, worker_id: Uuid, lease: Duration) -> Result<Option<Claimed>>;
+    /// The run's state and the execution's state (if it exists).
+    async fn exec_states(&self, key: ExecKey) -> Result<Option<(RunState, Option<ExecState>)>>;
+    /// Marks a queued execution of a run that ended as canceled.
+    async fn cancel_queued(&self, key: ExecKey) -> Result<bool>;
+    /// Records the module's pid (also its process group id).
+    async fn record_pid(&self, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()>;
+    /// Notes that the transport confirmed this execution's `exec_module`.
+    async fn mark_exec_published(&self, key: ExecKey) -> Result<()>;
+
+    // --- workers
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<()>;
+    /// Marks the worker alive and renews the lease of every execution it
+    /// holds, in one write; returns those executions.
+    async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>>;
+    async fn worker_stopped(&self, worker_id: Uuid) -> Result<()>;
+
+    // --- recovery
+    /// Takes or extends the single reaper lease; false if another holds it.
+    async fn take_reaper_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool>;
+    /// Runs recorded as queued whose `start_etl` was never confirmed, with
+    /// their queue.
+    async fn unpublished_runs(&self, older_than: Duration, limit: i64) -> Result<Vec<(Uuid, String)>>;
+    /// Queued executions of running runs whose `exec_module` was never
+    /// confirmed, with their run's queue.
+    async fn unpublished_executions(&self, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>>;
+    /// Running executions whose lease expired.
+    async fn expired_executions(&self, limit: i64) -> Result<Vec<Expired>>;
+    /// Running runs with nothing queued or running for `older_than`.
+    async fn stuck_runs(&self, older_than: Duration, limit: i64) -> Result<Vec<Stuck>>;
+
+    // --- reads for the CLI and the UI
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+    async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>>;
+    async fn list_workers(&self) -> Result<Vec<WorkerView>>;
+    /// The newest `per_sequence` runs of each of `sequences`.
+    async fn last_runs_by_sequence(&self, sequences: &[String], per_sequence: u32) -> Result<Vec<RunSummary>>;
+    /// Changes whenever a runs listing could show something different.
+    async fn runs_fingerprint(&self) -> Result<String>;
+    /// Changes whenever the run's page would; `None`: no such run.
+    async fn run_fingerprint(&self, run_id: Uuid) -> Result<Option<String>>;
+    async fn state_counts(&self, alive_within: Duration) -> Result<StateCounts>;
+    async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram>;
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<()>;
+    async fn close(&self);
+}
+
+#[async_trait::async_trait]
+impl Store for Tracker {
+    async fn create_run(&self, run: &NewRun) -> Result<()> {
+        crate::runs::create_run(self, run).await
+    }
+    async fn mark_run_published(&self, run_id: Uuid) -> Result<()> {
+        crate::runs::mark_run_published(self, run_id).await
+    }
+    async fn run_view(&self, run_id: Uuid) -> Result<Option<RunView>> {
+        crate::runs::run_view(self, run_id).await
+    }
+    async fn run_queue(&self, run_id: Uuid) -> Result<Option<String>> {
+        crate::runs::run_queue(self, run_id).await
+    }
+    async fn last_step_succeeded(&self, run_id: Uuid) -> Result<bool> {
+        crate::runs::last_step_succeeded(self, run_id).await
+    }
+    async fn failed_step_attempts(&self, run_id: Uuid) -> Result<Option<(u32, u32)>> {
+        crate::runs::failed_step_attempts(self, run_id).await
+    }
+    async fn apply(&self, write: &Write<'_>) -> Result<Written> {
+        crate::apply::apply_write(self, write).await
+    }
+    async fn claim(&self, key: ExecKey, worker_id: Uuid, lease: Duration) -> Result<Option<Claimed>> {
+        crate::executions::claim(self, key, worker_id, lease).await
+    }
+    async fn exec_states(&self, key: ExecKey) -> Result<Option<(RunState, Option<ExecState>)>> {
+        crate::executions::exec_states(self, key).await
+    }
+    async fn cancel_queued(&self, key: ExecKey) -> Result<bool> {
+        crate::executions::cancel_queued(self, key).await
+    }
+    async fn record_pid(&self, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()> {
+        crate::executions::record_pid(self, key, worker_id, pid).await
+    }
+    async fn mark_exec_published(&self, key: ExecKey) -> Result<()> {
+        crate::executions::mark_exec_published(self, key).await
+    }
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        crate::workers::register_worker(self, worker).await
+    }
+    async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>> {
+        crate::workers::heartbeat(self, worker_id, draining, lease).await
+    }
+    async fn worker_stopped(&self, worker_id: Uuid) -> Result<()> {
+        crate::workers::worker_stopped(self, worker_id).await
+    }
+    async fn take_reaper_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool> {
+        crate::recovery::take_reaper_lease(self, worker_id, ttl).await
+    }
+    async fn unpublished_runs(&self, older_than: Duration, limit: i64) -> Result<Vec<(Uuid, String)>> {
+        crate::recovery::unpublished_runs(self, older_than, limit).await
+    }
+    async fn unpublished_executions(&self, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>> {
+        crate::recovery::unpublished_executions(self, older_than, limit).await
+    }
+    async fn expired_executions(&self, limit: i64) -> Result<Vec<Expired>> {
+        crate::recovery::expired_executions(self, limit).await
+    }
+    async fn stuck_runs(&self, older_than: Duration, limit: i64) -> Result<Vec<Stuck>> {
+        crate::recovery::stuck_runs(self, older_than, limit).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        crate::views::list_runs(self, filter).await
+    }
+    async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>> {
+        crate::views::run_detail(self, run_id).await
+    }
+    async fn list_workers(&self) -> Result<Vec<WorkerView>> {
+        crate::views::list_workers(self).await
+    }
+    async fn last_runs_by_sequence(&self, sequences: &[String], per_sequence: u32) -> Result<Vec<RunSummary>> {
+        crate::ui_queries::last_runs_by_sequence(self, sequences, per_sequence).await
+    }
+    async fn runs_fingerprint(&self) -> Result<String> {
+        crate::ui_queries::runs_fingerprint(self).await
+    }
+    async fn run_fingerprint(&self, run_id: Uuid) -> Result<Option<String>> {
+        crate::ui_queries::run_fingerprint(self, run_id).await
+    }
+    async fn state_counts(&self, alive_within: Duration) -> Result<StateCounts> {
+        crate::ui_queries::state_counts(self, alive_within).await
+    }
+    async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram> {
+        crate::ui_queries::step_durations(self, within, bounds_ms).await
+    }
+    async fn ping(&self) -> Result<()> {
+        crate::ui_queries::ping(self).await
+    }
+    async fn close(&self) {
+        Tracker::close(self).await
+    }
+}

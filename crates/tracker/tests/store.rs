@@ -1,0 +1,375 @@
+//! Every call of the [`Store`] contract, once at least, against a real
+//! PostgreSQL (a database per test): each statement parses, binds and
+//! decodes into its typed row, and the compare-and-set writes answer "did
+//! not apply" where they must.
+
+use scheduler_core::machine::{Failure, Plan, RunMove, StepAttempt};
+use scheduler_core::{ExecState, Message, Modules, RunState, Sequence};
+use scheduler_tracker::{
+    Close, ExecKey, ExecResult, NewRun, RunFilter, Store, Tracker, TrackerConfig, WorkerInfo, Write,
+};
+use sqlx::migrate::MigrateDatabase;
+use std::time::Duration;
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn with_store<F, Fut>(test: F)
+where
+    F: FnOnce(Tracker) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let url = format!("{base}/store_t_{}", Uuid::now_v7().simple());
+    let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
+    test(tracker.clone()).await;
+    Store::close(&tracker).await;
+    let _ = sqlx::Postgres::force_drop_database(&url).await;
+}
+
+fn new_run(steps: usize) -> NewRun {
+    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh", "timeout_secs": 7}}"#).unwrap();
+    let body: Vec<String> = (0..steps)
+        .map(|i| format!(r#"{{"module_name": "m", "input": "in{i}", "output": "out{i}", "conf": ""}}"#))
+        .collect();
+    let seq = Sequence::parse("s", "etl_sequences/s.json", &format!("[{}]", body.join(",")), &modules).unwrap();
+    NewRun {
+        id: Uuid::now_v7(),
+        queue: "q1".into(),
+        trigger: "test".into(),
+        snapshot: seq.snapshot(&modules),
+    }
+}
+
+fn key(run_id: Uuid, step: u32, attempt: u32) -> ExecKey {
+    ExecKey { run_id, step, attempt }
+}
+
+fn starting() -> Plan {
+    Plan {
+        run: Some(RunMove {
+            from: RunState::Queued,
+            to: RunState::Running,
+        }),
+        queue: Some(StepAttempt { step: 0, attempt: 1 }),
+        ..Plan::default()
+    }
+}
+
+#[tokio::test]
+async fn a_run_walks_through_every_write_of_the_contract() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let run = new_run(2);
+        let id = run.id;
+        s.create_run(&run).await.unwrap();
+        let view = s.run_view(id).await.unwrap().unwrap();
+        assert_eq!((view.state, view.step_count), (RunState::Queued, 2));
+        assert_eq!(s.run_queue(id).await.unwrap().as_deref(), Some("q1"));
+        assert!(s.run_view(Uuid::now_v7()).await.unwrap().is_none());
+        assert_eq!(
+            s.unpublished_runs(Duration::ZERO, 10).await.unwrap(),
+            vec![(id, "q1".to_string())]
+        );
+        s.mark_run_published(id).await.unwrap();
+        assert!(s.unpublished_runs(Duration::ZERO, 10).await.unwrap().is_empty());
+
+        let worker = Uuid::now_v7();
+        s.register_worker(&WorkerInfo {
+            id: worker,
+            host: "h".into(),
+            pid: 1,
+            version: "t".into(),
+            concurrency: 2,
+            queues: vec!["q1".into()],
+        })
+        .await
+        .unwrap();
+
+        // Start, with step 0 queued (not claimed): it waits to be published.
+        let plan = starting();
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &plan,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&plan) && w.claimed.is_none(), "{w:?}");
+        assert_eq!(w.queue.as_deref(), Some("q1"));
+        // The same move again does not apply (compare-and-set).
+        let again = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &plan,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(!again.run && !again.queued, "{again:?}");
+        let k0 = key(id, 0, 1);
+        assert_eq!(
+            s.unpublished_executions(Duration::ZERO, 10).await.unwrap(),
+            vec![(k0, "q1".to_string())]
+        );
+        s.mark_exec_published(k0).await.unwrap();
+        assert!(s.unpublished_executions(Duration::ZERO, 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.exec_states(k0).await.unwrap(),
+            Some((RunState::Running, Some(ExecState::Queued)))
+        );
+
+        // Claim: once only.
+        let claimed = s.claim(k0, worker, LEASE).await.unwrap().expect("claimable");
+        assert_eq!(claimed.module, "m");
+        assert_eq!(claimed.timeout_secs, Some(7));
+        assert_eq!(claimed.step_count, 2);
+        assert!(claimed.argv.contains(&"in0".to_string()), "{:?}", claimed.argv);
+        assert!(s.claim(k0, Uuid::now_v7(), LEASE).await.unwrap().is_none());
+        s.record_pid(k0, worker, 4242).await.unwrap();
+        let held = s.heartbeat(worker, false, LEASE).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(held[0].key == k0 && !held[0].canceled);
+
+        // Another worker cannot record it; its holder records it and claims
+        // the next step in the same write.
+        let ok = ExecResult {
+            duration_ms: 12,
+            exit_code: Some(0),
+            stdout_tail: "out\0put".into(),
+            stdout_bytes: 7,
+            ..ExecResult::new(ExecState::Succeeded)
+        };
+        let next = Plan {
+            queue: Some(StepAttempt { step: 1, attempt: 1 }),
+            publish: Some(Message::ExecModule {
+                run_id: id,
+                step: 1,
+                attempt: 1,
+            }),
+            ..Plan::default()
+        };
+        let stranger = s
+            .apply(&Write {
+                run_id: id,
+                close: Some(Close::Finish {
+                    key: k0,
+                    worker_id: Uuid::now_v7(),
+                    result: &ok,
+                }),
+                plan: &next,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(!stranger.closed && !stranger.queued, "{stranger:?}");
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: Some(Close::Finish {
+                    key: k0,
+                    worker_id: worker,
+                    result: &ok,
+                }),
+                plan: &next,
+                claim_for: Some((worker, LEASE)),
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&next), "{w:?}");
+        assert_eq!(w.claimed.as_ref().map(|c| c.module.as_str()), Some("m"));
+
+        // Step 1 fails; error_handler's move records the failure.
+        let k1 = key(id, 1, 1);
+        let failed = ExecResult {
+            exit_code: Some(3),
+            error: Some("exit code 3".into()),
+            ..ExecResult::new(ExecState::Failed)
+        };
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: Some(Close::Finish {
+                    key: k1,
+                    worker_id: worker,
+                    result: &failed,
+                }),
+                plan: &Plan::default(),
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.closed && w.run, "{w:?}");
+        assert!(!s.last_step_succeeded(id).await.unwrap());
+        let fail = Plan {
+            run: Some(RunMove {
+                from: RunState::Running,
+                to: RunState::Failed,
+            }),
+            failure: Some(Failure {
+                step: 1,
+                reason: "step 2 (m) failed: exit code 3".into(),
+            }),
+            ..Plan::default()
+        };
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &fail,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&fail));
+        assert_eq!(s.failed_step_attempts(id).await.unwrap(), Some((1, 1)));
+
+        // Reads for the CLI and the UI.
+        let detail = s.run_detail(id).await.unwrap().unwrap();
+        assert_eq!(detail.run.state, "failed");
+        assert_eq!(detail.run.failed_step, Some(1));
+        assert_eq!(detail.executions.len(), 2);
+        assert_eq!(detail.executions[0].stdout_tail.as_deref(), Some("out\u{FFFD}put"));
+        assert_eq!(detail.executions[0].pid, Some(4242));
+        let runs = s
+            .list_runs(&RunFilter {
+                state: Some(RunState::Failed),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(s.last_runs_by_sequence(&["s".into()], 5).await.unwrap().len(), 1);
+        assert_eq!(s.list_workers().await.unwrap().len(), 1);
+        assert!(!s.runs_fingerprint().await.unwrap().is_empty());
+        assert!(s.run_fingerprint(id).await.unwrap().is_some());
+        assert!(s.run_fingerprint(Uuid::now_v7()).await.unwrap().is_none());
+        let counts = s.state_counts(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(counts.runs, vec![("failed".to_string(), 1)]);
+        assert_eq!(counts.workers_alive, 1);
+        let h = s.step_durations(Duration::from_secs(3600), &[10, 100]).await.unwrap();
+        assert_eq!(h.count, 2);
+        s.ping().await.unwrap();
+        s.worker_stopped(worker).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let run = new_run(3);
+        let id = run.id;
+        s.create_run(&run).await.unwrap();
+        let worker = Uuid::now_v7();
+        assert!(s.take_reaper_lease(worker, LEASE).await.unwrap());
+        assert!(!s.take_reaper_lease(Uuid::now_v7(), LEASE).await.unwrap());
+
+        // Claimed with a lease that is already over: recovery's to take.
+        let plan = starting();
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &plan,
+                claim_for: Some((worker, Duration::ZERO)),
+            })
+            .await
+            .unwrap();
+        assert!(w.claimed.is_some());
+        let expired = s.expired_executions(10).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        let k0 = key(id, 0, 1);
+        assert_eq!(expired[0].key, k0);
+        assert_eq!(expired[0].run.state, RunState::Running);
+        assert_eq!(expired[0].worker_id, Some(worker));
+        let retry = Plan {
+            queue: Some(StepAttempt { step: 0, attempt: 2 }),
+            ..Plan::default()
+        };
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: Some(Close::Abandon {
+                    key: k0,
+                    reason: "worker gone",
+                }),
+                plan: &retry,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&retry), "{w:?}");
+        assert_eq!(
+            s.exec_states(k0).await.unwrap(),
+            Some((RunState::Running, Some(ExecState::Abandoned)))
+        );
+        assert!(s.expired_executions(10).await.unwrap().is_empty());
+
+        // Nothing in flight once attempt 2 is canceled: a stuck run.
+        assert!(s.cancel_queued(key(id, 0, 2)).await.unwrap());
+        assert!(!s.cancel_queued(key(id, 0, 2)).await.unwrap());
+        let stuck = s.stuck_runs(Duration::ZERO, 10).await.unwrap();
+        assert_eq!(stuck.len(), 1);
+        let last = stuck[0].last.as_ref().unwrap();
+        assert_eq!((last.step, last.attempt, last.state), (0, 2, ExecState::Canceled));
+
+        // A queue part without a move applies to a running run (recovery's
+        // re-decision); a cancel then takes the queued execution with it.
+        let requeue = Plan {
+            queue: Some(StepAttempt { step: 0, attempt: 3 }),
+            ..Plan::default()
+        };
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &requeue,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&requeue), "{w:?}");
+        let cancel = Plan {
+            run: Some(RunMove {
+                from: RunState::Running,
+                to: RunState::Canceled,
+            }),
+            ..Plan::default()
+        };
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &cancel,
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&cancel));
+        assert_eq!(
+            s.exec_states(key(id, 0, 3)).await.unwrap(),
+            Some((RunState::Canceled, Some(ExecState::Canceled)))
+        );
+        // And nothing is queued on a run that is no longer running.
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &Plan {
+                    queue: Some(StepAttempt { step: 1, attempt: 1 }),
+                    ..Plan::default()
+                },
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(!w.run && !w.queued, "{w:?}");
+    })
+    .await;
+}
