@@ -1,5 +1,5 @@
 //! Applying a decision of the state machine: one statement writes all of
-//! it. Every path that changes a run goes through [`Tracker::apply`]: the
+//! it. Every path that changes a run goes through [`crate::Store::apply`]: the
 //! worker finishing a step, `start_etl`, `end_etl`, `error_handler`,
 //! recovery closing an expired step or re-deciding a stuck run, and the
 //! operator's retry and cancel. Its parts, each optional, in order:
@@ -86,20 +86,40 @@ struct Row {
     queue: Option<String>,
 }
 
-/// The one statement. `$2` says which close applies (`NULL`: none).
-const APPLY: &str = "
-WITH closed AS (
+// The statement, assembled from one copy of each fragment into the shape a
+// write needs, so that PostgreSQL plans and runs only the parts it uses (the
+// hot path, a worker recording a step and claiming the next, is
+// close + read the run + queue). Every shape takes the same 22 parameters
+// (sqlx declares their types, so a shape may leave some unused):
+// $1 run; $2 close kind ('finish' | 'abandon'), $3 step, $4 attempt,
+// $5 the finishing worker, $6..$14 the result; $15 from, $16 to, $17 failed
+// step, $18 reason; $19 step and $20 attempt to queue; $21 the claiming
+// worker, $22 its lease in seconds.
+
+/// Close a running execution: the holder's result, or recovery's
+/// `abandoned` once its lease expired.
+const CLOSE: &str = "closed AS (
     UPDATE executions
        SET state = $6, finished_at = now(), lease_until = NULL,
            duration_ms = coalesce($7, (extract(epoch FROM (now() - started_at)) * 1000)::bigint),
            exit_code = $8, signal = $9, error = $10, stdout_tail = $11, stderr_tail = $12,
            stdout_bytes = $13, stderr_bytes = $14
-     WHERE $2::text IS NOT NULL AND run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
+     WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
        AND CASE $2::text WHEN 'finish' THEN worker_id = $5 ELSE lease_until < now() END
  RETURNING run_id
-), go AS (
-    SELECT $2::text IS NULL OR EXISTS (SELECT 1 FROM closed) AS ok
-), moved AS (
+)";
+
+/// The run, read and not written, if it is running (and, after a close,
+/// only if the close applied): updating the run on every step would rewrite
+/// its row and every index on it. A cancel that commits meanwhile is
+/// noticed at the next heartbeat.
+const READ_RUN: &str = "r AS (
+    SELECT id, snapshot, sequence, step_count, queue FROM runs
+     WHERE id = $1 AND state = 'running' {gate}
+)";
+
+/// Move the run `$15 -> $16` (compare-and-set).
+const MOVE_RUN: &str = "moved AS (
     UPDATE runs SET
         state = $16,
         updated_at = now(),
@@ -107,17 +127,15 @@ WITH closed AS (
         finished_at = CASE WHEN $16 IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END,
         failed_step = CASE WHEN $16 = 'failed' THEN $17 WHEN $16 = 'running' THEN NULL ELSE failed_step END,
         error = CASE WHEN $16 = 'failed' THEN $18 WHEN $16 = 'running' THEN NULL ELSE error END
-     WHERE $16::text IS NOT NULL AND id = $1 AND state = $15 AND (SELECT ok FROM go)
+     WHERE id = $1 AND state = $15 {gate}
  RETURNING id, snapshot, sequence, step_count, queue
 ), r AS (
     SELECT id, snapshot, sequence, step_count, queue FROM moved
-    UNION ALL
-    -- Read, not written: updating the run on every step would rewrite its
-    -- row and every index on it. A cancel that commits meanwhile is noticed
-    -- at the next heartbeat.
-    SELECT id, snapshot, sequence, step_count, queue FROM runs
-     WHERE $16::text IS NULL AND id = $1 AND state = 'running' AND (SELECT ok FROM go)
-), q AS (
+)";
+
+/// The one insert of an execution: step `$19`, attempt `$20`, from the
+/// run's snapshot; claimed by `$21` with a lease of `$22` s when given.
+const QUEUE: &str = "q AS (
     INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
                             worker_id, started_at, lease_until)
     SELECT r.id, $19, $20, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
@@ -130,14 +148,66 @@ WITH closed AS (
      WHERE $19::int IS NOT NULL AND s IS NOT NULL
     ON CONFLICT DO NOTHING
  RETURNING module, argv, timeout_secs
-), c AS (
+)";
+
+/// A run moved to `canceled` takes its queued executions with it.
+const CANCEL_QUEUED: &str = "c AS (
     UPDATE executions SET state = 'canceled', finished_at = now()
      WHERE run_id = $1 AND state = 'queued' AND $16::text = 'canceled' AND EXISTS (SELECT 1 FROM moved)
  RETURNING step
-)
-SELECT (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM r) AS run,
+)";
+
+const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
        q.module, q.argv, q.timeout_secs, r.sequence, r.step_count, r.queue
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
+
+/// Which parts a write has.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Queue (or nothing) on a running run: recovery's re-decisions.
+    Running,
+    /// Close an execution, then queue on its still running run.
+    Close,
+    /// Move the run (and queue, or cancel its queue).
+    Move,
+    /// Close, then move (no caller needs it today; kept whole for the contract).
+    CloseMove,
+}
+
+fn assemble(shape: Shape) -> String {
+    const AFTER_CLOSE: &str = "AND EXISTS (SELECT 1 FROM closed)";
+    let (parts, closed): (Vec<String>, &str) = match shape {
+        Shape::Running => (vec![READ_RUN.replace("{gate}", "")], "1::bigint"),
+        Shape::Close => (
+            vec![CLOSE.into(), READ_RUN.replace("{gate}", AFTER_CLOSE)],
+            "(SELECT count(*) FROM closed)",
+        ),
+        Shape::Move => (vec![MOVE_RUN.replace("{gate}", ""), CANCEL_QUEUED.into()], "1::bigint"),
+        Shape::CloseMove => (
+            vec![
+                CLOSE.into(),
+                MOVE_RUN.replace("{gate}", AFTER_CLOSE),
+                CANCEL_QUEUED.into(),
+            ],
+            "(SELECT count(*) FROM closed)",
+        ),
+    };
+    let mut ctes = parts;
+    ctes.push(QUEUE.into());
+    format!("WITH {}\n{}", ctes.join(",\n"), ANSWER.replace("{closed}", closed))
+}
+
+fn statement(shape: Shape) -> &'static str {
+    static SHAPES: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        [
+            assemble(Shape::Running),
+            assemble(Shape::Close),
+            assemble(Shape::Move),
+            assemble(Shape::CloseMove),
+        ]
+    });
+    &SHAPES[shape as usize]
+}
 
 pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
     let none = ExecResult::new(ExecState::Abandoned);
@@ -154,7 +224,13 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
     };
     let finished = matches!(w.close, Some(Close::Finish { .. }));
     let plan = w.plan;
-    let row: Row = sqlx::query_as(APPLY)
+    let shape = match (w.close.is_some(), plan.run.is_some()) {
+        (false, false) => Shape::Running,
+        (true, false) => Shape::Close,
+        (false, true) => Shape::Move,
+        (true, true) => Shape::CloseMove,
+    };
+    let row: Row = sqlx::query_as(statement(shape))
         .bind(w.run_id)
         .bind(kind)
         .bind(key.map(|k| k.step as i32))

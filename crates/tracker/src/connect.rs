@@ -3,7 +3,7 @@
 //! applied under sqlx's advisory lock, so several workers starting at once
 //! do not race.
 
-use crate::{Result, Store, TrackerError};
+use crate::{Result, TrackerError};
 use scheduler_core::redact_url;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -100,11 +100,6 @@ impl Tracker {
         let tracker = Tracker::connect(config).await?;
         tracker.migrate().await?;
         Ok(tracker)
-    }
-
-    /// [`Tracker::open`], as the [`Store`] the rest of the scheduler uses.
-    pub async fn open_store(config: &TrackerConfig) -> Result<std::sync::Arc<dyn Store>> {
-        Ok(std::sync::Arc::new(Tracker::open(config).await?))
     }
 
     pub async fn close(&self) {

@@ -87,7 +87,7 @@ impl ExecResult {
 }
 
 /// Claims a queued execution of a running run. `None` means it was not
-/// claimable; [`Tracker::exec_states`] tells why.
+/// claimable; [`crate::Store::exec_states`] tells why.
 pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Duration) -> Result<Option<Claimed>> {
     let row: Option<ClaimedRow> = sqlx::query_as(
         "UPDATE executions e

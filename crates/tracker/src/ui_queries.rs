@@ -1,7 +1,7 @@
 //! Reads the monitoring UI needs beyond [`crate::views`]: the last runs of
 //! each sequence, cheap change fingerprints for live pages, counts for
 //! `/metrics`, and a liveness probe. Read-only: the UI's writes go through
-//! the same transitions as the workers' ([`Tracker::apply_transition`]).
+//! the same writes as the workers' ([`crate::Store::apply`]).
 
 use crate::views::RunSummary;
 use crate::{Result, Tracker};

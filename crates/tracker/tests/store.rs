@@ -373,3 +373,59 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let run = new_run(1);
+        let id = run.id;
+        s.create_run(&run).await.unwrap();
+        let worker = Uuid::now_v7();
+        let plan = starting();
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &plan,
+                claim_for: Some((worker, LEASE)),
+            })
+            .await
+            .unwrap();
+        assert!(w.claimed.is_some());
+        let failed = ExecResult {
+            exit_code: Some(1),
+            ..ExecResult::new(ExecState::Failed)
+        };
+        let fail = Plan {
+            run: Some(RunMove {
+                from: RunState::Running,
+                to: RunState::Failed,
+            }),
+            failure: Some(Failure {
+                step: 0,
+                reason: "exit code 1".into(),
+            }),
+            ..Plan::default()
+        };
+        let write = |worker_id| Write {
+            run_id: id,
+            close: Some(Close::Finish {
+                key: key(id, 0, 1),
+                worker_id,
+                result: &failed,
+            }),
+            plan: &fail,
+            claim_for: None,
+        };
+        // Not the holder: neither the close nor the move applies.
+        let w = s.apply(&write(Uuid::now_v7())).await.unwrap();
+        assert!(!w.closed && !w.run, "{w:?}");
+        assert_eq!(s.run_view(id).await.unwrap().unwrap().state, RunState::Running);
+        let w = s.apply(&write(worker)).await.unwrap();
+        assert!(w.complete(&fail), "{w:?}");
+        assert_eq!(s.run_view(id).await.unwrap().unwrap().state, RunState::Failed);
+        assert_eq!(s.failed_step_attempts(id).await.unwrap(), Some((0, 1)));
+    })
+    .await;
+}

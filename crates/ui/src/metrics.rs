@@ -6,7 +6,7 @@
 //!
 //! Cheap at millions of rows (`scheduler bench-ui` measures it): unfinished
 //! states are counted exactly through partial indexes, final states are
-//! estimated from the table statistics (see `Tracker::state_counts` for the
+//! estimated from the table statistics (see `scheduler_tracker::Store::state_counts` for the
 //! choice), and the histogram reads an index on `finished_at`.
 
 use crate::error::ApiResult;

@@ -3,7 +3,7 @@
 //! The truth stays in PostgreSQL; an event carries no data worth trusting.
 //!
 //! `/events` (the runs list) shares one poller among all open pages: it reads
-//! [`scheduler_tracker::Tracker::runs_fingerprint`] once a second while at least one page
+//! [`scheduler_tracker::Store::runs_fingerprint`] once a second while at least one page
 //! listens, and stops when the last one leaves. `/runs/{id}/events` polls
 //! that run's own fingerprint (a primary-key lookup) per open page.
 //!

@@ -93,61 +93,107 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     ));
     ready_rx.await.context("the bench worker did not start")?;
 
-    // Latency: one run at a time, nothing queued behind it.
-    let mut ids = Vec::new();
-    for _ in 0..a.latency_runs {
-        let id = start_run(&project, &*tracker, &*transport, "bench", &queue, "bench").await?;
-        wait_all(&*tracker, &bench_db, &[id]).await?;
-        ids.push(id);
-    }
-    let lat = measure(&bench_db, &ids, a.steps).await?;
-    println!("\nlatency phase: {} runs one after another", a.latency_runs);
-    println!(
-        "  per-step dispatch overhead (run wall time minus module time, per step): {}",
-        lat.overhead
-    );
-    println!("  start to first module: {}", lat.first);
-    println!("  module time itself (spawn to exit, per step): {}", lat.module);
-
-    // Throughput: everything at once.
-    let t0 = Instant::now();
-    let mut starts = tokio::task::JoinSet::new();
-    for _ in 0..a.runs {
-        let (p, t, b, q) = (project.clone(), tracker.clone(), transport.clone(), queue.clone());
-        starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await });
-    }
-    let mut ids = Vec::new();
-    while let Some(r) = starts.join_next().await {
-        ids.push(r??);
-    }
-    wait_all(&*tracker, &bench_db, &ids).await?;
-    let elapsed = t0.elapsed();
-    let executions = (a.runs * a.steps) as f64;
-    let rate = executions / elapsed.as_secs_f64();
-    let thr = measure(&bench_db, &ids, a.steps).await?;
-    println!("\nthroughput phase: {} runs started at once", a.runs);
-    println!(
-        "  {executions:.0} module executions in {:.2}s = {rate:.0} executions/s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  = {:.0}% of the bare parallel spawn rate ({parallel:.0}/s), {:.0}% of the serial one ({serial:.0}/s)",
-        100.0 * rate / parallel,
-        100.0 * rate / serial
-    );
-    println!(
-        "  per-step overhead under load (includes queueing behind other runs): {}",
-        thr.overhead
-    );
-    println!("  start to first module under load: {}", thr.first);
+    let bench = Bench {
+        project,
+        store: tracker,
+        transport,
+        db: bench_db,
+        queue: queue.clone(),
+        steps: a.steps,
+    };
+    bench.latency(a.latency_runs).await?;
+    bench.throughput(a.runs, serial, parallel).await?;
 
     shutdown.cancel();
     worker.await??;
     broker.delete_queue(&queue).await.ok();
     broker.close().await;
-    bench_db.close().await;
+    bench.db.close().await;
     std::fs::remove_dir_all(&dir).ok();
     Ok(ExitCode::SUCCESS)
+}
+
+/// What both phases run against.
+struct Bench {
+    project: Project,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+    db: BenchDb,
+    queue: String,
+    steps: u32,
+}
+
+impl Bench {
+    async fn start(&self) -> anyhow::Result<uuid::Uuid> {
+        Ok(start_run(
+            &self.project,
+            &*self.store,
+            &*self.transport,
+            "bench",
+            &self.queue,
+            "bench",
+        )
+        .await?)
+    }
+
+    /// One run at a time, nothing queued behind it.
+    async fn latency(&self, runs: u32) -> anyhow::Result<()> {
+        let mut ids = Vec::new();
+        for _ in 0..runs {
+            let id = self.start().await?;
+            wait_all(&*self.store, &self.db, &[id]).await?;
+            ids.push(id);
+        }
+        let lat = measure(&self.db, &ids, self.steps).await?;
+        println!("\nlatency phase: {runs} runs one after another");
+        println!(
+            "  per-step dispatch overhead (run wall time minus module time, per step): {}",
+            lat.overhead
+        );
+        println!("  start to first module: {}", lat.first);
+        println!("  module time itself (spawn to exit, per step): {}", lat.module);
+        Ok(())
+    }
+
+    /// Every run started at once.
+    async fn throughput(&self, runs: u32, serial: f64, parallel: f64) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let mut starts = tokio::task::JoinSet::new();
+        for _ in 0..runs {
+            let (p, t, b, q) = (
+                self.project.clone(),
+                self.store.clone(),
+                self.transport.clone(),
+                self.queue.clone(),
+            );
+            starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await });
+        }
+        let mut ids = Vec::new();
+        while let Some(r) = starts.join_next().await {
+            ids.push(r??);
+        }
+        wait_all(&*self.store, &self.db, &ids).await?;
+        let elapsed = t0.elapsed();
+        let executions = (runs * self.steps) as f64;
+        let rate = executions / elapsed.as_secs_f64();
+        let thr = measure(&self.db, &ids, self.steps).await?;
+        println!("\nthroughput phase: {runs} runs started at once");
+        println!(
+            "  {executions:.0} module executions in {:.2}s = {rate:.0} executions/s",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  = {:.0}% of the bare parallel spawn rate ({parallel:.0}/s), {:.0}% of the serial one ({serial:.0}/s)",
+            100.0 * rate / parallel,
+            100.0 * rate / serial
+        );
+        println!(
+            "  per-step overhead under load (includes queueing behind other runs): {}",
+            thr.overhead
+        );
+        println!("  start to first module under load: {}", thr.first);
+        Ok(())
+    }
 }
 
 fn cores() -> usize {
