@@ -28,8 +28,8 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  TRIGGER",
-        "RUN", "SEQUENCE", "STATE", "CREATED", "DURATION", "STEP"
+        "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {:<7}  NOTE",
+        "RUN", "SEQUENCE", "STATE", "CREATED", "DURATION", "STEP", "TRIGGER"
     );
     for r in runs {
         let step = match (r.failed_step, r.current_step) {
@@ -37,9 +37,13 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             (None, Some(c)) => format!("{}/{}", c + 1, r.step_count),
             _ => format!("-/{}", r.step_count),
         };
+        let note = r
+            .retry_at
+            .map(|t| format!("retry at {}", time(Some(t))))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {}",
+            "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {:<7}  {note}",
             r.id,
             r.sequence,
             r.state,
@@ -70,6 +74,9 @@ pub fn run_detail(d: &RunDetail) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(out, "error     step {}: {}", r.failed_step.unwrap_or_default() + 1, e);
     }
+    if let Some(t) = r.retry_at {
+        let _ = writeln!(out, "retry at  {} (its failed step is tried again then)", time(Some(t)));
+    }
     let _ = writeln!(
         out,
         "\n{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  ARGV",
@@ -95,6 +102,14 @@ pub fn run_detail(d: &RunDetail) -> String {
         );
         if let Some(err) = &e.error {
             let _ = writeln!(out, "     ! {err}");
+        }
+        if let (Some(due), "queued") = (e.due_at, e.state.as_str()) {
+            let _ = writeln!(
+                out,
+                "     retry {} of the step's failures, due at {}",
+                e.retry,
+                time(Some(due))
+            );
         }
     }
     out

@@ -3,6 +3,7 @@
 //! validated once, at the edge. A [`Sequence`] that exists is valid against the
 //! [`Modules`] it was checked with; a [`Snapshot`] freezes both for one run.
 
+use crate::retry::{RetryPolicy, RetrySettings, take_settings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,7 +53,7 @@ pub enum DefinitionError {
 }
 
 /// One step as written in a sequence file. Empty strings mean "not given".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub module_name: String,
@@ -62,6 +63,9 @@ pub struct Step {
     pub output: String,
     #[serde(default)]
     pub conf: String,
+    /// Overrides of the module's retry policy for this step.
+    #[serde(skip)]
+    pub retry: RetrySettings,
 }
 
 impl Step {
@@ -83,15 +87,19 @@ impl Step {
     }
 }
 
-/// How to run one module: the program (and fixed leading arguments), and an
-/// optional timeout after which the whole process group is killed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How to run one module: the program (and fixed leading arguments), an
+/// optional timeout after which the whole process group is killed, and its
+/// retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModuleDef {
     /// `cmd[0]` is the program; the rest are fixed arguments placed before
     /// the `--input/--output/--config` flags.
     pub cmd: Vec<String>,
     /// Seconds; `None` means the worker's default applies.
     pub timeout_secs: Option<u64>,
+    /// The retry settings as written (steps may override them).
+    #[serde(default)]
+    pub retry: RetrySettings,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +118,7 @@ enum RawCmd {
 }
 
 /// The module table from `modules.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Modules(BTreeMap<String, ModuleDef>);
 
 impl Modules {
@@ -133,6 +141,12 @@ impl Modules {
             if name.trim().is_empty() {
                 return Err(bad("a module name must not be empty".into()));
             }
+            let mut value = value;
+            let retry = match value.as_object_mut() {
+                Some(object) => take_settings(object).map_err(&bad)?,
+                None => RetrySettings::default(),
+            };
+            RetryPolicy::default().with(&retry).map_err(&bad)?;
             let module: RawModule = serde_json::from_value(value).map_err(|e| {
                 bad(format!("{e}; expected {{\"cmd\": \"./program\"}} or {{\"cmd\": [\"program\", \"arg\"], \"timeout_secs\": 600}}"))
             })?;
@@ -153,6 +167,7 @@ impl Modules {
                 ModuleDef {
                     cmd,
                     timeout_secs: module.timeout_secs,
+                    retry,
                 },
             );
         }
@@ -185,6 +200,7 @@ impl Modules {
                         ModuleDef {
                             cmd: vec![c.to_string()],
                             timeout_secs: None,
+                            retry: RetrySettings::default(),
                         },
                     )
                 })
@@ -194,7 +210,7 @@ impl Modules {
 }
 
 /// A validated sequence: non-empty, every step names a known module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sequence {
     name: String,
     steps: Vec<Step>,
@@ -228,8 +244,17 @@ impl Sequence {
             return Err(DefinitionError::Empty { file: file.to_string() });
         }
         let mut steps = Vec::with_capacity(raw.len());
-        for (index, value) in raw.into_iter().enumerate() {
-            let step: Step = serde_json::from_value(value).map_err(|e| DefinitionError::BadStep {
+        for (index, mut value) in raw.into_iter().enumerate() {
+            let bad_retry = |message: String| DefinitionError::BadStep {
+                file: file.to_string(),
+                index,
+                message,
+            };
+            let retry = match value.as_object_mut() {
+                Some(object) => take_settings(object).map_err(bad_retry)?,
+                None => RetrySettings::default(),
+            };
+            let mut step: Step = serde_json::from_value(value).map_err(|e| DefinitionError::BadStep {
                 file: file.to_string(),
                 index,
                 message: format!(
@@ -243,14 +268,23 @@ impl Sequence {
                     message: "\"module_name\" is empty".into(),
                 });
             }
-            if modules.get(&step.module_name).is_none() {
+            let Some(module) = modules.get(&step.module_name) else {
                 return Err(DefinitionError::UnknownModule {
                     file: file.to_string(),
                     index,
                     module: step.module_name,
                     known: modules.names(),
                 });
-            }
+            };
+            RetryPolicy::default()
+                .with(&module.retry)
+                .and_then(|p| p.with(&retry))
+                .map_err(|message| DefinitionError::BadStep {
+                    file: file.to_string(),
+                    index,
+                    message,
+                })?;
+            step.retry = retry;
             for (field, value) in [("input", &step.input), ("output", &step.output), ("conf", &step.conf)] {
                 if value.contains('\0') {
                     return Err(DefinitionError::BadStep {
@@ -287,7 +321,13 @@ impl Sequence {
                 let module = modules.get(&step.module_name).cloned().unwrap_or(ModuleDef {
                     cmd: vec![],
                     timeout_secs: None,
+                    retry: RetrySettings::default(),
                 });
+                // Checked by `parse`; the defaults otherwise.
+                let retry = RetryPolicy::default()
+                    .with(&module.retry)
+                    .and_then(|p| p.with(&step.retry))
+                    .unwrap_or_default();
                 let mut argv = module.cmd.clone();
                 argv.extend(step.arguments());
                 SnapshotStep {
@@ -298,6 +338,7 @@ impl Sequence {
                     cmd: module.cmd,
                     argv,
                     timeout_secs: module.timeout_secs,
+                    retry,
                 }
             })
             .collect();
@@ -311,13 +352,13 @@ impl Sequence {
 /// What a run executes, frozen when it was triggered. Stored as JSON with the
 /// run; `argv` is exactly what the worker passes to `execve` (the program is
 /// resolved against the worker's project directory when relative).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub sequence: String,
     pub steps: Vec<SnapshotStep>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotStep {
     pub module_name: String,
     pub input: String,
@@ -326,6 +367,14 @@ pub struct SnapshotStep {
     pub cmd: Vec<String>,
     pub argv: Vec<String>,
     pub timeout_secs: Option<u64>,
+    /// The effective retry policy (module, then step). Runs recorded before
+    /// retries existed have none: no retry.
+    #[serde(default = "no_retry")]
+    pub retry: RetryPolicy,
+}
+
+fn no_retry() -> RetryPolicy {
+    RetryPolicy::default()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(file: &str, text: &str, expected: &str) -> Result<T, DefinitionError> {

@@ -16,10 +16,12 @@
 pub mod definition;
 pub mod machine;
 pub mod message;
+pub mod retry;
 pub mod state;
 
 pub use definition::{DefinitionError, ModuleDef, Modules, Sequence, Snapshot, SnapshotStep, Step};
 pub use message::{DecodeError, MAX_MESSAGE_BYTES, MESSAGE_VERSION, Message};
+pub use retry::{RetryPolicy, RetrySettings};
 pub use state::{ExecState, RunState};
 
 /// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for

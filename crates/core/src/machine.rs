@@ -18,7 +18,9 @@
 //! `error_handler` (or a cancel); `failed` — only an operator's retry.
 
 use crate::message::Message;
+use crate::retry::RetryPolicy;
 use crate::state::{ExecState, RunState};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// What the decision functions need to know about a run.
@@ -59,11 +61,17 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// One attempt (1-based) of one step (0-based).
+/// One attempt (1-based) of one step (0-based) to queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StepAttempt {
     pub step: u32,
     pub attempt: u32,
+    /// How many retries of the step's failures this attempt is (0: none).
+    /// Attempts that replace one lost to a dead worker keep the number.
+    pub retry: u32,
+    /// A retry waits this long before it is due; it is published when due
+    /// (by recovery), not with the plan.
+    pub delay: Option<Duration>,
 }
 
 const fn moves(from: RunState, to: RunState) -> Option<RunMove> {
@@ -71,7 +79,55 @@ const fn moves(from: RunState, to: RunState) -> Option<RunMove> {
 }
 
 const fn queued(step: u32, attempt: u32) -> Option<StepAttempt> {
-    Some(StepAttempt { step, attempt })
+    Some(StepAttempt {
+        step,
+        attempt,
+        retry: 0,
+        delay: None,
+    })
+}
+
+/// What the retry decision needs about a failed step: its policy, how many
+/// retries it already had, and a jitter sample in `[-1, 1]` drawn by the
+/// caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    pub policy: &'a RetryPolicy,
+    pub done: u32,
+    pub jitter: f64,
+}
+
+/// The policy of a step that is never retried.
+pub const NO_RETRY: RetryPolicy = RetryPolicy {
+    retries: 0,
+    delay_secs: 0.0,
+    backoff: 1.0,
+    max_delay_secs: 0.0,
+    jitter_factor: 0.0,
+    on_exit_codes: None,
+};
+
+impl StepAttempt {
+    /// Attempt `attempt` of `step`, not a retry, due at once.
+    pub const fn at(step: u32, attempt: u32) -> StepAttempt {
+        StepAttempt {
+            step,
+            attempt,
+            retry: 0,
+            delay: None,
+        }
+    }
+}
+
+impl Retry<'static> {
+    /// No retry left (or none configured).
+    pub const fn none(done: u32) -> Retry<'static> {
+        Retry {
+            policy: &NO_RETRY,
+            done,
+            jitter: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +143,8 @@ pub enum StepOutcome {
     Succeeded,
     Failed {
         reason: String,
+        /// `None`: a timeout, a signal, a program that could not start.
+        exit_code: Option<i32>,
     },
     /// The worker gave the step up before it finished (shutdown past the
     /// drain bound): the step is handed back as its next attempt.
@@ -132,8 +190,11 @@ pub fn on_exec(run: RunState, exec: Option<ExecState>) -> Claim {
 }
 
 /// After a module exited (or could not start). The execution's own result is
-/// always recorded; this decides what follows it.
-pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome) -> Decision {
+/// always recorded; this decides what follows it. A failure with retries
+/// left queues the next attempt, due after the policy's delay, and does not
+/// fail the run; once they are spent, `error_handler` names how many
+/// attempts were made.
+pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome, retry: Retry) -> Decision {
     if run.state != RunState::Running {
         return Decision::Drop("run is no longer running; nothing follows this step");
     }
@@ -153,7 +214,10 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
         StepOutcome::Succeeded => Message::EndEtl { run_id: run.id },
         StepOutcome::Interrupted => {
             return Decision::Apply(Plan {
-                queue: queued(step, attempt + 1),
+                queue: Some(StepAttempt {
+                    retry: retry.done,
+                    ..StepAttempt::at(step, attempt + 1)
+                }),
                 publish: Some(Message::ExecModule {
                     run_id: run.id,
                     step,
@@ -162,11 +226,27 @@ pub fn on_step_done(run: RunView, step: u32, attempt: u32, outcome: &StepOutcome
                 ..Plan::default()
             });
         }
-        StepOutcome::Failed { reason } => Message::ErrorHandler {
+        StepOutcome::Failed { exit_code, .. }
+            if retry.done < retry.policy.retries && retry.policy.retries_on(*exit_code) =>
+        {
+            return Decision::Apply(Plan {
+                queue: Some(StepAttempt {
+                    step,
+                    attempt: attempt + 1,
+                    retry: retry.done + 1,
+                    delay: Some(retry.policy.delay(retry.done + 1, retry.jitter)),
+                }),
+                ..Plan::default()
+            });
+        }
+        StepOutcome::Failed { reason, .. } => Message::ErrorHandler {
             run_id: run.id,
             step,
             attempt,
-            reason: reason.clone(),
+            reason: match retry.done {
+                0 => reason.clone(),
+                n => format!("after {} attempts, {reason}", n + 1),
+            },
         },
     };
     Decision::Apply(Plan {
@@ -236,14 +316,17 @@ pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decisi
 }
 
 /// Recovery found an execution whose lease expired (its worker died or was
-/// cut off). `attempt` is the expired one; `max_attempts` bounds re-runs.
-pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32) -> Decision {
+/// cut off). `attempt` is the expired one, `retry` its retry number;
+/// `max_attempts` bounds the attempts lost to workers, counted apart from
+/// the retries of failures.
+pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, retry: u32, max_attempts: u32) -> Decision {
     if run.state != RunState::Running {
         return Decision::Drop("run is no longer running; the expired step is just closed");
     }
-    if attempt >= max_attempts {
+    let lost = attempt.saturating_sub(retry);
+    if lost >= max_attempts {
         let reason = format!(
-            "step {} lost its worker {attempt} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts",
+            "step {} lost its worker {lost} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts",
             step + 1
         );
         return Decision::Apply(Plan {
@@ -257,7 +340,10 @@ pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32
         });
     }
     Decision::Apply(Plan {
-        queue: queued(step, attempt + 1),
+        queue: Some(StepAttempt {
+            retry,
+            ..StepAttempt::at(step, attempt + 1)
+        }),
         publish: Some(Message::ExecModule {
             run_id: run.id,
             step,
@@ -273,6 +359,7 @@ pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, max_attempts: u32
 pub struct LastExec {
     pub step: u32,
     pub attempt: u32,
+    pub retry: u32,
     pub state: ExecState,
     pub error: Option<String>,
 }
@@ -296,17 +383,27 @@ pub fn on_stuck(run: RunView, last: Option<&LastExec>) -> Decision {
         });
     };
     match last.state {
-        ExecState::Succeeded => on_step_done(run, last.step, last.attempt, &StepOutcome::Succeeded),
+        ExecState::Succeeded => on_step_done(run, last.step, last.attempt, &StepOutcome::Succeeded, Retry::none(0)),
+        // A retry is queued in the same write that records the failure, so
+        // a failure with nothing after it had no retry left.
         ExecState::Failed => {
             let reason = last
                 .error
                 .clone()
                 .unwrap_or_else(|| format!("step {} failed", last.step));
-            on_step_done(run, last.step, last.attempt, &StepOutcome::Failed { reason })
+            let failed = StepOutcome::Failed {
+                reason,
+                exit_code: None,
+            };
+            on_step_done(run, last.step, last.attempt, &failed, Retry::none(last.retry))
         }
-        ExecState::Abandoned | ExecState::Canceled => {
-            on_step_done(run, last.step, last.attempt, &StepOutcome::Interrupted)
-        }
+        ExecState::Abandoned | ExecState::Canceled => on_step_done(
+            run,
+            last.step,
+            last.attempt,
+            &StepOutcome::Interrupted,
+            Retry::none(last.retry),
+        ),
         ExecState::Queued | ExecState::Running => Decision::Drop("an execution is in flight"),
     }
 }
@@ -372,7 +469,13 @@ mod tests {
 
     #[test]
     fn a_successful_step_queues_the_next_one() {
-        let p = plan(on_step_done(run(RunState::Running, 3), 0, 1, &StepOutcome::Succeeded));
+        let p = plan(on_step_done(
+            run(RunState::Running, 3),
+            0,
+            1,
+            &StepOutcome::Succeeded,
+            Retry::none(0),
+        ));
         assert_eq!(p.queue, queued(1, 1));
         assert_eq!(
             p.publish,
@@ -387,7 +490,13 @@ mod tests {
 
     #[test]
     fn the_last_successful_step_publishes_end_etl() {
-        let p = plan(on_step_done(run(RunState::Running, 3), 2, 4, &StepOutcome::Succeeded));
+        let p = plan(on_step_done(
+            run(RunState::Running, 3),
+            2,
+            4,
+            &StepOutcome::Succeeded,
+            Retry::none(0),
+        ));
         assert_eq!(p.queue, None);
         assert_eq!(p.publish, Some(Message::EndEtl { run_id: Uuid::nil() }));
     }
@@ -400,7 +509,9 @@ mod tests {
             2,
             &StepOutcome::Failed {
                 reason: "exit code 2".into(),
+                exit_code: Some(2),
             },
+            Retry::none(0),
         ));
         assert_eq!(p.queue, None);
         assert_eq!(
@@ -416,7 +527,13 @@ mod tests {
 
     #[test]
     fn an_interrupted_step_is_handed_back_as_its_next_attempt() {
-        let p = plan(on_step_done(run(RunState::Running, 3), 1, 2, &StepOutcome::Interrupted));
+        let p = plan(on_step_done(
+            run(RunState::Running, 3),
+            1,
+            2,
+            &StepOutcome::Interrupted,
+            Retry::none(0),
+        ));
         assert_eq!(p.queue, queued(1, 3));
         assert_eq!(
             p.publish,
@@ -433,10 +550,16 @@ mod tests {
         for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
             for outcome in [
                 StepOutcome::Succeeded,
-                StepOutcome::Failed { reason: "x".into() },
+                StepOutcome::Failed {
+                    reason: "x".into(),
+                    exit_code: Some(1),
+                },
                 StepOutcome::Interrupted,
             ] {
-                assert!(matches!(on_step_done(run(state, 3), 0, 1, &outcome), Decision::Drop(_)));
+                assert!(matches!(
+                    on_step_done(run(state, 3), 0, 1, &outcome, Retry::none(0)),
+                    Decision::Drop(_)
+                ));
             }
         }
     }
@@ -513,7 +636,7 @@ mod tests {
 
     #[test]
     fn an_expired_lease_requeues_the_step_until_the_attempt_limit() {
-        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 3));
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 0, 3));
         assert_eq!(p.queue, queued(1, 2));
         assert_eq!(
             p.publish,
@@ -523,7 +646,7 @@ mod tests {
                 attempt: 2
             })
         );
-        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 3, 3));
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 3, 0, 3));
         assert_eq!(p.queue, None);
         assert!(matches!(
             p.publish,
@@ -534,7 +657,7 @@ mod tests {
             })
         ));
         for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
-            assert!(matches!(on_lease_expired(run(state, 3), 1, 1, 3), Decision::Drop(_)));
+            assert!(matches!(on_lease_expired(run(state, 3), 1, 1, 0, 3), Decision::Drop(_)));
         }
     }
 
@@ -543,6 +666,7 @@ mod tests {
         let last = |step, state| LastExec {
             step,
             attempt: 1,
+            retry: 0,
             state,
             error: Some("exit code 2".into()),
         };
@@ -580,7 +704,13 @@ mod tests {
         let mut step = p.queue.unwrap().step;
         loop {
             assert_eq!(on_exec(state, Some(ExecState::Queued)), Claim::Take);
-            let p = plan(on_step_done(run(state, steps), step, 1, &StepOutcome::Succeeded));
+            let p = plan(on_step_done(
+                run(state, steps),
+                step,
+                1,
+                &StepOutcome::Succeeded,
+                Retry::none(0),
+            ));
             match p.publish.unwrap() {
                 Message::ExecModule { step: s, .. } => step = s,
                 Message::EndEtl { .. } => break,
@@ -592,5 +722,126 @@ mod tests {
             plan(on_end(run(state, steps), true)).run.unwrap().to,
             RunState::Succeeded
         );
+    }
+
+    fn failed(code: Option<i32>) -> StepOutcome {
+        StepOutcome::Failed {
+            reason: "step 2 (m) failed: exit code 3".into(),
+            exit_code: code,
+        }
+    }
+
+    #[test]
+    fn a_failure_with_retries_left_queues_a_delayed_attempt_and_publishes_nothing() {
+        let policy = RetryPolicy {
+            retries: 2,
+            delay_secs: 10.0,
+            ..RetryPolicy::default()
+        };
+        let r = run(RunState::Running, 3);
+        let p = plan(on_step_done(
+            r,
+            1,
+            1,
+            &failed(Some(3)),
+            Retry {
+                policy: &policy,
+                done: 0,
+                jitter: 0.0,
+            },
+        ));
+        assert_eq!(
+            p.queue,
+            Some(StepAttempt {
+                step: 1,
+                attempt: 2,
+                retry: 1,
+                delay: Some(Duration::from_secs(10)),
+            })
+        );
+        assert_eq!((p.publish, p.run), (None, None), "published when due, by recovery");
+        let p = plan(on_step_done(
+            r,
+            1,
+            2,
+            &failed(Some(3)),
+            Retry {
+                policy: &policy,
+                done: 1,
+                jitter: 1.0,
+            },
+        ));
+        assert_eq!(
+            p.queue.unwrap().delay,
+            Some(Duration::from_secs(25)),
+            "20 s, +25 % jitter"
+        );
+        // Spent: the run fails, saying after how many attempts.
+        let p = plan(on_step_done(
+            r,
+            1,
+            3,
+            &failed(Some(3)),
+            Retry {
+                policy: &policy,
+                done: 2,
+                jitter: 0.0,
+            },
+        ));
+        assert_eq!(p.queue, None);
+        assert!(matches!(
+            p.publish,
+            Some(Message::ErrorHandler { ref reason, .. }) if reason == "after 3 attempts, step 2 (m) failed: exit code 3"
+        ));
+    }
+
+    #[test]
+    fn only_the_listed_exit_codes_are_retried() {
+        let policy = RetryPolicy {
+            retries: 5,
+            on_exit_codes: Some(vec![75]),
+            ..RetryPolicy::default()
+        };
+        let r = run(RunState::Running, 3);
+        let retry = Retry {
+            policy: &policy,
+            done: 0,
+            jitter: 0.0,
+        };
+        assert!(plan(on_step_done(r, 0, 1, &failed(Some(75)), retry)).queue.is_some());
+        for other in [Some(1), None] {
+            let p = plan(on_step_done(r, 0, 1, &failed(other), retry));
+            assert!(
+                p.queue.is_none() && matches!(p.publish, Some(Message::ErrorHandler { .. })),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn attempts_lost_to_workers_are_counted_apart_from_retries() {
+        // Attempt 4 is the third retry (attempts 2-4 were retries): lost once.
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 4, 3, 2));
+        let q = p.queue.unwrap();
+        assert_eq!(
+            (q.attempt, q.retry, q.delay),
+            (5, 3, None),
+            "same retry number, at once"
+        );
+        // Attempts 1 and 2 both lost (no retry): the limit of 2 is reached.
+        assert!(
+            plan(on_lease_expired(run(RunState::Running, 3), 1, 2, 0, 2))
+                .queue
+                .is_none()
+        );
+        // An interrupted retry keeps its number too.
+        let p = plan(on_step_done(
+            run(RunState::Running, 3),
+            1,
+            3,
+            &StepOutcome::Interrupted,
+            Retry::none(2),
+        ));
+        assert_eq!(p.queue.unwrap().retry, 2);
     }
 }

@@ -81,6 +81,8 @@ struct Row {
     module: Option<String>,
     argv: Option<Vec<String>>,
     timeout_secs: Option<i64>,
+    retry: Option<i32>,
+    policy: Option<sqlx::types::Json<scheduler_core::RetryPolicy>>,
     sequence: Option<String>,
     step_count: Option<i32>,
     queue: Option<String>,
@@ -89,12 +91,13 @@ struct Row {
 // The statement, assembled from one copy of each fragment into the shape a
 // write needs, so that PostgreSQL plans and runs only the parts it uses (the
 // hot path, a worker recording a step and claiming the next, is
-// close + read the run + queue). Every shape takes the same 22 parameters
+// close + read the run + queue). Every shape takes the same 24 parameters
 // (sqlx declares their types, so a shape may leave some unused):
 // $1 run; $2 close kind ('finish' | 'abandon'), $3 step, $4 attempt,
 // $5 the finishing worker, $6..$14 the result; $15 from, $16 to, $17 failed
 // step, $18 reason; $19 step and $20 attempt to queue; $21 the claiming
-// worker, $22 its lease in seconds.
+// worker, $22 its lease in seconds; $23 the queued execution's retry number,
+// $24 its delay in seconds (a retry: due then, published by recovery).
 
 /// Close a running execution: the holder's result, or recovery's
 /// `abandoned` once its lease expired.
@@ -134,20 +137,23 @@ const MOVE_RUN: &str = "moved AS (
 )";
 
 /// The one insert of an execution: step `$19`, attempt `$20`, from the
-/// run's snapshot; claimed by `$21` with a lease of `$22` s when given.
+/// run's snapshot; claimed by `$21` with a lease of `$22` s when given; a
+/// retry (`$23`) due after `$24` s when given.
 const QUEUE: &str = "q AS (
     INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
-                            worker_id, started_at, lease_until)
+                            worker_id, started_at, lease_until, retry, due_at)
     SELECT r.id, $19, $20, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
            (s->>'timeout_secs')::bigint,
            CASE WHEN $21::uuid IS NULL THEN 'queued' ELSE 'running' END,
            $21::uuid,
            CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() END,
-           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END
+           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END,
+           coalesce($23::int, 0),
+           CASE WHEN $24::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $24) END
       FROM r CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->($19::int) AS s) x
      WHERE $19::int IS NOT NULL AND s IS NOT NULL
     ON CONFLICT DO NOTHING
- RETURNING module, argv, timeout_secs
+ RETURNING module, argv, timeout_secs, retry
 )";
 
 /// A run moved to `canceled` takes its queued executions with it.
@@ -158,7 +164,8 @@ const CANCEL_QUEUED: &str = "c AS (
 )";
 
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
-       q.module, q.argv, q.timeout_secs, r.sequence, r.step_count, r.queue
+       q.module, q.argv, q.timeout_secs, q.retry, r.snapshot->'steps'->($19::int)->'retry' AS policy,
+       r.sequence, r.step_count, r.queue
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -224,6 +231,7 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
     };
     let finished = matches!(w.close, Some(Close::Finish { .. }));
     let plan = w.plan;
+    let delayed = plan.queue.and_then(|q| q.delay);
     let shape = match (w.close.is_some(), plan.run.is_some()) {
         (false, false) => Shape::Running,
         (true, false) => Shape::Close,
@@ -251,8 +259,11 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
         .bind(plan.failure.as_ref().map(|f| strip_nul(&f.reason)))
         .bind(plan.queue.map(|q| q.step as i32))
         .bind(plan.queue.map(|q| q.attempt as i32))
-        .bind(w.claim_for.map(|(worker, _)| worker))
+        // A delayed execution is never claimed at once.
+        .bind(w.claim_for.filter(|_| delayed.is_none()).map(|(worker, _)| worker))
         .bind(w.claim_for.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+        .bind(plan.queue.map(|q| q.retry as i32))
+        .bind(delayed.map(|d| d.as_secs_f64()))
         .fetch_one(&t.pool)
         .await?;
     let inserted = match (row.module, row.argv, row.sequence, row.step_count) {
@@ -262,6 +273,8 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
             timeout_secs: row.timeout_secs.map(|t| t as u64),
             sequence,
             step_count: step_count as u32,
+            retry: row.retry.unwrap_or(0).max(0) as u32,
+            policy: row.policy.map(|p| p.0).unwrap_or_default(),
         }),
         _ => None,
     };
@@ -269,7 +282,7 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
         closed: kind.is_none() || row.closed > 0,
         run: row.run > 0,
         queued: inserted.is_some(),
-        claimed: inserted.filter(|_| w.claim_for.is_some()),
+        claimed: inserted.filter(|_| w.claim_for.is_some() && delayed.is_none()),
         queue: row.queue,
     })
 }

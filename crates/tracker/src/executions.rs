@@ -6,7 +6,7 @@
 
 use crate::runs::parse_state;
 use crate::{Result, Tracker};
-use scheduler_core::{ExecState, RunState};
+use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -24,13 +24,17 @@ impl std::fmt::Display for ExecKey {
 }
 
 /// What a worker needs to run a claimed execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
     pub module: String,
     pub argv: Vec<String>,
     pub timeout_secs: Option<u64>,
     pub sequence: String,
     pub step_count: u32,
+    /// Retries of the step's failures this execution is (0: none).
+    pub retry: u32,
+    /// The step's retry policy, from the run's snapshot.
+    pub policy: RetryPolicy,
 }
 
 /// [`Claimed`] as a statement returns it.
@@ -41,6 +45,9 @@ pub(crate) struct ClaimedRow {
     pub timeout_secs: Option<i64>,
     pub sequence: String,
     pub step_count: i32,
+    pub retry: i32,
+    /// `NULL` for runs recorded before retries existed.
+    pub policy: Option<sqlx::types::Json<RetryPolicy>>,
 }
 
 impl From<ClaimedRow> for Claimed {
@@ -51,6 +58,8 @@ impl From<ClaimedRow> for Claimed {
             timeout_secs: r.timeout_secs.map(|t| t.max(0) as u64),
             sequence: r.sequence,
             step_count: r.step_count.max(0) as u32,
+            retry: r.retry.max(0) as u32,
+            policy: r.policy.map(|p| p.0).unwrap_or_default(),
         }
     }
 }
@@ -96,7 +105,8 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
            FROM runs r
           WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state = 'queued'
             AND r.id = e.run_id AND r.state = 'running'
-      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count",
+      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
+                    r.snapshot->'steps'->e.step->'retry' AS policy",
     )
     .bind(key.run_id)
     .bind(key.step as i32)

@@ -15,6 +15,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct Expired {
     pub key: ExecKey,
+    /// Its retry number (attempts lost to workers keep it).
+    pub retry: u32,
     pub run: RunView,
     pub queue: String,
     pub pid: Option<u32>,
@@ -35,6 +37,7 @@ struct ExpiredRow {
     run_id: Uuid,
     step: i32,
     attempt: i32,
+    retry: i32,
     pid: Option<i32>,
     worker_id: Option<Uuid>,
     host: Option<String>,
@@ -50,6 +53,7 @@ struct StuckRow {
     queue: String,
     step: Option<i32>,
     attempt: Option<i32>,
+    retry: Option<i32>,
     exec_state: Option<String>,
     error: Option<String>,
 }
@@ -91,7 +95,8 @@ pub(crate) async fn unpublished_runs(t: &Tracker, older_than: Duration, limit: i
 }
 
 /// Queued executions of running runs whose `exec_module` was never
-/// confirmed.
+/// confirmed: older than `older_than` (a publish may be in progress), or a
+/// retry whose due time came (it is published only then).
 pub(crate) async fn unpublished_executions(
     t: &Tracker,
     older_than: Duration,
@@ -100,7 +105,7 @@ pub(crate) async fn unpublished_executions(
     let rows: Vec<(Uuid, i32, i32, String)> = sqlx::query_as(
         "SELECT e.run_id, e.step, e.attempt, r.queue FROM executions e JOIN runs r ON r.id = e.run_id
           WHERE e.state = 'queued' AND e.published_at IS NULL AND r.state = 'running'
-            AND e.queued_at < now() - make_interval(secs => $1)
+            AND coalesce(e.due_at, e.queued_at + make_interval(secs => $1)) <= now()
           ORDER BY e.queued_at LIMIT $2",
     )
     .bind(older_than.as_secs_f64())
@@ -116,7 +121,7 @@ pub(crate) async fn unpublished_executions(
 /// Running executions whose lease expired.
 pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Expired>> {
     let rows: Vec<ExpiredRow> = sqlx::query_as(
-        "SELECT e.run_id, e.step, e.attempt, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue
+        "SELECT e.run_id, e.step, e.attempt, e.retry, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.state = 'running' AND e.lease_until < now()
           ORDER BY e.lease_until LIMIT $1",
@@ -128,6 +133,7 @@ pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Ex
         .map(|r| {
             Ok(Expired {
                 key: key(r.run_id, r.step, r.attempt),
+                retry: r.retry.max(0) as u32,
                 run: RunView {
                     id: r.run_id,
                     state: parse_state(r.run_state)?,
@@ -146,10 +152,10 @@ pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Ex
 /// execution ended more than `older_than` ago (or that have none).
 pub(crate) async fn stuck_runs(t: &Tracker, older_than: Duration, limit: i64) -> Result<Vec<Stuck>> {
     let rows: Vec<StuckRow> = sqlx::query_as(
-        "SELECT r.id, r.step_count, r.queue, l.step, l.attempt, l.state AS exec_state, l.error
+        "SELECT r.id, r.step_count, r.queue, l.step, l.attempt, l.retry, l.state AS exec_state, l.error
            FROM runs r
            LEFT JOIN LATERAL (
-                SELECT e.step, e.attempt, e.state, e.error, e.finished_at FROM executions e
+                SELECT e.step, e.attempt, e.retry, e.state, e.error, e.finished_at FROM executions e
                  WHERE e.run_id = r.id ORDER BY e.step DESC, e.attempt DESC LIMIT 1) l ON true
           WHERE r.state = 'running'
             AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.run_id = r.id AND e.state IN ('queued', 'running'))
@@ -166,6 +172,7 @@ pub(crate) async fn stuck_runs(t: &Tracker, older_than: Duration, limit: i64) ->
                 (Some(step), Some(attempt), Some(state)) => Some(LastExec {
                     step: step as u32,
                     attempt: attempt as u32,
+                    retry: r.retry.unwrap_or(0).max(0) as u32,
                     state: parse_state(state)?,
                     error: r.error,
                 }),

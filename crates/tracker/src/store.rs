@@ -77,7 +77,8 @@ pub trait Store: Send + Sync + 'static {
     /// their queue.
     async fn unpublished_runs(&self, older_than: Duration, limit: i64) -> Result<Vec<(Uuid, String)>>;
     /// Queued executions of running runs whose `exec_module` was never
-    /// confirmed, with their run's queue.
+    /// confirmed (older than `older_than`), and retries that came due, with
+    /// their run's queue.
     async fn unpublished_executions(&self, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>>;
     /// Running executions whose lease expired.
     async fn expired_executions(&self, limit: i64) -> Result<Vec<Expired>>;

@@ -3,7 +3,7 @@
 //! `/metrics`, and a liveness probe. Read-only: the UI's writes go through
 //! the same writes as the workers' ([`crate::Store::apply`]).
 
-use crate::views::RunSummary;
+use crate::views::{RUN_COLUMNS, RunSummary};
 use crate::{Result, Tracker};
 use uuid::Uuid;
 
@@ -64,23 +64,23 @@ pub(crate) async fn last_runs_by_sequence(
     sequences: &[String],
     per_sequence: u32,
 ) -> Result<Vec<RunSummary>> {
-    Ok(sqlx::query_as::<_, RunSummary>(
-        // Same columns as the views' run listing.
-        "SELECT r.id, r.sequence, r.state, r.trigger, r.queue, r.step_count,
-                (SELECT max(e.step) FROM executions e WHERE e.run_id = r.id) AS current_step,
-                r.failed_step, r.error, r.created_at, r.started_at, r.finished_at,
-                (extract(epoch FROM (coalesce(r.finished_at, now()) - r.started_at)) * 1000)::bigint AS duration_ms
-           FROM unnest($1::text[]) AS s(name)
-           CROSS JOIN LATERAL (
-               SELECT * FROM runs WHERE sequence = s.name
-                ORDER BY created_at DESC, id DESC LIMIT $2
-           ) r
-          ORDER BY r.sequence, r.created_at DESC, r.id DESC",
-    )
-    .bind(sequences)
-    .bind(per_sequence.clamp(1, 100) as i64)
-    .fetch_all(&t.pool)
-    .await?)
+    // The views' run columns, over each sequence's newest runs.
+    static QUERY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {RUN_COLUMNS}
+               FROM unnest($1::text[]) AS s(name)
+               CROSS JOIN LATERAL (
+                   SELECT * FROM runs WHERE sequence = s.name
+                    ORDER BY created_at DESC, id DESC LIMIT $2
+               ) runs
+              ORDER BY runs.sequence, runs.created_at DESC, runs.id DESC"
+        )
+    });
+    Ok(sqlx::query_as::<_, RunSummary>(QUERY.as_str())
+        .bind(sequences)
+        .bind(per_sequence.clamp(1, 100) as i64)
+        .fetch_all(&t.pool)
+        .await?)
 }
 
 /// A value that changes whenever a runs listing could show something

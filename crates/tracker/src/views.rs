@@ -25,6 +25,8 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
     /// From start to end (or to now while running).
     pub duration_ms: Option<i64>,
+    /// While its failed step waits to be retried: when the retry is due.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -49,6 +51,10 @@ pub struct ExecutionView {
     pub stderr_tail: Option<String>,
     pub stdout_bytes: Option<i64>,
     pub stderr_bytes: Option<i64>,
+    /// Retries of the step's failures this attempt is (0: none).
+    pub retry: i32,
+    /// A queued retry waits until then.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,10 +90,13 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
-const RUN_COLUMNS: &str = "id, sequence, state, trigger, queue, step_count,
-    (SELECT max(e.step) FROM executions e WHERE e.run_id = runs.id) AS current_step, failed_step, error,
-    created_at, started_at, finished_at,
-    (extract(epoch FROM (coalesce(finished_at, now()) - started_at)) * 1000)::bigint AS duration_ms";
+/// The columns of a [`RunSummary`], from a relation named `runs`.
+pub(crate) const RUN_COLUMNS: &str = "runs.id, runs.sequence, runs.state, runs.trigger, runs.queue, runs.step_count,
+    (SELECT max(e.step) FROM executions e WHERE e.run_id = runs.id) AS current_step, runs.failed_step, runs.error,
+    runs.created_at, runs.started_at, runs.finished_at,
+    (extract(epoch FROM (coalesce(runs.finished_at, now()) - runs.started_at)) * 1000)::bigint AS duration_ms,
+    (SELECT min(e.due_at) FROM executions e
+      WHERE e.run_id = runs.id AND e.state = 'queued' AND e.due_at > now()) AS retry_at";
 
 pub(crate) async fn list_runs(t: &Tracker, f: &RunFilter) -> Result<Vec<RunSummary>> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
@@ -116,12 +125,19 @@ pub(crate) async fn list_runs(t: &Tracker, f: &RunFilter) -> Result<Vec<RunSumma
     Ok(q.build_query_as::<RunSummary>().fetch_all(&t.pool).await?)
 }
 
+/// The run and its executions from one snapshot of the database (a
+/// read-only repeatable-read transaction): read apart, a fast run could show
+/// as `queued` beside executions that already ran.
 pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDetail>> {
+    let mut tx = t.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
     q.push(RUN_COLUMNS)
         .push(", snapshot FROM runs WHERE id = ")
         .push_bind(run_id);
-    let Some(row) = q.build().fetch_optional(&t.pool).await? else {
+    let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         return Ok(None);
     };
     use sqlx::Row;
@@ -131,14 +147,16 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
         "SELECT e.step, e.attempt, e.module, e.argv, e.state, e.worker_id, w.host AS worker_host, e.pid,
                 e.queued_at, e.started_at, e.finished_at, e.lease_until,
                 coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
-                e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes
+                e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes,
+                e.retry, e.due_at
            FROM executions e LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.run_id = $1
        ORDER BY e.step, e.attempt",
     )
     .bind(run_id)
-    .fetch_all(&t.pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Some(RunDetail {
         run,
         snapshot,

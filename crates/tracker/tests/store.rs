@@ -51,7 +51,7 @@ fn starting() -> Plan {
             from: RunState::Queued,
             to: RunState::Running,
         }),
-        queue: Some(StepAttempt { step: 0, attempt: 1 }),
+        queue: Some(StepAttempt::at(0, 1)),
         ..Plan::default()
     }
 }
@@ -144,7 +144,7 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             ..ExecResult::new(ExecState::Succeeded)
         };
         let next = Plan {
-            queue: Some(StepAttempt { step: 1, attempt: 1 }),
+            queue: Some(StepAttempt::at(1, 1)),
             publish: Some(Message::ExecModule {
                 run_id: id,
                 step: 1,
@@ -289,7 +289,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         assert_eq!(expired[0].run.state, RunState::Running);
         assert_eq!(expired[0].worker_id, Some(worker));
         let retry = Plan {
-            queue: Some(StepAttempt { step: 0, attempt: 2 }),
+            queue: Some(StepAttempt::at(0, 2)),
             ..Plan::default()
         };
         let w = s
@@ -322,7 +322,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         // A queue part without a move applies to a running run (recovery's
         // re-decision); a cancel then takes the queued execution with it.
         let requeue = Plan {
-            queue: Some(StepAttempt { step: 0, attempt: 3 }),
+            queue: Some(StepAttempt::at(0, 3)),
             ..Plan::default()
         };
         let w = s
@@ -362,7 +362,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
                 run_id: id,
                 close: None,
                 plan: &Plan {
-                    queue: Some(StepAttempt { step: 1, attempt: 1 }),
+                    queue: Some(StepAttempt::at(1, 1)),
                     ..Plan::default()
                 },
                 claim_for: None,
@@ -426,6 +426,102 @@ async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
         assert!(w.complete(&fail), "{w:?}");
         assert_eq!(s.run_view(id).await.unwrap().unwrap().state, RunState::Failed);
         assert_eq!(s.failed_step_attempts(id).await.unwrap(), Some((0, 1)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let mut run = new_run(1);
+        run.snapshot.steps[0].retry.retries = 2;
+        let id = run.id;
+        s.create_run(&run).await.unwrap();
+        let worker = Uuid::now_v7();
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: None,
+                plan: &starting(),
+                claim_for: Some((worker, LEASE)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            w.claimed.as_ref().unwrap().policy.retries,
+            2,
+            "the policy from the snapshot"
+        );
+        let failed = ExecResult::new(ExecState::Failed);
+        let retry_in = |secs: u64| Plan {
+            queue: Some(StepAttempt {
+                retry: 1,
+                delay: Some(Duration::from_secs(secs)),
+                ..StepAttempt::at(0, 2)
+            }),
+            ..Plan::default()
+        };
+        let plan = retry_in(3600);
+        let w = s
+            .apply(&Write {
+                run_id: id,
+                close: Some(Close::Finish {
+                    key: key(id, 0, 1),
+                    worker_id: worker,
+                    result: &failed,
+                }),
+                plan: &plan,
+                // Asked to continue here: a delayed retry is never claimed.
+                claim_for: Some((worker, LEASE)),
+            })
+            .await
+            .unwrap();
+        assert!(w.complete(&plan) && w.claimed.is_none(), "{w:?}");
+        assert!(
+            s.unpublished_executions(Duration::ZERO, 10).await.unwrap().is_empty(),
+            "not due for an hour"
+        );
+        let detail = s.run_detail(id).await.unwrap().unwrap();
+        let retry = &detail.executions[1];
+        assert_eq!((retry.state.as_str(), retry.retry), ("queued", 1));
+        assert_eq!(detail.run.retry_at, retry.due_at);
+        assert!(detail.run.retry_at.is_some());
+        assert!(
+            s.stuck_runs(Duration::ZERO, 10).await.unwrap().is_empty(),
+            "a waiting retry is in flight"
+        );
+
+        // Due at once: published even inside the republish grace, and
+        // claimed with its retry number.
+        let run2 = new_run(1);
+        let id2 = run2.id;
+        s.create_run(&run2).await.unwrap();
+        s.apply(&Write {
+            run_id: id2,
+            close: None,
+            plan: &starting(),
+            claim_for: Some((worker, LEASE)),
+        })
+        .await
+        .unwrap();
+        let plan = retry_in(0);
+        s.apply(&Write {
+            run_id: id2,
+            close: Some(Close::Finish {
+                key: key(id2, 0, 1),
+                worker_id: worker,
+                result: &failed,
+            }),
+            plan: &plan,
+            claim_for: None,
+        })
+        .await
+        .unwrap();
+        let due = s.unpublished_executions(Duration::from_secs(3600), 10).await.unwrap();
+        assert_eq!(due, vec![(key(id2, 0, 2), "q1".to_string())]);
+        let claimed = s.claim(key(id2, 0, 2), worker, LEASE).await.unwrap().unwrap();
+        assert_eq!(claimed.retry, 1);
     })
     .await;
 }

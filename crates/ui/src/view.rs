@@ -20,6 +20,8 @@ pub(crate) struct RunRow {
     pub percent: u32,
     /// `(step number, first line of the error)` of a failed run.
     pub failure: Option<(i32, String)>,
+    /// When its failed step is retried, while it waits.
+    pub retry_at: Option<Stamp>,
 }
 
 impl RunRow {
@@ -46,6 +48,7 @@ impl RunRow {
             failure: r
                 .failed_step
                 .map(|s| (s + 1, snippet(r.error.as_deref().unwrap_or("no reason recorded"), 120))),
+            retry_at: r.retry_at.map(|t| Stamp::new(t, now)),
         }
     }
 }

@@ -175,7 +175,7 @@ async fn sequences_workers_and_queues_are_described() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "failing", "quick", "slow"]);
+    assert_eq!(names, ["broken", "failing", "quick", "retrying", "slow"]);
     let quick = &seqs[2];
     assert_eq!(quick["steps"][0]["module_name"], "ok");
     assert_eq!(quick["steps"][0]["cmd"][0], "./bin/ok.sh");

@@ -268,3 +268,26 @@ async fn metrics_and_health_read_the_record() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_run_waiting_for_its_retry_says_so_and_when() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let run = app.start("retrying").await;
+    let d = app
+        .wait_for(run, "a queued retry", |d| {
+            d.executions.iter().any(|e| e.attempt == 2 && e.state == "queued")
+        })
+        .await;
+    assert_eq!(d.run.state, "running");
+    assert!(d.run.retry_at.is_some(), "{d:#?}");
+    let runs = app.get("/").await;
+    assert!(runs.body.contains("waiting to retry, in 59 min"), "{}", runs.body);
+    let page = app.get(&format!("/runs/{run}")).await;
+    assert!(page.body.contains("waiting to retry, due in 59 min"), "{}", page.body);
+    assert!(page.body.contains("retry 1"));
+    let api = app.get(&format!("/api/v1/runs/{run}")).await.json();
+    assert_eq!(api["executions"][1]["retry"], 1);
+    assert!(api["retry_at"].is_string(), "{api:#}");
+    app.finish().await;
+}

@@ -46,7 +46,13 @@ pub fn could_not_start(
         error: Some(reason.clone()),
         ..ExecResult::new(ExecState::Failed)
     };
-    (result, StepOutcome::Failed { reason })
+    (
+        result,
+        StepOutcome::Failed {
+            reason,
+            exit_code: None,
+        },
+    )
 }
 
 /// Turns the module's outcome into the recorded result and the state
@@ -58,6 +64,7 @@ pub fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) 
             ExecState::Canceled,
             StepOutcome::Failed {
                 reason: "run canceled".into(),
+                exit_code: None,
             },
         ),
         // Shutdown past the drain bound, or the lease could not be renewed:
@@ -71,11 +78,17 @@ pub fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) 
                 let line: String = line.chars().take(300).collect();
                 reason.push_str(&format!(" — stderr: {line}"));
             }
-            (ExecState::Failed, StepOutcome::Failed { reason })
+            (
+                ExecState::Failed,
+                StepOutcome::Failed {
+                    reason,
+                    exit_code: o.exit_code,
+                },
+            )
         }
     };
     let mut error = match &outcome {
-        StepOutcome::Failed { reason } => Some(reason.clone()),
+        StepOutcome::Failed { reason, .. } => Some(reason.clone()),
         StepOutcome::Interrupted => Some(match stop {
             Some(StopReason::LeaseLost) => {
                 "the worker could not renew its lease (database unreachable); stopped and handed back as a new attempt"

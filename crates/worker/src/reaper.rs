@@ -129,7 +129,13 @@ fn kill_leftovers(expired: &Expired) -> usize {
 /// fails through `error_handler`); then publishes what follows.
 async fn take_over(ctx: &Ctx, expired: &Expired, report: &mut Report) -> Result<(), ProducerError> {
     let key = expired.key;
-    let plan = match machine::on_lease_expired(expired.run, key.step, key.attempt, ctx.config.max_attempts) {
+    let plan = match machine::on_lease_expired(
+        expired.run,
+        key.step,
+        key.attempt,
+        expired.retry,
+        ctx.config.max_attempts,
+    ) {
         Decision::Apply(plan) => plan,
         Decision::Drop(_) => Plan::default(),
     };

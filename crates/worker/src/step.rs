@@ -20,7 +20,7 @@
 use crate::module;
 use crate::worker::{Active, Ctx};
 use scheduler_broker::Incoming;
-use scheduler_core::machine::{self, Claim, Decision, Plan, RunView, StepOutcome};
+use scheduler_core::machine::{self, Claim, Decision, Plan, Retry, RunView, StepOutcome};
 use scheduler_core::{ExecState, RunState};
 use scheduler_producer::{failpoint, not_applied, publish_written};
 use scheduler_tracker::{Claimed, Close, ExecKey, ExecResult, Write, Written};
@@ -104,8 +104,10 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     let (result, outcome) = run_module(ctx, key, &claimed).await;
     let plan = follow_up(key, &claimed, &result, &outcome);
     // Continue here unless draining: the next step is inserted claimed by
-    // this worker, in the statement that records this one.
-    let chain = (plan.queue.is_some() && !ctx.is_draining()).then_some((ctx.worker_id, ctx.config.lease));
+    // this worker, in the statement that records this one. A retry waits for
+    // its delay instead: recovery publishes it when due, to any worker.
+    let now = plan.queue.is_some_and(|q| q.delay.is_none());
+    let chain = (now && !ctx.is_draining()).then_some((ctx.worker_id, ctx.config.lease));
     let written = record(ctx, key, &result, &plan, chain).await?;
     if !written.closed {
         tracing::warn!("the step was taken away from this worker (lease lost); its result is not recorded");
@@ -185,10 +187,22 @@ fn follow_up(key: ExecKey, claimed: &Claimed, result: &ExecResult, outcome: &Ste
         state: RunState::Running,
         step_count: claimed.step_count,
     };
-    match machine::on_step_done(run, key.step, key.attempt, outcome) {
+    let retry = Retry {
+        policy: &claimed.policy,
+        done: claimed.retry,
+        jitter: jitter(),
+    };
+    match machine::on_step_done(run, key.step, key.attempt, outcome, retry) {
         Decision::Apply(plan) => plan,
         Decision::Drop(_) => Plan::default(),
     }
+}
+
+/// A uniform sample in `[-1, 1]` for a retry's jitter (from the
+/// operating system's randomness, through a v4 UUID).
+fn jitter() -> f64 {
+    let bits = (uuid::Uuid::new_v4().as_u128() >> 64) as u64;
+    bits as f64 / u64::MAX as f64 * 2.0 - 1.0
 }
 
 /// Records the result and what follows in one write. The database may be

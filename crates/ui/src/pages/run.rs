@@ -65,6 +65,10 @@ struct StepView {
 struct AttemptView {
     attempt: i32,
     state: String,
+    /// A retry waiting for its delay: when it is due.
+    due: Option<Stamp>,
+    /// Retries of the step's failures this attempt is (0: none).
+    retry: i32,
     worker: String,
     pid: String,
     started: Stamp,
@@ -196,6 +200,8 @@ fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
     AttemptView {
         attempt: e.attempt,
         state: e.state.clone(),
+        due: e.due_at.filter(|_| e.state == "queued").map(|t| Stamp::new(t, now)),
+        retry: e.retry,
         worker: e.worker_host.clone().unwrap_or_default(),
         pid: e.pid.map(|p| p.to_string()).unwrap_or_default(),
         started: Stamp::opt(e.started_at, now),

@@ -52,6 +52,11 @@ pub const SEQUENCES: &[(&str, &str)] = &[
         r#"[{"module_name": "ok"}, {"module_name": "boom"}, {"module_name": "ok"}]"#,
     ),
     ("slow", r#"[{"module_name": "nap"}]"#),
+    // Fails, and retries in an hour: a run waiting for its retry.
+    (
+        "retrying",
+        r#"[{"module_name": "boom", "retries": 1, "retry_delay_secs": 3600, "retry_max_delay_secs": 3600, "retry_jitter_factor": 0}]"#,
+    ),
     ("broken", r#"[{"module_name": "nope"}]"#),
 ];
 
