@@ -124,6 +124,9 @@ pub enum Command {
         worker_id: String,
         #[arg(long, default_value_t = 10_000)]
         grace_ms: u64,
+        /// Stop the worker's modules once it has been frozen this long.
+        #[arg(long, default_value_t = 15_000)]
+        freeze_ms: u64,
     },
 }
 
@@ -144,11 +147,13 @@ pub struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL when a module's process group is stopped.
     #[arg(long, env = "SCHEDULER_KILL_GRACE", default_value_t = 10)]
     pub kill_grace: u64,
-    /// Executions of one step (first run + re-runs after a lost worker) before the run fails.
+    /// Attempts of one step lost to a dead or cut-off worker before the run fails
+    /// (counted apart from the step's own `retries` after failures).
     #[arg(long, env = "SCHEDULER_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
-    /// Seconds between recovery passes (one worker at a time runs them).
-    #[arg(long, env = "SCHEDULER_REAP_EVERY", default_value_t = 5, hide = true)]
+    /// Seconds between recovery passes (one worker at a time runs them): how soon
+    /// a due retry is published and a dead worker's step is attempted again.
+    #[arg(long, env = "SCHEDULER_REAP_EVERY", default_value_t = 5)]
     pub reap_every: u64,
     /// Seconds before recovery republishes unpublished work or re-decides a stuck run.
     #[arg(long, env = "SCHEDULER_REPUBLISH_AFTER", default_value_t = 10, hide = true)]

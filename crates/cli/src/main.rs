@@ -17,8 +17,14 @@ fn main() -> std::process::ExitCode {
     };
     logging::init(&cli.global, default_level);
     // The keeper is single-threaded and blocks until its worker is gone.
-    if let cli::Command::Keeper { worker_id, grace_ms } = &cli.command {
-        let stopped = scheduler_executor::keeper::keep(worker_id, std::time::Duration::from_millis(*grace_ms));
+    if let cli::Command::Keeper {
+        worker_id,
+        grace_ms,
+        freeze_ms,
+    } = &cli.command
+    {
+        let ms = std::time::Duration::from_millis;
+        let stopped = scheduler_executor::keeper::keep(worker_id, ms(*grace_ms), ms(*freeze_ms));
         if stopped > 0 {
             tracing::warn!(
                 worker_id,
@@ -26,6 +32,7 @@ fn main() -> std::process::ExitCode {
                 "keeper: the worker died; stopped its running modules"
             );
         }
+        commands::keeper::report_death(&cli.global, worker_id);
         return std::process::ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

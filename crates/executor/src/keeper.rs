@@ -17,7 +17,16 @@
 //!
 //! This happens within milliseconds of the worker's death, long before its
 //! leases expire and recovery re-runs the steps on any host: two copies of
-//! one step never run at once, even when recovery runs elsewhere.
+//! one step never run at once, even when recovery runs elsewhere. Its caller
+//! (`scheduler keeper`) then tells the store the worker is gone, so that
+//! recovery re-attempts its steps at once instead of waiting for the lease.
+//!
+//! A worker that is *frozen* (SIGSTOP, a debugger) rather than dead keeps
+//! its pipe open. The keeper looks at its state in `/proc` twice a second;
+//! once it has been stopped for `freeze_after` (half a lease: before its
+//! leases can expire, since the last renewal was at most a third of a lease
+//! before the freeze), the keeper stops its modules, so that the re-run that
+//! recovery starts when the lease lapses never runs beside them.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -52,11 +61,17 @@ pub struct KeeperProcess {
 
 impl KeeperProcess {
     /// Starts `command` (e.g. `scheduler keeper`) with `--worker-id <id>
-    /// --grace-ms <ms>` appended, in a process group of its own, stdin a
+    /// --grace-ms <ms> --freeze-ms <ms>` appended and `env` added, in a process group of its own, stdin a
     /// pipe whose write end only this process holds, stderr shared (its log
     /// lines land in the worker's log). Returns once the keeper has said it
     /// is ready (its termination signals blocked).
-    pub async fn start(command: &[OsString], worker_id: &str, grace: Duration) -> std::io::Result<Self> {
+    pub async fn start(
+        command: &[OsString],
+        worker_id: &str,
+        grace: Duration,
+        freeze_after: Duration,
+        env: &[(OsString, OsString)],
+    ) -> std::io::Result<Self> {
         let Some((program, args)) = command.split_first() else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -69,6 +84,9 @@ impl KeeperProcess {
             .arg(worker_id)
             .arg("--grace-ms")
             .arg(grace.as_millis().to_string())
+            .arg("--freeze-ms")
+            .arg(freeze_after.as_millis().to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .process_group(0)
@@ -109,8 +127,9 @@ impl KeeperProcess {
 /// The body of the keeper process: waits until the worker is gone (end of
 /// file on stdin), then stops its modules. Returns how many process groups
 /// it stopped. Blocks SIGTERM, SIGINT and SIGHUP for the whole process:
-/// call it from a single-threaded program.
-pub fn keep(worker_id: &str, grace: Duration) -> usize {
+/// call it from a single-threaded program. While it waits, a worker found
+/// stopped (SIGSTOP) for `freeze_after` has its modules stopped too.
+pub fn keep(worker_id: &str, grace: Duration, freeze_after: Duration) -> usize {
     if let Err(e) = termination_signals().thread_block() {
         tracing::warn!(error = %e, "keeper: could not block termination signals");
     }
@@ -120,8 +139,52 @@ pub fn keep(worker_id: &str, grace: Duration) -> usize {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{READY}").and_then(|_| out.flush());
     }
-    wait_for_end_of_file();
-    stop_modules_of(worker_id, grace)
+    let worker = std::os::unix::process::parent_id();
+    let (gone_tx, gone) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        wait_for_end_of_file();
+        let _ = gone_tx.send(());
+    });
+    let mut frozen_since: Option<Instant> = None;
+    let mut handled = false;
+    let mut stopped = 0;
+    loop {
+        match gone.recv_timeout(FREEZE_LOOK) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !is_stopped(worker) {
+            (frozen_since, handled) = (None, false);
+            continue;
+        }
+        let since = *frozen_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= freeze_after && !handled {
+            tracing::warn!(
+                worker_pid = worker,
+                frozen = ?since.elapsed(),
+                "keeper: the worker is frozen (stopped) and its leases will lapse: stopping its modules so a re-run never runs beside them"
+            );
+            stopped += stop_modules_of(worker_id, grace);
+            handled = true;
+        }
+    }
+    stopped + stop_modules_of(worker_id, grace)
+}
+
+/// How often the keeper looks at whether its worker is frozen.
+const FREEZE_LOOK: Duration = Duration::from_millis(500);
+
+/// Whether process `pid` is stopped (`T`: SIGSTOP; `t`: stopped by a
+/// tracer), from `/proc/<pid>/stat`.
+fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself hold spaces or parentheses.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| matches!(state, 'T' | 't'))
 }
 
 fn termination_signals() -> SigSet {

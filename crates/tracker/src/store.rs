@@ -69,6 +69,9 @@ pub trait Store: Send + Sync + 'static {
     /// holds, in one write; returns those executions.
     async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>>;
     async fn worker_stopped(&self, worker_id: Uuid) -> Result<()>;
+    /// The worker is gone and its modules are stopped (its keeper says so):
+    /// end the leases it held now, so recovery takes its steps over at once.
+    async fn worker_died(&self, worker_id: Uuid) -> Result<u64>;
 
     // --- recovery
     /// Takes or extends the single reaper lease; false if another holds it.
@@ -148,6 +151,9 @@ impl Store for Tracker {
     }
     async fn worker_stopped(&self, worker_id: Uuid) -> Result<()> {
         crate::workers::worker_stopped(self, worker_id).await
+    }
+    async fn worker_died(&self, worker_id: Uuid) -> Result<u64> {
+        crate::workers::worker_died(self, worker_id).await
     }
     async fn take_reaper_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool> {
         crate::recovery::take_reaper_lease(self, worker_id, ttl).await

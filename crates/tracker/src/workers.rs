@@ -73,6 +73,27 @@ pub(crate) async fn heartbeat(t: &Tracker, worker_id: Uuid, draining: bool, leas
         .collect())
 }
 
+/// The worker is gone (its keeper saw it die and stopped its modules): the
+/// leases of the executions it held end now, and so does the reaper lease
+/// if it held it, so that recovery (on any other worker) re-attempts its
+/// steps at its next pass instead of a lease later. Returns how many.
+pub(crate) async fn worker_died(t: &Tracker, worker_id: Uuid) -> Result<u64> {
+    let (ended,): (i64,) = sqlx::query_as(
+        "WITH reaper AS (
+            UPDATE reaper_lease SET until = now() WHERE holder = $1 AND until > now()
+         ), ended AS (
+            UPDATE executions SET lease_until = now()
+             WHERE worker_id = $1 AND state = 'running' AND lease_until > now()
+         RETURNING 1
+         )
+         SELECT count(*) FROM ended",
+    )
+    .bind(worker_id)
+    .fetch_one(&t.pool)
+    .await?;
+    Ok(ended as u64)
+}
+
 pub(crate) async fn worker_stopped(t: &Tracker, worker_id: Uuid) -> Result<()> {
     sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = now(), heartbeat_at = now() WHERE id = $1")
         .bind(worker_id)

@@ -284,6 +284,38 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         assert!(w.claimed.is_some());
         let expired = s.expired_executions(10).await.unwrap();
         assert_eq!(expired.len(), 1);
+        // A dead worker's leases, and the reaper lease it held, end at once.
+        let run_b = new_run(1);
+        s.create_run(&run_b).await.unwrap();
+        s.apply(&Write {
+            run_id: run_b.id,
+            close: None,
+            plan: &starting(),
+            claim_for: Some((worker, LEASE)),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.expired_executions(10).await.unwrap().len(), 1, "run_b's lease holds");
+        assert_eq!(s.worker_died(worker).await.unwrap(), 1);
+        assert_eq!(s.worker_died(worker).await.unwrap(), 0, "once");
+        assert_eq!(s.expired_executions(10).await.unwrap().len(), 2);
+        assert!(
+            s.take_reaper_lease(Uuid::now_v7(), LEASE).await.unwrap(),
+            "the dead worker's reaper lease is free"
+        );
+        let w = s
+            .apply(&Write {
+                run_id: run_b.id,
+                close: Some(Close::Abandon {
+                    key: key(run_b.id, 0, 1),
+                    reason: "worker died",
+                }),
+                plan: &Plan::default(),
+                claim_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(w.closed);
         let k0 = key(id, 0, 1);
         assert_eq!(expired[0].key, k0);
         assert_eq!(expired[0].run.state, RunState::Running);
@@ -315,8 +347,9 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         assert!(s.cancel_queued(key(id, 0, 2)).await.unwrap());
         assert!(!s.cancel_queued(key(id, 0, 2)).await.unwrap());
         let stuck = s.stuck_runs(Duration::ZERO, 10).await.unwrap();
-        assert_eq!(stuck.len(), 1);
-        let last = stuck[0].last.as_ref().unwrap();
+        assert_eq!(stuck.len(), 2, "this run and run_b, abandoned above");
+        let this = stuck.iter().find(|r| r.run.id == id).unwrap();
+        let last = this.last.as_ref().unwrap();
         assert_eq!((last.step, last.attempt, last.state), (0, 2, ExecState::Canceled));
 
         // A queue part without a move applies to a running run (recovery's

@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     /// The command that runs the keeper (`scheduler keeper`), which stops
     /// this worker's modules if it dies; `None` runs without one.
     pub keeper: Option<Vec<std::ffi::OsString>>,
+    /// Environment the keeper needs beyond the worker's (where the store
+    /// is, to report the worker's death).
+    pub keeper_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             max_attempts: 3,
             stall_after: Duration::from_secs(30),
             keeper: None,
+            keeper_env: Vec::new(),
         }
     }
 }

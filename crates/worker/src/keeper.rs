@@ -23,7 +23,10 @@ pub async fn start(ctx: &Ctx) -> Option<KeeperProcess> {
         tracing::warn!("failpoint no-keeper: running without a keeper");
         return None;
     }
-    match KeeperProcess::start(command, &ctx.worker_id.to_string(), grace(ctx)).await {
+    let freeze_after = ctx.config.lease / 2;
+    let worker_id = ctx.worker_id.to_string();
+    let started = KeeperProcess::start(command, &worker_id, grace(ctx), freeze_after, &ctx.config.keeper_env);
+    match started.await {
         Ok(k) => {
             tracing::info!(
                 keeper_pid = k.pid(),

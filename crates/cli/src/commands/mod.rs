@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod inspect;
+pub mod keeper;
 mod start;
 mod ui;
 mod validate;

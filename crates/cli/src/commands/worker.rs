@@ -37,6 +37,7 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         republish_after: Duration::from_secs(a.republish_after),
         stall_after: Duration::from_secs(a.stall_after.max(1)),
         keeper: keeper_command(),
+        keeper_env: vec![("DATABASE_URL".into(), g.database_url.clone().into())],
         ..WorkerConfig::default()
     })
 }
