@@ -82,7 +82,6 @@ struct Row {
     argv: Option<Vec<String>>,
     timeout_secs: Option<i64>,
     retry: Option<i32>,
-    policy: Option<sqlx::types::Json<scheduler_core::RetryPolicy>>,
     sequence: Option<String>,
     step_count: Option<i32>,
     queue: Option<String>,
@@ -164,8 +163,7 @@ const CANCEL_QUEUED: &str = "c AS (
 )";
 
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
-       q.module, q.argv, q.timeout_secs, q.retry, r.snapshot->'steps'->($19::int)->'retry' AS policy,
-       r.sequence, r.step_count, r.queue
+       q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -274,7 +272,6 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
             sequence,
             step_count: step_count as u32,
             retry: row.retry.unwrap_or(0).max(0) as u32,
-            policy: row.policy.map(|p| p.0).unwrap_or_default(),
         }),
         _ => None,
     };

@@ -33,8 +33,6 @@ pub struct Claimed {
     pub step_count: u32,
     /// Retries of the step's failures this execution is (0: none).
     pub retry: u32,
-    /// The step's retry policy, from the run's snapshot.
-    pub policy: RetryPolicy,
 }
 
 /// [`Claimed`] as a statement returns it.
@@ -46,8 +44,6 @@ pub(crate) struct ClaimedRow {
     pub sequence: String,
     pub step_count: i32,
     pub retry: i32,
-    /// `NULL` for runs recorded before retries existed.
-    pub policy: Option<sqlx::types::Json<RetryPolicy>>,
 }
 
 impl From<ClaimedRow> for Claimed {
@@ -59,7 +55,6 @@ impl From<ClaimedRow> for Claimed {
             sequence: r.sequence,
             step_count: r.step_count.max(0) as u32,
             retry: r.retry.max(0) as u32,
-            policy: r.policy.map(|p| p.0).unwrap_or_default(),
         }
     }
 }
@@ -105,8 +100,7 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
            FROM runs r
           WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state = 'queued'
             AND r.id = e.run_id AND r.state = 'running'
-      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
-                    r.snapshot->'steps'->e.step->'retry' AS policy",
+      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry",
     )
     .bind(key.run_id)
     .bind(key.step as i32)
@@ -176,4 +170,17 @@ pub(crate) async fn mark_exec_published(t: &Tracker, key: ExecKey) -> Result<()>
     .execute(&t.relaxed)
     .await?;
     Ok(())
+}
+
+/// The retry policy of a run's step, from its snapshot; read only when a
+/// step failed, so that the hot path never decodes it. Runs recorded before
+/// retries existed have none: the defaults (no retry).
+pub(crate) async fn retry_policy(t: &Tracker, run_id: Uuid, step: u32) -> Result<RetryPolicy> {
+    let policy: Option<Option<sqlx::types::Json<RetryPolicy>>> =
+        sqlx::query_scalar("SELECT snapshot->'steps'->($2::int)->'retry' FROM runs WHERE id = $1")
+            .bind(run_id)
+            .bind(step as i32)
+            .fetch_optional(&t.pool)
+            .await?;
+    Ok(policy.flatten().map(|p| p.0).unwrap_or_default())
 }

@@ -29,7 +29,7 @@ use crate::views::{RunDetail, RunFilter, RunSummary, WorkerView};
 use crate::workers::{Held, WorkerInfo};
 use crate::{Result, Tracker};
 use scheduler_core::machine::RunView;
-use scheduler_core::{ExecState, RunState};
+use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -62,6 +62,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_pid(&self, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()>;
     /// Notes that the transport confirmed this execution's `exec_module`.
     async fn mark_exec_published(&self, key: ExecKey) -> Result<()>;
+    /// The retry policy of a run's step (read when it failed).
+    async fn retry_policy(&self, run_id: Uuid, step: u32) -> Result<RetryPolicy>;
 
     // --- workers
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<()>;
@@ -142,6 +144,9 @@ impl Store for Tracker {
     }
     async fn mark_exec_published(&self, key: ExecKey) -> Result<()> {
         crate::executions::mark_exec_published(self, key).await
+    }
+    async fn retry_policy(&self, run_id: Uuid, step: u32) -> Result<RetryPolicy> {
+        crate::executions::retry_policy(self, run_id, step).await
     }
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
         crate::workers::register_worker(self, worker).await

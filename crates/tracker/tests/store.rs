@@ -481,11 +481,9 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
             })
             .await
             .unwrap();
-        assert_eq!(
-            w.claimed.as_ref().unwrap().policy.retries,
-            2,
-            "the policy from the snapshot"
-        );
+        assert_eq!(w.claimed.as_ref().unwrap().retry, 0);
+        assert_eq!(s.retry_policy(id, 0).await.unwrap().retries, 2, "from the snapshot");
+        assert_eq!(s.retry_policy(id, 7).await.unwrap().retries, 0, "no such step: none");
         let failed = ExecResult::new(ExecState::Failed);
         let retry_in = |secs: u64| Plan {
             queue: Some(StepAttempt {

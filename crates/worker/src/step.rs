@@ -20,7 +20,8 @@
 use crate::module;
 use crate::worker::{Active, Ctx};
 use scheduler_broker::Incoming;
-use scheduler_core::machine::{self, Claim, Decision, Plan, Retry, RunView, StepOutcome};
+use scheduler_core::RetryPolicy;
+use scheduler_core::machine::{self, Claim, Decision, NO_RETRY, Plan, Retry, RunView, StepOutcome};
 use scheduler_core::{ExecState, RunState};
 use scheduler_producer::{failpoint, not_applied, publish_written};
 use scheduler_tracker::{Claimed, Close, ExecKey, ExecResult, Write, Written};
@@ -102,7 +103,7 @@ async fn refuse(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 /// worker claimed it to continue locally.
 async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, Claimed)> {
     let (result, outcome) = run_module(ctx, key, &claimed).await;
-    let plan = follow_up(key, &claimed, &result, &outcome);
+    let plan = follow_up(ctx, key, &claimed, &result, &outcome).await;
     // Continue here unless draining: the next step is inserted claimed by
     // this worker, in the statement that records this one. A retry waits for
     // its delay instead: recovery publishes it when due, to any worker.
@@ -178,7 +179,7 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
 /// it was at claim time (running); the recording statement re-checks that
 /// it still is before queuing anything. A step stopped because its run was
 /// canceled is followed by nothing.
-fn follow_up(key: ExecKey, claimed: &Claimed, result: &ExecResult, outcome: &StepOutcome) -> Plan {
+async fn follow_up(ctx: &Ctx, key: ExecKey, claimed: &Claimed, result: &ExecResult, outcome: &StepOutcome) -> Plan {
     if result.state == ExecState::Canceled {
         return Plan::default();
     }
@@ -187,15 +188,39 @@ fn follow_up(key: ExecKey, claimed: &Claimed, result: &ExecResult, outcome: &Ste
         state: RunState::Running,
         step_count: claimed.step_count,
     };
+    // The policy matters only after a failure: read it then, off the hot path.
+    let (policy, jitter) = match outcome {
+        StepOutcome::Failed { .. } => (retry_policy(ctx, key).await, jitter()),
+        _ => (NO_RETRY, 0.0),
+    };
     let retry = Retry {
-        policy: &claimed.policy,
+        policy: &policy,
         done: claimed.retry,
-        jitter: jitter(),
+        jitter,
     };
     match machine::on_step_done(run, key.step, key.attempt, outcome, retry) {
         Decision::Apply(plan) => plan,
         Decision::Drop(_) => Plan::default(),
     }
+}
+
+/// The failed step's retry policy. The database may be restarting: a few
+/// tries, then none (the run fails, saying why in the worker's log; an
+/// operator's retry is still possible).
+async fn retry_policy(ctx: &Ctx, key: ExecKey) -> RetryPolicy {
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..5 {
+        match ctx.store.retry_policy(key.run_id, key.step).await {
+            Ok(policy) => return policy,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "could not read the step's retry policy; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    tracing::error!("could not read the step's retry policy; the failure is not retried");
+    NO_RETRY
 }
 
 /// A uniform sample in `[-1, 1]` for a retry's jitter (from the
