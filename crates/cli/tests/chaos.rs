@@ -34,11 +34,18 @@ const WORKER_ARGS: [&str; 10] = [
 ];
 
 /// Appends `start`, sleeps a little, appends `end`; each line carries
-/// run, step, attempt, pid and a millisecond timestamp.
+/// run, step, attempt, pid and a millisecond timestamp. The middle step of
+/// every run fails its first try (exit 75, a `fail` line): the module
+/// retries (`retries: 2`), so every run must still succeed, once.
 const MODULE: &str = r#"#!/bin/sh
 now() { date +%s%3N; }
 echo "start $ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$ $(now)" >> ledger.txt
 sleep 0.$(( ($$ % 4) + 1 ))
+if [ "$ETL_STEP" = 1 ] && mkdir "flaky-$ETL_RUN_ID" 2>/dev/null; then
+  echo "fail $ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$ $(now)" >> ledger.txt
+  echo "transient failure" >&2
+  exit 75
+fi
 echo "end $ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$ $(now)" >> ledger.txt
 "#;
 
@@ -54,6 +61,8 @@ struct Verdict {
     reexecutions: usize,
     /// Executions recovery or a shutdown closed as `abandoned`.
     abandoned: usize,
+    /// Executions that retried a failure (the flaky middle step).
+    retried: usize,
 }
 
 #[test]
@@ -74,6 +83,11 @@ fn env_or(name: &str, default: usize) -> usize {
 fn chaos(runs_wanted: usize, rounds: usize) {
     let t0 = Instant::now();
     let mut env = Env::new(&[("step", MODULE)], &[("c", &seq(&["step"; STEPS]))]);
+    std::fs::write(
+        env.project.join("modules.json"),
+        serde_json::json!({"step": {"cmd": "./bin/step.sh", "retries": 2, "retry_delay_secs": 0.3}}).to_string(),
+    )
+    .unwrap();
     let mut live = vec![env.spawn_worker(&WORKER_ARGS), env.spawn_worker(&WORKER_ARGS)];
     let mut runs = Vec::new();
     let per_round = runs_wanted.div_ceil(rounds.max(1));
@@ -145,6 +159,12 @@ fn chaos(runs_wanted: usize, rounds: usize) {
     assert_eq!(verdict.overlapping, 0, "overlapping executions of one step");
     assert_eq!(verdict.skipped_or_reordered, 0, "skipped or reordered steps");
     assert_eq!(verdict.orphans, 0, "orphan module processes");
+    // Every run's middle step fails once and is retried; a kill landing
+    // between its failure and its exit turns a few into lost attempts.
+    assert!(
+        verdict.retried * 10 >= runs_wanted * 8,
+        "the middle step's failure was retried in too few runs"
+    );
 }
 
 fn is_final(v: &Value) -> bool {
@@ -175,6 +195,8 @@ struct Entry {
     pid: i32,
     start: u64,
     end: Option<u64>,
+    /// It ended with a `fail` line (the flaky step's first try).
+    failed: bool,
 }
 
 fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -> Verdict {
@@ -205,12 +227,14 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
                         pid,
                         start: ms,
                         end: None,
+                        failed: false,
                     },
                 );
             }
             _ => {
                 if let Some(e) = entries.get_mut(&pid) {
                     e.end = Some(ms);
+                    e.failed = kind == "fail";
                 }
             }
         }
@@ -231,6 +255,11 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
         }
         let execs = d["executions"].as_array().unwrap();
         v.abandoned += execs.iter().filter(|e| e["state"] == "abandoned").count();
+        v.retried += execs
+            .iter()
+            .filter(|e| e["retry"].as_u64().unwrap_or(0) > 0)
+            .count()
+            .min(1);
         let mut previous_end = 0;
         for step in 0..STEPS as u32 {
             let ok: Vec<&Value> = execs
@@ -244,8 +273,10 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
                 .get(&(run.to_string(), step))
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default();
-            let completed = entries.iter().filter(|e| e.end.is_some()).count();
-            v.reexecutions += entries.len().saturating_sub(1);
+            let completed = entries.iter().filter(|e| e.end.is_some() && !e.failed).count();
+            let failures = entries.iter().filter(|e| e.failed).count();
+            // Beyond one try and the retries of its failures.
+            v.reexecutions += entries.len().saturating_sub(1 + failures);
             if completed > 1 {
                 eprintln!("re-executed to completion: run {run} step {step}: {entries:?}");
             }
