@@ -41,6 +41,15 @@ fn new_run(steps: usize) -> NewRun {
     }
 }
 
+fn write<'a>(run_id: Uuid, close: Option<Close<'a>>, plan: &'a Plan, claim_for: Option<(Uuid, Duration)>) -> Write<'a> {
+    Write {
+        run_id,
+        close,
+        plan,
+        claim_for,
+    }
+}
+
 fn key(run_id: Uuid, step: u32, attempt: u32) -> ExecKey {
     ExecKey { run_id, step, attempt }
 }
@@ -88,27 +97,11 @@ async fn a_run_walks_through_every_write_of_the_contract() {
 
         // Start, with step 0 queued (not claimed): it waits to be published.
         let plan = starting();
-        let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &plan,
-                claim_for: None,
-            })
-            .await
-            .unwrap();
+        let w = s.apply(&write(id, None, &plan, None)).await.unwrap();
         assert!(w.complete(&plan) && w.claimed.is_none(), "{w:?}");
         assert_eq!(w.queue.as_deref(), Some("q1"));
         // The same move again does not apply (compare-and-set).
-        let again = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &plan,
-                claim_for: None,
-            })
-            .await
-            .unwrap();
+        let again = s.apply(&write(id, None, &plan, None)).await.unwrap();
         assert!(!again.run && !again.queued, "{again:?}");
         let k0 = key(id, 0, 1);
         assert_eq!(
@@ -153,30 +146,30 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             ..Plan::default()
         };
         let stranger = s
-            .apply(&Write {
-                run_id: id,
-                close: Some(Close::Finish {
+            .apply(&write(
+                id,
+                Some(Close::Finish {
                     key: k0,
                     worker_id: Uuid::now_v7(),
                     result: &ok,
                 }),
-                plan: &next,
-                claim_for: None,
-            })
+                &next,
+                None,
+            ))
             .await
             .unwrap();
         assert!(!stranger.closed && !stranger.queued, "{stranger:?}");
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: Some(Close::Finish {
+            .apply(&write(
+                id,
+                Some(Close::Finish {
                     key: k0,
                     worker_id: worker,
                     result: &ok,
                 }),
-                plan: &next,
-                claim_for: Some((worker, LEASE)),
-            })
+                &next,
+                Some((worker, LEASE)),
+            ))
             .await
             .unwrap();
         assert!(w.complete(&next), "{w:?}");
@@ -190,16 +183,16 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             ..ExecResult::new(ExecState::Failed)
         };
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: Some(Close::Finish {
+            .apply(&write(
+                id,
+                Some(Close::Finish {
                     key: k1,
                     worker_id: worker,
                     result: &failed,
                 }),
-                plan: &Plan::default(),
-                claim_for: None,
-            })
+                &Plan::default(),
+                None,
+            ))
             .await
             .unwrap();
         assert!(w.closed && w.run, "{w:?}");
@@ -215,15 +208,7 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             }),
             ..Plan::default()
         };
-        let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &fail,
-                claim_for: None,
-            })
-            .await
-            .unwrap();
+        let w = s.apply(&write(id, None, &fail, None)).await.unwrap();
         assert!(w.complete(&fail));
         assert_eq!(s.failed_step_attempts(id).await.unwrap(), Some((1, 1)));
 
@@ -273,12 +258,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         // Claimed with a lease that is already over: recovery's to take.
         let plan = starting();
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &plan,
-                claim_for: Some((worker, Duration::ZERO)),
-            })
+            .apply(&write(id, None, &plan, Some((worker, Duration::ZERO))))
             .await
             .unwrap();
         assert!(w.claimed.is_some());
@@ -287,14 +267,9 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
         // A dead worker's leases, and the reaper lease it held, end at once.
         let run_b = new_run(1);
         s.create_run(&run_b).await.unwrap();
-        s.apply(&Write {
-            run_id: run_b.id,
-            close: None,
-            plan: &starting(),
-            claim_for: Some((worker, LEASE)),
-        })
-        .await
-        .unwrap();
+        s.apply(&write(run_b.id, None, &starting(), Some((worker, LEASE))))
+            .await
+            .unwrap();
         assert_eq!(s.expired_executions(10).await.unwrap().len(), 1, "run_b's lease holds");
         assert_eq!(s.worker_died(worker).await.unwrap(), 1);
         assert_eq!(s.worker_died(worker).await.unwrap(), 0, "once");
@@ -304,15 +279,15 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             "the dead worker's reaper lease is free"
         );
         let w = s
-            .apply(&Write {
-                run_id: run_b.id,
-                close: Some(Close::Abandon {
+            .apply(&write(
+                run_b.id,
+                Some(Close::Abandon {
                     key: key(run_b.id, 0, 1),
                     reason: "worker died",
                 }),
-                plan: &Plan::default(),
-                claim_for: None,
-            })
+                &Plan::default(),
+                None,
+            ))
             .await
             .unwrap();
         assert!(w.closed);
@@ -325,15 +300,15 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             ..Plan::default()
         };
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: Some(Close::Abandon {
+            .apply(&write(
+                id,
+                Some(Close::Abandon {
                     key: k0,
                     reason: "worker gone",
                 }),
-                plan: &retry,
-                claim_for: None,
-            })
+                &retry,
+                None,
+            ))
             .await
             .unwrap();
         assert!(w.complete(&retry), "{w:?}");
@@ -358,15 +333,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             queue: Some(StepAttempt::at(0, 3)),
             ..Plan::default()
         };
-        let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &requeue,
-                claim_for: None,
-            })
-            .await
-            .unwrap();
+        let w = s.apply(&write(id, None, &requeue, None)).await.unwrap();
         assert!(w.complete(&requeue), "{w:?}");
         let cancel = Plan {
             run: Some(RunMove {
@@ -375,15 +342,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             }),
             ..Plan::default()
         };
-        let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &cancel,
-                claim_for: None,
-            })
-            .await
-            .unwrap();
+        let w = s.apply(&write(id, None, &cancel, None)).await.unwrap();
         assert!(w.complete(&cancel));
         assert_eq!(
             s.exec_states(key(id, 0, 3)).await.unwrap(),
@@ -416,15 +375,7 @@ async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
         s.create_run(&run).await.unwrap();
         let worker = Uuid::now_v7();
         let plan = starting();
-        let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &plan,
-                claim_for: Some((worker, LEASE)),
-            })
-            .await
-            .unwrap();
+        let w = s.apply(&write(id, None, &plan, Some((worker, LEASE)))).await.unwrap();
         assert!(w.claimed.is_some());
         let failed = ExecResult {
             exit_code: Some(1),
@@ -473,12 +424,7 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
         s.create_run(&run).await.unwrap();
         let worker = Uuid::now_v7();
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: None,
-                plan: &starting(),
-                claim_for: Some((worker, LEASE)),
-            })
+            .apply(&write(id, None, &starting(), Some((worker, LEASE))))
             .await
             .unwrap();
         assert_eq!(w.claimed.as_ref().unwrap().retry, 0);
@@ -494,18 +440,18 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
             ..Plan::default()
         };
         let plan = retry_in(3600);
+        // Asked to continue here: a delayed retry is never claimed.
         let w = s
-            .apply(&Write {
-                run_id: id,
-                close: Some(Close::Finish {
+            .apply(&write(
+                id,
+                Some(Close::Finish {
                     key: key(id, 0, 1),
                     worker_id: worker,
                     result: &failed,
                 }),
-                plan: &plan,
-                // Asked to continue here: a delayed retry is never claimed.
-                claim_for: Some((worker, LEASE)),
-            })
+                &plan,
+                Some((worker, LEASE)),
+            ))
             .await
             .unwrap();
         assert!(w.complete(&plan) && w.claimed.is_none(), "{w:?}");
@@ -528,25 +474,20 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
         let run2 = new_run(1);
         let id2 = run2.id;
         s.create_run(&run2).await.unwrap();
-        s.apply(&Write {
-            run_id: id2,
-            close: None,
-            plan: &starting(),
-            claim_for: Some((worker, LEASE)),
-        })
-        .await
-        .unwrap();
+        s.apply(&write(id2, None, &starting(), Some((worker, LEASE))))
+            .await
+            .unwrap();
         let plan = retry_in(0);
-        s.apply(&Write {
-            run_id: id2,
-            close: Some(Close::Finish {
+        s.apply(&write(
+            id2,
+            Some(Close::Finish {
                 key: key(id2, 0, 1),
                 worker_id: worker,
                 result: &failed,
             }),
-            plan: &plan,
-            claim_for: None,
-        })
+            &plan,
+            None,
+        ))
         .await
         .unwrap();
         let due = s.unpublished_executions(Duration::from_secs(3600), 10).await.unwrap();
