@@ -28,8 +28,8 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {:<7}  NOTE",
-        "RUN", "SEQUENCE", "STATE", "CREATED", "DURATION", "STEP", "TRIGGER"
+        "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {:<28}  TRIGGER",
+        "RUN", "SEQUENCE", "STATE", "CREATED", "DURATION", "STEP", "NOTE"
     );
     for r in runs {
         let step = match (r.failed_step, r.current_step) {
@@ -43,7 +43,7 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {:<7}  {note}",
+            "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {note:<28}  {}",
             r.id,
             r.sequence,
             r.state,
