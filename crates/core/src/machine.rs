@@ -316,14 +316,22 @@ pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decisi
 }
 
 /// Recovery found an execution whose lease expired (its worker died or was
-/// cut off). `attempt` is the expired one, `retry` its retry number;
-/// `max_attempts` bounds the attempts lost to workers, counted apart from
-/// the retries of failures.
-pub fn on_lease_expired(run: RunView, step: u32, attempt: u32, retry: u32, max_attempts: u32) -> Decision {
+/// cut off). `attempt` is the expired one, `retry` its retry number (kept
+/// by the attempt that replaces it), `lost_before` how many attempts of the
+/// step were already lost (abandoned); `max_attempts` bounds the lost ones,
+/// counted apart from the retries of failures and from operators' retries.
+pub fn on_lease_expired(
+    run: RunView,
+    step: u32,
+    attempt: u32,
+    retry: u32,
+    lost_before: u32,
+    max_attempts: u32,
+) -> Decision {
     if run.state != RunState::Running {
         return Decision::Drop("run is no longer running; the expired step is just closed");
     }
-    let lost = attempt.saturating_sub(retry);
+    let lost = lost_before.saturating_add(1);
     if lost >= max_attempts {
         let reason = format!(
             "step {} lost its worker {lost} time(s) (worker killed or unreachable); giving up after {max_attempts} attempts",
@@ -636,7 +644,7 @@ mod tests {
 
     #[test]
     fn an_expired_lease_requeues_the_step_until_the_attempt_limit() {
-        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 0, 3));
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 1, 0, 0, 3));
         assert_eq!(p.queue, queued(1, 2));
         assert_eq!(
             p.publish,
@@ -646,7 +654,7 @@ mod tests {
                 attempt: 2
             })
         );
-        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 3, 0, 3));
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 3, 0, 2, 3));
         assert_eq!(p.queue, None);
         assert!(matches!(
             p.publish,
@@ -657,7 +665,10 @@ mod tests {
             })
         ));
         for state in RunState::ALL.iter().copied().filter(|s| *s != RunState::Running) {
-            assert!(matches!(on_lease_expired(run(state, 3), 1, 1, 0, 3), Decision::Drop(_)));
+            assert!(matches!(
+                on_lease_expired(run(state, 3), 1, 1, 0, 0, 3),
+                Decision::Drop(_)
+            ));
         }
     }
 
@@ -821,7 +832,7 @@ mod tests {
     #[test]
     fn attempts_lost_to_workers_are_counted_apart_from_retries() {
         // Attempt 4 is the third retry (attempts 2-4 were retries): lost once.
-        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 4, 3, 2));
+        let p = plan(on_lease_expired(run(RunState::Running, 3), 1, 4, 3, 0, 2));
         let q = p.queue.unwrap();
         assert_eq!(
             (q.attempt, q.retry, q.delay),
@@ -829,11 +840,11 @@ mod tests {
             "same retry number, at once"
         );
         // Attempts 1 and 2 both lost (no retry): the limit of 2 is reached.
-        assert!(
-            plan(on_lease_expired(run(RunState::Running, 3), 1, 2, 0, 2))
-                .queue
-                .is_none()
-        );
+        let r = run(RunState::Running, 3);
+        assert!(plan(on_lease_expired(r, 1, 2, 0, 1, 2)).queue.is_none());
+        // After an operator's retry (attempt 5, retry 0), only the lost
+        // attempts count: one lost before, this one the second of three.
+        assert!(plan(on_lease_expired(r, 1, 5, 0, 1, 3)).queue.is_some());
         // An interrupted retry keeps its number too.
         let p = plan(on_step_done(
             run(RunState::Running, 3),

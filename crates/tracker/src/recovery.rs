@@ -17,6 +17,8 @@ pub struct Expired {
     pub key: ExecKey,
     /// Its retry number (attempts lost to workers keep it).
     pub retry: u32,
+    /// Attempts of its step already lost (abandoned) before it.
+    pub lost_before: u32,
     pub run: RunView,
     pub queue: String,
     pub pid: Option<u32>,
@@ -38,6 +40,7 @@ struct ExpiredRow {
     step: i32,
     attempt: i32,
     retry: i32,
+    lost_before: i64,
     pid: Option<i32>,
     worker_id: Option<Uuid>,
     host: Option<String>,
@@ -121,7 +124,9 @@ pub(crate) async fn unpublished_executions(
 /// Running executions whose lease expired.
 pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Expired>> {
     let rows: Vec<ExpiredRow> = sqlx::query_as(
-        "SELECT e.run_id, e.step, e.attempt, e.retry, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue
+        "SELECT e.run_id, e.step, e.attempt, e.retry, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue,
+                (SELECT count(*) FROM executions x
+                  WHERE x.run_id = e.run_id AND x.step = e.step AND x.state = 'abandoned') AS lost_before
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.state = 'running' AND e.lease_until < now()
           ORDER BY e.lease_until LIMIT $1",
@@ -134,6 +139,7 @@ pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Ex
             Ok(Expired {
                 key: key(r.run_id, r.step, r.attempt),
                 retry: r.retry.max(0) as u32,
+                lost_before: r.lost_before.max(0) as u32,
                 run: RunView {
                     id: r.run_id,
                     state: parse_state(r.run_state)?,

@@ -134,6 +134,7 @@ async fn take_over(ctx: &Ctx, expired: &Expired, report: &mut Report) -> Result<
         key.step,
         key.attempt,
         expired.retry,
+        expired.lost_before,
         ctx.config.max_attempts,
     ) {
         Decision::Apply(plan) => plan,
