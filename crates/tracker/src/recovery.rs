@@ -121,6 +121,19 @@ pub(crate) async fn unpublished_executions(
         .collect())
 }
 
+/// How long until the next queued retry is due (zero if one is overdue);
+/// `None` when no retry waits.
+pub(crate) async fn next_retry_due(t: &Tracker) -> Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT greatest(extract(epoch FROM (min(e.due_at) - now())), 0)::float8
+           FROM executions e JOIN runs r ON r.id = e.run_id
+          WHERE e.state = 'queued' AND e.due_at IS NOT NULL AND e.published_at IS NULL AND r.state = 'running'",
+    )
+    .fetch_one(&t.pool)
+    .await?;
+    Ok(secs.map(Duration::from_secs_f64))
+}
+
 /// Running executions whose lease expired.
 pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Expired>> {
     let rows: Vec<ExpiredRow> = sqlx::query_as(

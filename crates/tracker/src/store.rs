@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     /// confirmed (older than `older_than`), and retries that came due, with
     /// their run's queue.
     async fn unpublished_executions(&self, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>>;
+    /// How long until the next waiting retry is due (zero if overdue);
+    /// `None` when no retry waits. Recovery wakes for it.
+    async fn next_retry_due(&self) -> Result<Option<Duration>>;
     /// Running executions whose lease expired.
     async fn expired_executions(&self, limit: i64) -> Result<Vec<Expired>>;
     /// Running runs with nothing queued or running for `older_than`.
@@ -168,6 +171,9 @@ impl Store for Tracker {
     }
     async fn unpublished_executions(&self, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>> {
         crate::recovery::unpublished_executions(self, older_than, limit).await
+    }
+    async fn next_retry_due(&self) -> Result<Option<Duration>> {
+        crate::recovery::next_retry_due(self).await
     }
     async fn expired_executions(&self, limit: i64) -> Result<Vec<Expired>> {
         crate::recovery::expired_executions(self, limit).await

@@ -459,6 +459,11 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
             s.unpublished_executions(Duration::ZERO, 10).await.unwrap().is_empty(),
             "not due for an hour"
         );
+        let due = s.next_retry_due().await.unwrap().unwrap();
+        assert!(
+            due > Duration::from_secs(3590) && due <= Duration::from_secs(3600),
+            "{due:?}"
+        );
         let detail = s.run_detail(id).await.unwrap().unwrap();
         let retry = &detail.executions[1];
         assert_eq!((retry.state.as_str(), retry.retry), ("queued", 1));

@@ -39,21 +39,32 @@ impl Report {
 }
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(ctx.config.reap_every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = std::time::Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = ctx.config.reap_every;
         match ctx
             .store
             .take_reaper_lease(ctx.worker_id, ctx.config.reap_every * 3)
             .await
         {
             Ok(true) => match reap_once(&ctx).await {
-                Ok(report) if !report.is_empty() => tracing::warn!(?report, "recovery acted"),
-                Ok(_) => {}
+                Ok(report) => {
+                    if !report.is_empty() {
+                        tracing::warn!(?report, "recovery acted");
+                    }
+                    // After a pass that went through, the holder wakes for
+                    // the next retry that comes due before its next pass,
+                    // so a retry's delay is kept to within tens of
+                    // milliseconds, not to within a pass. (After a failed
+                    // pass it waits a whole pass: no hammering.)
+                    if let Ok(Some(due)) = ctx.store.next_retry_due().await {
+                        wait = wait.min(due.max(MIN_WAIT));
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed; retrying at the next tick"),
             },
             Ok(false) => {}
@@ -61,6 +72,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
     }
 }
+
+/// The shortest wait between two recovery passes, however soon a retry is due.
+const MIN_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub async fn reap_once(ctx: &Ctx) -> Result<Report, ProducerError> {
     let mut report = Report::default();
