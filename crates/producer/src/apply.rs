@@ -44,7 +44,7 @@ pub async fn apply(
         claim_for: None,
     };
     let written = store.apply(&write).await?;
-    if let Some(why) = not_applied(&plan, &written) {
+    if let Some(why) = written.not_applied(&plan) {
         return Ok(Effect::Dropped(why));
     }
     if let Some(m) = plan.run {
@@ -52,23 +52,6 @@ pub async fn apply(
     }
     publish_written(store, transport, run_id, &plan, &written).await?;
     Ok(Effect::Done)
-}
-
-/// Why a written plan did not (fully) apply, or `None` if it did.
-pub fn not_applied(plan: &Plan, written: &Written) -> Option<String> {
-    if !written.closed {
-        return Some("the execution was no longer this writer's to close".into());
-    }
-    if !written.run {
-        return Some(match plan.run {
-            Some(m) => format!("run left {} before this {} -> {} applied", m.from, m.from, m.to),
-            None => "run is no longer running".into(),
-        });
-    }
-    if plan.queue.is_some() && !written.queued {
-        return Some("the execution to queue already existed".into());
-    }
-    None
 }
 
 /// Publishes the plan's message after its write, if the write was complete

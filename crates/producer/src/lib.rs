@@ -26,7 +26,7 @@ pub mod project;
 pub mod trigger;
 
 pub use actions::{cancel, retry};
-pub use apply::{Effect, apply, not_applied, publish_noted, publish_written};
+pub use apply::{Effect, apply, publish_noted, publish_written};
 pub use error::ProducerError;
 pub use project::{Project, ProjectError};
 pub use trigger::{default_trigger, hostname, publish_start, record_run, start_run};

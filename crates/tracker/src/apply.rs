@@ -70,7 +70,24 @@ impl Written {
     /// Whether every write the plan asked for applied, so its message may be
     /// published.
     pub fn complete(&self, plan: &Plan) -> bool {
-        self.closed && self.run && (plan.queue.is_none() || self.queued)
+        self.not_applied(plan).is_none()
+    }
+
+    /// Why the plan did not (fully) apply, or `None` if it did.
+    pub fn not_applied(&self, plan: &Plan) -> Option<String> {
+        if !self.closed {
+            return Some("the execution was no longer this writer's to close".into());
+        }
+        if !self.run {
+            return Some(match plan.run {
+                Some(m) => format!("run left {} before this {} -> {} applied", m.from, m.from, m.to),
+                None => "run is no longer running".into(),
+            });
+        }
+        if plan.queue.is_some() && !self.queued {
+            return Some("the execution to queue already existed".into());
+        }
+        None
     }
 }
 

@@ -7,7 +7,7 @@ use crate::worker::Ctx;
 use scheduler_broker::Incoming;
 use scheduler_core::Message;
 use scheduler_core::machine::{self, Decision};
-use scheduler_producer::{Effect, ProducerError, not_applied};
+use scheduler_producer::{Effect, ProducerError};
 use scheduler_tracker::{Claimed, ExecKey, Write};
 use std::time::Duration;
 use uuid::Uuid;
@@ -31,7 +31,7 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, message: Message) {
 
 /// The store (or the transport) is unavailable: hand the message back after
 /// a pause rather than lose it or spin on it.
-async fn requeue_later(incoming: Incoming, e: &ProducerError) {
+pub(crate) async fn requeue_later(incoming: Incoming, e: &(dyn std::fmt::Display + Sync)) {
     tracing::warn!(error = %e, "could not handle the message; requeueing it in 1s");
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Err(e) = incoming.requeue().await {
@@ -74,7 +74,7 @@ async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Result<(ExecKey, Claimed
         claim_for: Some((ctx.worker_id, ctx.config.lease)),
     };
     let written = ctx.store.apply(&write).await?;
-    if let Some(why) = not_applied(&plan, &written) {
+    if let Some(why) = written.not_applied(&plan) {
         return Ok(Err(why));
     }
     match (written.claimed, plan.queue) {

@@ -16,7 +16,7 @@
 use crate::worker::Ctx;
 use scheduler_core::Message;
 use scheduler_core::machine::{self, Decision, Plan};
-use scheduler_producer::{Effect, ProducerError, not_applied, publish_noted, publish_written};
+use scheduler_producer::{Effect, ProducerError, publish_noted, publish_written};
 use scheduler_tracker::{Close, Expired, Write};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +169,7 @@ async fn take_over(ctx: &Ctx, expired: &Expired, report: &mut Report) -> Result<
         return Ok(());
     }
     tracing::warn!(run_id = %key.run_id, step = key.step, attempt = key.attempt, "recovery: lease expired; step abandoned");
-    if not_applied(&plan, &written).is_some() {
+    if !written.complete(&plan) {
         return Ok(());
     }
     match &plan.publish {

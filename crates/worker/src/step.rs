@@ -23,7 +23,7 @@ use scheduler_broker::Incoming;
 use scheduler_core::RetryPolicy;
 use scheduler_core::machine::{self, Claim, Decision, NO_RETRY, Plan, Retry, RunView, StepOutcome};
 use scheduler_core::{ExecState, RunState};
-use scheduler_producer::{failpoint, not_applied, publish_written};
+use scheduler_producer::{failpoint, publish_written};
 use scheduler_tracker::{Claimed, Close, ExecKey, ExecResult, Write, Written};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -34,13 +34,8 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     let claimed = match ctx.store.claim(key, ctx.worker_id, ctx.config.lease).await {
         Ok(Some(claimed)) => claimed,
         Ok(None) => return refuse(ctx, incoming, key).await,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not claim the step; requeueing it in 1s");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            // Not claimed, so nobody runs it: give it back to the queue.
-            let _ = incoming.requeue().await;
-            return;
-        }
+        // Not claimed, so nobody runs it: give it back to the queue.
+        Err(e) => return crate::handlers::requeue_later(incoming, &e).await,
     };
     run_here(ctx, incoming, key, claimed).await;
 }
@@ -126,7 +121,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     if plan.publish.is_some() {
         failpoint::hit(failpoint::AFTER_COMMIT);
     }
-    if let Some(why) = not_applied(&plan, &written) {
+    if let Some(why) = written.not_applied(&plan) {
         tracing::info!(why, "nothing follows this step");
         return None;
     }

@@ -324,22 +324,11 @@ async fn two_workers_claiming_one_step_at_once_one_wins() {
         step: 0,
         attempt: 1,
     };
-    let claims: Vec<_> = futures_join(
-        (0..8)
-            .map(|_| h.store().claim(key, Uuid::now_v7(), Duration::from_secs(30)))
-            .collect(),
-    )
-    .await;
+    // Polled together: every claim is in flight before any answer arrives.
+    let claims =
+        futures_util::future::join_all((0..8).map(|_| h.store().claim(key, Uuid::now_v7(), Duration::from_secs(30))))
+            .await;
     let won = claims.iter().filter(|c| matches!(c, Ok(Some(_)))).count();
     assert_eq!(won, 1, "{claims:?}");
     h.finish().await;
-}
-
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    // Polled together: each claim is in flight before any answer arrives.
-    let joined = futures_util::future::join_all(handles).await;
-    out.extend(joined);
-    out
 }
