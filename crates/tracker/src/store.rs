@@ -67,9 +67,15 @@ pub trait Store: Send + Sync + 'static {
 
     // --- workers
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<()>;
-    /// Marks the worker alive and renews the lease of every execution it
-    /// holds, in one write; returns those executions.
-    async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>>;
+    /// Marks the worker alive and renews the lease of each execution of
+    /// `holding` still recorded as its own, in one write; returns those.
+    async fn heartbeat(
+        &self,
+        worker_id: Uuid,
+        draining: bool,
+        lease: Duration,
+        holding: &[ExecKey],
+    ) -> Result<Vec<Held>>;
     async fn worker_stopped(&self, worker_id: Uuid) -> Result<()>;
     /// The worker is gone and its modules are stopped (its keeper says so):
     /// end the leases it held now, so recovery takes its steps over at once.
@@ -154,8 +160,14 @@ impl Store for Tracker {
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
         crate::workers::register_worker(self, worker).await
     }
-    async fn heartbeat(&self, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>> {
-        crate::workers::heartbeat(self, worker_id, draining, lease).await
+    async fn heartbeat(
+        &self,
+        worker_id: Uuid,
+        draining: bool,
+        lease: Duration,
+        holding: &[ExecKey],
+    ) -> Result<Vec<Held>> {
+        crate::workers::heartbeat(self, worker_id, draining, lease, holding).await
     }
     async fn worker_stopped(&self, worker_id: Uuid) -> Result<()> {
         crate::workers::worker_stopped(self, worker_id).await

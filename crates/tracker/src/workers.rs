@@ -42,14 +42,27 @@ pub(crate) async fn register_worker(t: &Tracker, w: &WorkerInfo) -> Result<()> {
 }
 
 /// Marks the worker alive (`running` or `draining`) and extends the lease
-/// of every execution it holds; returns those executions.
-pub(crate) async fn heartbeat(t: &Tracker, worker_id: Uuid, draining: bool, lease: Duration) -> Result<Vec<Held>> {
+/// of each of `holding` that is still recorded as its own and running;
+/// returns those executions. Only what the worker says it still works on
+/// is renewed: a step it gave up (it could not record the result) lets its
+/// lease lapse, so recovery takes it over.
+pub(crate) async fn heartbeat(
+    t: &Tracker,
+    worker_id: Uuid,
+    draining: bool,
+    lease: Duration,
+    holding: &[ExecKey],
+) -> Result<Vec<Held>> {
+    let runs: Vec<Uuid> = holding.iter().map(|k| k.run_id).collect();
+    let steps: Vec<i32> = holding.iter().map(|k| k.step as i32).collect();
+    let attempts: Vec<i32> = holding.iter().map(|k| k.attempt as i32).collect();
     let rows: Vec<(Uuid, i32, i32, bool)> = sqlx::query_as(
         "WITH w AS (
             UPDATE workers SET heartbeat_at = now(), state = $2 WHERE id = $1 RETURNING id
          ), l AS (
             UPDATE executions SET lease_until = now() + make_interval(secs => $3)
              WHERE worker_id = $1 AND state = 'running'
+               AND (run_id, step, attempt) IN (SELECT * FROM unnest($4::uuid[], $5::int[], $6::int[]))
          RETURNING run_id, step, attempt
          )
          SELECT l.run_id, l.step, l.attempt, r.state = 'canceled' AS canceled
@@ -58,6 +71,9 @@ pub(crate) async fn heartbeat(t: &Tracker, worker_id: Uuid, draining: bool, leas
     .bind(worker_id)
     .bind(if draining { "draining" } else { "running" })
     .bind(lease.as_secs_f64())
+    .bind(runs)
+    .bind(steps)
+    .bind(attempts)
     .fetch_all(&t.pool)
     .await?;
     Ok(rows

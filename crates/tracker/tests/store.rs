@@ -123,7 +123,11 @@ async fn a_run_walks_through_every_write_of_the_contract() {
         assert!(claimed.argv.contains(&"in0".to_string()), "{:?}", claimed.argv);
         assert!(s.claim(k0, Uuid::now_v7(), LEASE).await.unwrap().is_none());
         s.record_pid(k0, worker, 4242).await.unwrap();
-        let held = s.heartbeat(worker, false, LEASE).await.unwrap();
+        assert!(
+            s.heartbeat(worker, false, LEASE, &[]).await.unwrap().is_empty(),
+            "renews only what it holds"
+        );
+        let held = s.heartbeat(worker, false, LEASE, &[k0]).await.unwrap();
         assert_eq!(held.len(), 1);
         assert!(held[0].key == k0 && !held[0].canceled);
 

@@ -1,5 +1,7 @@
 //! Liveness and leases. Every `heartbeat_every`, one write marks the worker
-//! alive and extends the lease of each step it runs. The answer also says
+//! alive and extends the lease of each step it runs (from the module's
+//! start until its result is recorded or given up: never a step it no
+//! longer works on, or its lease would never lapse). The answer also says
 //! which of those steps belong to a canceled run (stop them), and a step
 //! this worker runs but whose lease was not renewed was taken away (stop it).
 //! If no heartbeat has succeeded for a whole lease, the worker stops all its
@@ -33,13 +35,6 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
 /// heartbeat was asked.
 pub async fn beat(ctx: &Ctx, last_ok: Instant) -> Instant {
     let asked = ctx.clock.now();
-    let answer = ctx
-        .store
-        .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease)
-        .await;
-    if let Err(e) = &answer {
-        tracing::warn!(error = %e, "heartbeat failed");
-    }
     let active: Vec<(ExecKey, Instant)> = ctx
         .active
         .lock()
@@ -47,6 +42,14 @@ pub async fn beat(ctx: &Ctx, last_ok: Instant) -> Instant {
         .iter()
         .map(|(key, a)| (*key, a.since))
         .collect();
+    let holding: Vec<ExecKey> = active.iter().map(|(key, _)| *key).collect();
+    let answer = ctx
+        .store
+        .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease, &holding)
+        .await;
+    if let Err(e) = &answer {
+        tracing::warn!(error = %e, "heartbeat failed");
+    }
     let beat = Beat {
         held: answer.as_deref().ok(),
         asked,

@@ -104,7 +104,10 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     // its delay instead: recovery publishes it when due, to any worker.
     let now = plan.queue.is_some_and(|q| q.delay.is_none());
     let chain = (now && !ctx.is_draining()).then_some((ctx.worker_id, ctx.config.lease));
-    let written = record(ctx, key, &result, &plan, chain).await?;
+    let written = record(ctx, key, &result, &plan, chain).await;
+    // Held (its lease renewed) until its result is recorded or given up.
+    ctx.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    let written = written?;
     if !written.closed {
         tracing::warn!("the step was taken away from this worker (lease lost); its result is not recorded");
         return None;
@@ -166,7 +169,10 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
             module::judge(key, &claimed.module, &outcome, reason.get().copied())
         }
     };
-    ctx.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    // The module is gone; the step stays held until it is recorded.
+    if let Some(a) = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
+        a.pid = None;
+    }
     ended
 }
 
