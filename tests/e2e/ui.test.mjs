@@ -26,6 +26,7 @@ const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672/%2f"
 const id = randomUUID().replaceAll("-", "").slice(-16);
 const dbName = `ui_e2e_${id}`;
 const queue = `e2e-${id}`;
+const nobody = `e2e-${id}-nobody`;
 const project = fs.mkdtempSync(path.join(os.tmpdir(), "scheduler-e2e-"));
 
 const children = [];
@@ -57,6 +58,11 @@ function writeProject() {
     ],
     failing: [{ module_name: "ok" }, { module_name: "boom" }, { module_name: "ok" }],
     slow: [{ module_name: "nap" }],
+    // One run at a time: a second one waits for the slot, or is skipped.
+    serial: { queue, max_concurrent: 1, on_conflict: "queue", steps: [{ module_name: "nap" }] },
+    exclusive: { max_concurrent: 1, on_conflict: "skip", steps: [{ module_name: "nap" }] },
+    // Its second step goes to a queue no worker serves.
+    routed: [{ module_name: "ok" }, { module_name: "ok", queue: nobody }],
   };
   for (const [name, steps] of Object.entries(sequences)) {
     fs.writeFileSync(path.join(project, "etl_sequences", `${name}.json`), JSON.stringify(steps));
@@ -111,6 +117,21 @@ async function until(what, check, timeoutMs = 30_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${logs()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+// Starts a run through the JSON API; returns its id.
+async function startRun(sequence) {
+  const res = await fetch(`${base}/api/v1/sequences/${sequence}/start`, {
+    method: "POST",
+    headers: { "X-Requested-By": "e2e" },
+  });
+  const body = await res.text();
+  assert.equal(res.status, 201, body);
+  return JSON.parse(body).id;
+}
+
+async function cancelRun(runId) {
+  await fetch(`${base}/api/v1/runs/${runId}/cancel`, { method: "POST", headers: { "X-Requested-By": "e2e" } });
 }
 
 async function shot(name) {
@@ -248,6 +269,53 @@ test("a long run can be canceled from its page", async () => {
   // The worker notices at its next heartbeat and kills the module.
   await page.locator(".attempt .badge.s-running").waitFor({ state: "detached", timeout: 40_000 });
   await shot("run-canceled");
+});
+
+test("runs waiting for a slot or skipped say why, and a waiting run is canceled from its page", async () => {
+  const holder = await startRun("serial");
+  const waiting = await startRun("serial");
+  const busy = await startRun("exclusive");
+  const skipped = await startRun("exclusive");
+  await page.goto(base + "/");
+  const waitingRow = page.locator(`#runs-table tr[data-run="${waiting}"]`);
+  await waitingRow.locator(".badge.s-waiting").waitFor();
+  await waitingRow.locator(".note", { hasText: "waiting for a slot (max_concurrent 1: run" }).waitFor();
+  const skippedRow = page.locator(`#runs-table tr[data-run="${skipped}"]`);
+  await skippedRow.locator(".badge.s-skipped").waitFor();
+  await skippedRow.locator(".note", { hasText: "on_conflict skip" }).waitFor();
+  // The note links the run holding the slot.
+  assert.equal(await skippedRow.locator(`.note a[href="/runs/${busy}"]`).count(), 1);
+  await shot("runs-waiting-skipped");
+
+  await page.goto(`${base}/runs/${skipped}`);
+  await page.locator("#run-state.s-skipped").waitFor();
+  await page.locator(".run-note", { hasText: "skipped: run" }).waitFor();
+  await page.locator(".banner-muted").waitFor();
+  assert.equal(await page.getByRole("button", { name: /Cancel run/ }).count(), 0);
+  await shot("run-skipped");
+
+  await page.goto(`${base}/runs/${waiting}`);
+  await page.locator("#run-state.s-waiting").waitFor();
+  await page.locator(".run-note", { hasText: "waiting for a slot" }).waitFor();
+  await shot("run-waiting");
+  await page.getByRole("button", { name: /Cancel run/ }).click();
+  await page.locator("#run-state.s-canceled").waitFor();
+  await page.locator(".banner-warn", { hasText: "Canceled by an operator" }).waitFor();
+  for (const run of [holder, busy]) await cancelRun(run);
+});
+
+test("a step routed to a queue nobody serves waits, and the workers page says so", async () => {
+  const run = await startRun("routed");
+  await page.goto(`${base}/runs/${run}`);
+  // The page re-reads itself while the run is live.
+  await page.locator(".no-worker-line", { hasText: `Step 2 waits on queue ${nobody}` }).waitFor();
+  await page.locator(".step").nth(1).locator(".chip", { hasText: `queue ${nobody}` }).waitFor();
+  await shot("run-no-worker");
+  await page.goto(base + "/workers");
+  const row = page.locator(`tr[data-queue="${nobody}"]`);
+  await row.locator(".badge.s-no-worker", { hasText: "no worker" }).waitFor();
+  assert.equal(await page.locator(`tr[data-queue="${queue}"] .badge.s-no-worker`).count(), 0);
+  await shot("workers-no-worker");
 });
 
 test("the workers page shows the live worker and the queue", async () => {

@@ -199,9 +199,9 @@ impl crate::Transport for Broker {
     async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)> {
         Broker::queue_depth(self, queue).await
     }
-    async fn consume(&self, queue: &str, concurrency: u16, name: &str) -> Result<Box<dyn crate::Inbox>> {
+    async fn consume(&self, queues: &[String], concurrency: u16, name: &str) -> Result<Box<dyn crate::Inbox>> {
         Ok(Box::new(
-            crate::RabbitInbox::open(self, queue, concurrency, name).await?,
+            crate::RabbitInbox::open(self, queues, concurrency, name).await?,
         ))
     }
     async fn reconnect(&self) -> Result<()> {

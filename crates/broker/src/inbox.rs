@@ -11,6 +11,10 @@
 //! consumer when none remain; [`SlotControl::free`] raises it again. Because
 //! AMQP applies a channel's methods in order, the lower limit is in force
 //! before the acknowledgement that would otherwise make room for one more.
+//!
+//! A worker serving several queues (`--queue etl,heavy`) has one consumer
+//! per queue on the same channel; the prefetch is the channel's (`global`),
+//! so the free slots are shared by all of them.
 
 use crate::transport::{Acker, Inbox, Incoming, SlotControl, Slots};
 use crate::{Broker, Result};
@@ -56,20 +60,32 @@ impl Acker for RabbitAcker {
 struct Flow {
     concurrency: u16,
     busy: u16,
-    /// Tag of the live consumer; `None` while canceled for lack of slots.
-    consumer_tag: Option<String>,
+    /// The live consumers' tags (one per queue); empty while canceled for
+    /// lack of slots.
+    consumer_tags: Vec<String>,
 }
 
-/// The consuming side of one queue. `next` is called by one loop; slots are
+type Deliveries = futures_util::stream::SelectAll<
+    futures_util::stream::BoxStream<'static, Option<std::result::Result<lapin::message::Delivery, lapin::Error>>>,
+>;
+
+/// The consumers of all the inbox's queues, read as one stream; each ends
+/// with a `None` marker, so the inbox knows when one was canceled.
+struct Consumers {
+    deliveries: Deliveries,
+    live: usize,
+}
+
+/// The consuming side of a worker's queues. `next` is called by one loop; slots are
 /// taken and freed by the tasks running steps (through a clone of the
 /// [`Slots`] handle).
 pub struct RabbitInbox {
     broker: Broker,
     channel: Channel,
-    queue: String,
+    queues: Vec<String>,
     tag_prefix: String,
     generation: u64,
-    consumer: Option<Consumer>,
+    consumer: Option<Consumers>,
     slots: Arc<RabbitSlots>,
 }
 
@@ -81,12 +97,12 @@ pub struct RabbitSlots {
 }
 
 impl RabbitInbox {
-    pub async fn open(broker: &Broker, queue: &str, concurrency: u16, tag_prefix: &str) -> Result<RabbitInbox> {
+    pub async fn open(broker: &Broker, queues: &[String], concurrency: u16, tag_prefix: &str) -> Result<RabbitInbox> {
         let channel = broker.create_channel().await?;
         let flow = Flow {
             concurrency: concurrency.max(1),
             busy: 0,
-            consumer_tag: None,
+            consumer_tags: Vec::new(),
         };
         let slots = Arc::new(RabbitSlots {
             channel: std::sync::RwLock::new(channel.clone()),
@@ -96,7 +112,7 @@ impl RabbitInbox {
         Ok(RabbitInbox {
             broker: broker.clone(),
             channel,
-            queue: queue.to_string(),
+            queues: queues.to_vec(),
             tag_prefix: tag_prefix.to_string(),
             generation: 0,
             consumer: None,
@@ -112,7 +128,7 @@ impl Inbox for RabbitInbox {
     async fn reopen(&mut self) -> Result<()> {
         let channel = self.broker.create_channel().await?;
         let mut flow = self.slots.flow.lock().await;
-        flow.consumer_tag = None;
+        flow.consumer_tags.clear();
         *self.slots.channel.write().unwrap_or_else(|p| p.into_inner()) = channel.clone();
         self.channel = channel;
         self.consumer = None;
@@ -131,20 +147,25 @@ impl Inbox for RabbitInbox {
             if self.consumer.is_none() {
                 self.resume().await?;
             }
-            let Some(consumer) = self.consumer.as_mut() else {
+            let Some(consumers) = self.consumer.as_mut() else {
                 continue;
             };
-            match consumer.next().await {
-                Some(Ok(d)) => {
+            match consumers.deliveries.next().await {
+                Some(Some(Ok(d))) => {
                     return Ok(Some(Incoming::new(d.data, Box::new(RabbitAcker(d.acker)))));
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    self.consumer = None;
-                    // Canceled by us for lack of slots: wait and resume. Any
-                    // other cancel (broker side) ends the inbox.
-                    if self.slots.flow.lock().await.consumer_tag.is_some() {
+                Some(Some(Err(e))) => return Err(e.into()),
+                Some(None) | None => {
+                    // Canceled by us for lack of slots: once every consumer
+                    // has delivered what it holds, wait and resume. Any other
+                    // cancel (broker side: a queue deleted) ends the inbox.
+                    if !self.slots.flow.lock().await.consumer_tags.is_empty() {
+                        self.consumer = None;
                         return Ok(None);
+                    }
+                    consumers.live = consumers.live.saturating_sub(1);
+                    if consumers.live == 0 {
+                        self.consumer = None;
                     }
                 }
             }
@@ -154,12 +175,12 @@ impl Inbox for RabbitInbox {
     /// Stops consuming (shutdown): no new deliveries after this returns.
     async fn stop(&mut self) -> Result<()> {
         let mut flow = self.slots.flow.lock().await;
-        if let Some(tag) = flow.consumer_tag.take() {
+        for tag in std::mem::take(&mut flow.consumer_tags) {
             self.channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await?;
         }
-        // Keep the tag empty so a concurrent `SlotControl::free` does not resume.
+        // Keep the tags empty so a concurrent `SlotControl::free` does not resume.
         flow.concurrency = 0;
         Ok(())
     }
@@ -180,18 +201,32 @@ impl RabbitInbox {
                     let free = flow.concurrency - flow.busy;
                     self.channel.basic_qos(free, BasicQosOptions { global: true }).await?;
                     self.generation += 1;
-                    let tag = format!("{}-{}", self.tag_prefix, self.generation);
-                    let consumer = self
-                        .channel
-                        .basic_consume(
-                            self.queue.as_str().into(),
-                            tag.as_str().into(),
-                            BasicConsumeOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await?;
-                    flow.consumer_tag = Some(tag);
-                    self.consumer = Some(consumer);
+                    let mut deliveries = Deliveries::new();
+                    let mut tags = Vec::with_capacity(self.queues.len());
+                    for queue in &self.queues {
+                        let tag = format!("{}-{}-{queue}", self.tag_prefix, self.generation);
+                        let consumer: Consumer = self
+                            .channel
+                            .basic_consume(
+                                queue.as_str().into(),
+                                tag.as_str().into(),
+                                BasicConsumeOptions::default(),
+                                FieldTable::default(),
+                            )
+                            .await?;
+                        deliveries.push(
+                            consumer
+                                .map(Some)
+                                .chain(futures_util::stream::once(async { None }))
+                                .boxed(),
+                        );
+                        tags.push(tag);
+                    }
+                    flow.consumer_tags = tags;
+                    self.consumer = Some(Consumers {
+                        live: self.queues.len(),
+                        deliveries,
+                    });
                     return Ok(());
                 }
             }
@@ -215,12 +250,13 @@ impl SlotControl for RabbitSlots {
         let mut flow = self.flow.lock().await;
         flow.busy += 1;
         if flow.busy >= flow.concurrency {
-            if let Some(tag) = flow.consumer_tag.take() {
-                self.channel()
+            let channel = self.channel();
+            for tag in std::mem::take(&mut flow.consumer_tags) {
+                channel
                     .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                     .await?;
             }
-        } else if flow.consumer_tag.is_some() {
+        } else if !flow.consumer_tags.is_empty() {
             self.channel()
                 .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
                 .await?;
@@ -232,7 +268,7 @@ impl SlotControl for RabbitSlots {
     async fn free(&self) -> Result<()> {
         let mut flow = self.flow.lock().await;
         flow.busy = flow.busy.saturating_sub(1);
-        if flow.consumer_tag.is_some() && flow.busy < flow.concurrency {
+        if !flow.consumer_tags.is_empty() && flow.busy < flow.concurrency {
             self.channel()
                 .basic_qos(flow.concurrency - flow.busy, BasicQosOptions { global: true })
                 .await?;

@@ -29,16 +29,16 @@ pub trait Transport: Send + Sync + 'static {
     async fn publish(&self, queue: &str, message: &Message) -> Result<()>;
     /// Messages ready in `queue` and its consumer count.
     async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)>;
-    /// Starts consuming `queue` with `concurrency` slots; `name` identifies
-    /// the consumer in the transport's own tools.
-    async fn consume(&self, queue: &str, concurrency: u16, name: &str) -> Result<Box<dyn Inbox>>;
+    /// Starts consuming `queues` with `concurrency` slots shared by all of
+    /// them; `name` identifies the consumer in the transport's own tools.
+    async fn consume(&self, queues: &[String], concurrency: u16, name: &str) -> Result<Box<dyn Inbox>>;
     /// Replaces the connection (after a loss, or a stalled consumer); open
     /// inboxes fail and are reopened with [`Inbox::reopen`].
     async fn reconnect(&self) -> Result<()>;
     async fn close(&self);
 }
 
-/// The consuming side of one queue, read by one loop.
+/// The consuming side of a worker's queues, read by one loop.
 #[async_trait::async_trait]
 pub trait Inbox: Send {
     /// The next delivery; waits while every slot is busy. `None`: the

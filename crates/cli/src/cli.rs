@@ -39,7 +39,8 @@ pub struct Global {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
-    /// Broker queue that runs go to and workers consume.
+    /// Queue: the one a started run goes to (unless its sequence names one);
+    /// for a worker, the comma-separated queues it serves (etl,heavy).
     #[arg(long, global = true, env = "SCHEDULER_QUEUE", default_value = "etl")]
     pub queue: String,
     /// Log format on stderr: text or json.
@@ -77,7 +78,7 @@ pub enum Command {
         limit: u32,
         #[arg(long)]
         sequence: Option<String>,
-        /// queued, running, succeeded, failed or canceled
+        /// waiting, queued, running, succeeded, failed, canceled or skipped
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]

@@ -37,10 +37,7 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             (None, Some(c)) => format!("{}/{}", c + 1, r.step_count),
             _ => format!("-/{}", r.step_count),
         };
-        let note = r
-            .retry_at
-            .map(|t| format!("retry at {}", time(Some(t))))
-            .unwrap_or_default();
+        let note = run_note(r);
         let _ = writeln!(
             out,
             "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {note:<28}  {}",
@@ -54,6 +51,22 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
         );
     }
     out
+}
+
+/// The short note of a run in the runs table: a retry's due time, the queue
+/// nobody serves, or why it waits or was skipped.
+fn run_note(r: &RunSummary) -> String {
+    if let Some(t) = r.retry_at {
+        return format!("retry at {}", time(Some(t)));
+    }
+    if let Some(q) = &r.waiting_on {
+        return format!("no worker on queue {q}");
+    }
+    match (r.state.as_str(), &r.note) {
+        ("waiting", _) => "waiting for a slot".into(),
+        ("skipped", Some(n)) => n.split(" (").next().unwrap_or(n).to_string(),
+        _ => String::new(),
+    }
 }
 
 pub fn run_detail(d: &RunDetail) -> String {
@@ -77,10 +90,20 @@ pub fn run_detail(d: &RunDetail) -> String {
     if let Some(t) = r.retry_at {
         let _ = writeln!(out, "retry at  {} (its failed step is tried again then)", time(Some(t)));
     }
+    if let Some(n) = &r.note {
+        let _ = writeln!(out, "note      {n}");
+    }
+    if let Some(q) = &r.waiting_on {
+        let _ = writeln!(
+            out,
+            "waiting   its next step waits on queue {q}, which no live worker serves; \
+             it goes on as soon as one starts (scheduler worker --queue {q})"
+        );
+    }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  ARGV",
-        "STEP", "TRY", "MODULE", "STATE", "DURATION", "PID", "EXIT"
+        "\n{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>7} {:>5}  ARGV",
+        "STEP", "TRY", "MODULE", "STATE", "QUEUE", "DURATION", "PID", "EXIT"
     );
     for e in &d.executions {
         let exit = match (e.exit_code, e.signal) {
@@ -90,11 +113,12 @@ pub fn run_detail(d: &RunDetail) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<4} {:<3} {:<16} {:<10} {:>8} {:>7} {:>5}  {}",
+            "{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>7} {:>5}  {}",
             e.step + 1,
             e.attempt,
             e.module,
             e.state,
+            e.queue,
             duration(e.duration_ms),
             e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             exit,

@@ -1,5 +1,6 @@
 //! The chaos suite: many runs through two worker processes while workers are
-//! killed with SIGKILL and restarted, RabbitMQ is restarted, and PostgreSQL
+//! killed with SIGKILL and restarted (the last step of every run is routed
+//! to a second queue, which only one of the two workers serves), RabbitMQ is restarted, and PostgreSQL
 //! is stopped immediately and restarted. Every module appends to a ledger;
 //! a checker then classifies, as the Jepsen RabbitMQ checker does: lost
 //! runs, duplicated successes, overlapping executions, skipped or reordered
@@ -14,7 +15,7 @@
 
 mod common;
 
-use common::{Env, seq};
+use common::Env;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -63,6 +64,9 @@ struct Verdict {
     abandoned: usize,
     /// Executions that retried a failure (the flaky middle step).
     retried: usize,
+    /// Executions recorded on the wrong queue (the last step on the second
+    /// queue, the others on the first).
+    misrouted: usize,
 }
 
 #[test]
@@ -82,13 +86,30 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn chaos(runs_wanted: usize, rounds: usize) {
     let t0 = Instant::now();
-    let mut env = Env::new(&[("step", MODULE)], &[("c", &seq(&["step"; STEPS]))]);
+    let mut env = Env::new(&[("step", MODULE)], &[]);
     std::fs::write(
         env.project.join("modules.json"),
         serde_json::json!({"step": {"cmd": "./bin/step.sh", "retries": 2, "retry_delay_secs": 0.3}}).to_string(),
     )
     .unwrap();
-    let mut live = vec![env.spawn_worker(&WORKER_ARGS), env.spawn_worker(&WORKER_ARGS)];
+    // The last step goes to a second queue: one worker serves both, the
+    // other only the first, so every run hands over between them.
+    let second = format!("{}-b", env.queue);
+    let mut steps: Vec<Value> = (0..STEPS).map(|_| serde_json::json!({"module_name": "step"})).collect();
+    steps[STEPS - 1]["queue"] = Value::String(second.clone());
+    std::fs::write(
+        env.project.join("etl_sequences/c.json"),
+        Value::Array(steps).to_string(),
+    )
+    .unwrap();
+    let both = format!("{},{second}", env.queue);
+    let kinds = [env.queue.clone(), both];
+    let spawn = |env: &mut Env, kind: usize| {
+        let mut args: Vec<&str> = WORKER_ARGS.to_vec();
+        args.extend(["--queue", kinds[kind].as_str()]);
+        (env.spawn_worker(&args), kind)
+    };
+    let mut live = vec![spawn(&mut env, 0), spawn(&mut env, 1)];
     let mut runs = Vec::new();
     let per_round = runs_wanted.div_ceil(rounds.max(1));
     let mut actions = Vec::new();
@@ -108,10 +129,10 @@ fn chaos(runs_wanted: usize, rounds: usize) {
             4 if !allowed("postgres") => "pause (PostgreSQL restarts disabled)",
             0 | 3 => {
                 // SIGKILL one worker mid-flight, start a replacement.
-                let victim = live.remove(round % live.len());
+                let (victim, kind) = live.remove(round % live.len());
                 env.signal_worker(victim, nix::sys::signal::Signal::SIGKILL);
                 env.wait_worker(victim, Duration::from_secs(30));
-                live.push(env.spawn_worker(&WORKER_ARGS));
+                live.push(spawn(&mut env, kind));
                 "kill -9 a worker"
             }
             1 => {
@@ -159,6 +180,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
     assert_eq!(verdict.overlapping, 0, "overlapping executions of one step");
     assert_eq!(verdict.skipped_or_reordered, 0, "skipped or reordered steps");
     assert_eq!(verdict.orphans, 0, "orphan module processes");
+    assert_eq!(verdict.misrouted, 0, "executions on the wrong queue");
     // Every run's middle step fails once and is retried; a kill landing
     // between its failure and its exit turns a few into lost attempts.
     assert!(
@@ -254,6 +276,11 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
             }
         }
         let execs = d["executions"].as_array().unwrap();
+        let second = format!("{}-b", env.queue);
+        v.misrouted += execs
+            .iter()
+            .filter(|e| (e["step"] == STEPS as u64 - 1) != (e["queue"] == second.as_str()))
+            .count();
         v.abandoned += execs.iter().filter(|e| e["state"] == "abandoned").count();
         v.retried += execs
             .iter()

@@ -3,6 +3,7 @@
 //! validated once, at the edge. A [`Sequence`] that exists is valid against the
 //! [`Modules`] it was checked with; a [`Snapshot`] freezes both for one run.
 
+use crate::policy::{Concurrency, OnConflict, check_queue};
 use crate::retry::{RetryPolicy, RetrySettings, take_settings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,6 +64,9 @@ pub struct Step {
     pub output: String,
     #[serde(default)]
     pub conf: String,
+    /// The queue this step runs on, over the module's and the sequence's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// Overrides of the module's retry policy for this step.
     #[serde(skip)]
     pub retry: RetrySettings,
@@ -100,6 +104,9 @@ pub struct ModuleDef {
     /// The retry settings as written (steps may override them).
     #[serde(default)]
     pub retry: RetrySettings,
+    /// The queue its steps run on unless a step names another.
+    #[serde(default)]
+    pub queue: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +115,8 @@ struct RawModule {
     cmd: RawCmd,
     #[serde(default)]
     timeout_secs: Option<u64>,
+    #[serde(default)]
+    queue: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,12 +171,16 @@ impl Modules {
                     "\"timeout_secs\" must be at least 1 (leave it out for the worker's default)".into(),
                 ));
             }
+            if let Some(queue) = &module.queue {
+                check_queue(queue).map_err(|e| bad(format!("\"queue\": {e}")))?;
+            }
             modules.insert(
                 name,
                 ModuleDef {
                     cmd,
                     timeout_secs: module.timeout_secs,
                     retry,
+                    queue: module.queue,
                 },
             );
         }
@@ -201,6 +214,7 @@ impl Modules {
                             cmd: vec![c.to_string()],
                             timeout_secs: None,
                             retry: RetrySettings::default(),
+                            queue: None,
                         },
                     )
                 })
@@ -214,7 +228,16 @@ impl Modules {
 pub struct Sequence {
     name: String,
     steps: Vec<Step>,
+    /// The queue of its runs and steps, unless a module or step names one.
+    queue: Option<String>,
+    concurrency: Concurrency,
 }
+
+/// What a sequence file may hold besides its steps, in its object form.
+const SEQUENCE_FIELDS: &str = "\"steps\", \"queue\", \"max_concurrent\", \"on_conflict\"";
+
+const SEQUENCE_SHAPE: &str = "a list of steps [{\"module_name\": \"extract\", \"input\": \"\", \"output\": \"\", \"conf\": \"\"}], \
+     or an object {\"steps\": [...], \"queue\": \"heavy\", \"max_concurrent\": 1, \"on_conflict\": \"queue\"}";
 
 impl Sequence {
     /// Checks that `name` can be a sequence file name (no path tricks).
@@ -232,73 +255,51 @@ impl Sequence {
         }
     }
 
-    /// Parses a sequence file's text and validates it against `modules`.
+    /// Parses a sequence file's text and validates it against `modules`:
+    /// a plain list of steps, or the object form with the sequence's queue
+    /// and concurrency policy.
     pub fn parse(name: &str, file: &str, text: &str, modules: &Modules) -> Result<Sequence, DefinitionError> {
         Sequence::check_name(name)?;
-        let raw: Vec<serde_json::Value> = parse_json(
-            file,
-            text,
-            "a list of steps: [{\"module_name\": \"extract\", \"input\": \"\", \"output\": \"\", \"conf\": \"\"}]",
-        )?;
+        let shape = |message: String| DefinitionError::Shape {
+            file: file.to_string(),
+            message,
+        };
+        let value: serde_json::Value = parse_json(file, text, SEQUENCE_SHAPE)?;
+        let (raw, queue, concurrency) = match value {
+            serde_json::Value::Array(steps) => (steps, None, Concurrency::default()),
+            serde_json::Value::Object(mut object) => {
+                let steps = match object.remove("steps") {
+                    Some(serde_json::Value::Array(steps)) => steps,
+                    Some(other) => {
+                        return Err(shape(format!(
+                            "\"steps\" must be a list of steps, found {}",
+                            json_kind(&other)
+                        )));
+                    }
+                    None => return Err(shape("the object form needs \"steps\": [...]".into())),
+                };
+                let (queue, concurrency) = take_sequence_settings(&mut object).map_err(shape)?;
+                if let Some(field) = object.keys().next() {
+                    return Err(shape(format!(
+                        "unknown field {field:?}; a sequence object has {SEQUENCE_FIELDS}"
+                    )));
+                }
+                (steps, queue, concurrency)
+            }
+            other => return Err(shape(format!("expected {SEQUENCE_SHAPE}, found {}", json_kind(&other)))),
+        };
         if raw.is_empty() {
             return Err(DefinitionError::Empty { file: file.to_string() });
         }
         let mut steps = Vec::with_capacity(raw.len());
-        for (index, mut value) in raw.into_iter().enumerate() {
-            let bad_retry = |message: String| DefinitionError::BadStep {
-                file: file.to_string(),
-                index,
-                message,
-            };
-            let retry = match value.as_object_mut() {
-                Some(object) => take_settings(object).map_err(bad_retry)?,
-                None => RetrySettings::default(),
-            };
-            let mut step: Step = serde_json::from_value(value).map_err(|e| DefinitionError::BadStep {
-                file: file.to_string(),
-                index,
-                message: format!(
-                    "{e}; a step has \"module_name\" and optional \"input\", \"output\", \"conf\" strings"
-                ),
-            })?;
-            if step.module_name.trim().is_empty() {
-                return Err(DefinitionError::BadStep {
-                    file: file.to_string(),
-                    index,
-                    message: "\"module_name\" is empty".into(),
-                });
-            }
-            let Some(module) = modules.get(&step.module_name) else {
-                return Err(DefinitionError::UnknownModule {
-                    file: file.to_string(),
-                    index,
-                    module: step.module_name,
-                    known: modules.names(),
-                });
-            };
-            RetryPolicy::default()
-                .with(&module.retry)
-                .and_then(|p| p.with(&retry))
-                .map_err(|message| DefinitionError::BadStep {
-                    file: file.to_string(),
-                    index,
-                    message,
-                })?;
-            step.retry = retry;
-            for (field, value) in [("input", &step.input), ("output", &step.output), ("conf", &step.conf)] {
-                if value.contains('\0') {
-                    return Err(DefinitionError::BadStep {
-                        file: file.to_string(),
-                        index,
-                        message: format!("\"{field}\" contains a NUL byte"),
-                    });
-                }
-            }
-            steps.push(step);
+        for (index, value) in raw.into_iter().enumerate() {
+            steps.push(parse_step(file, index, value, modules)?);
         }
         Ok(Sequence {
             name: name.to_string(),
             steps,
+            queue,
+            concurrency,
         })
     }
 
@@ -310,9 +311,27 @@ impl Sequence {
         &self.steps
     }
 
+    /// The sequence's own queue, if its file names one.
+    pub fn queue(&self) -> Option<&str> {
+        self.queue.as_deref()
+    }
+
+    pub fn concurrency(&self) -> Concurrency {
+        self.concurrency
+    }
+
+    /// The queue of a run of this sequence (its `start_etl`, `end_etl`,
+    /// `error_handler`, and every step that names no other): the sequence's
+    /// own, else the one the run was started with.
+    pub fn run_queue(&self, start_queue: &str) -> String {
+        self.queue.clone().unwrap_or_else(|| start_queue.to_string())
+    }
+
     /// Freezes this sequence and the commands it resolves to, so that a run
-    /// stays reproducible however the files change afterwards.
-    pub fn snapshot(&self, modules: &Modules) -> Snapshot {
+    /// stays reproducible however the files change afterwards. Each step's
+    /// queue is resolved here, the most specific first: the step's, its
+    /// module's, then `run_queue`.
+    pub fn snapshot(&self, modules: &Modules, run_queue: &str) -> Snapshot {
         let steps = self
             .steps
             .iter()
@@ -322,7 +341,13 @@ impl Sequence {
                     cmd: vec![],
                     timeout_secs: None,
                     retry: RetrySettings::default(),
+                    queue: None,
                 });
+                let queue = step
+                    .queue
+                    .clone()
+                    .or(module.queue)
+                    .unwrap_or_else(|| run_queue.to_string());
                 // Checked by `parse`; the defaults otherwise.
                 let retry = RetryPolicy::default()
                     .with(&module.retry)
@@ -339,12 +364,14 @@ impl Sequence {
                     argv,
                     timeout_secs: module.timeout_secs,
                     retry,
+                    queue: Some(queue),
                 }
             })
             .collect();
         Snapshot {
             sequence: self.name.clone(),
             steps,
+            concurrency: self.concurrency,
         }
     }
 }
@@ -356,6 +383,9 @@ impl Sequence {
 pub struct Snapshot {
     pub sequence: String,
     pub steps: Vec<SnapshotStep>,
+    /// The sequence's concurrency policy when the run was triggered.
+    #[serde(default)]
+    pub concurrency: Concurrency,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,10 +401,100 @@ pub struct SnapshotStep {
     /// retries existed have none: no retry.
     #[serde(default = "no_retry")]
     pub retry: RetryPolicy,
+    /// The queue the step runs on. Runs recorded before routing existed
+    /// have none: the run's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 fn no_retry() -> RetryPolicy {
     RetryPolicy::default()
+}
+
+/// One step of a sequence file, checked against `modules`.
+fn parse_step(
+    file: &str,
+    index: usize,
+    mut value: serde_json::Value,
+    modules: &Modules,
+) -> Result<Step, DefinitionError> {
+    let bad = |message: String| DefinitionError::BadStep {
+        file: file.to_string(),
+        index,
+        message,
+    };
+    let retry = match value.as_object_mut() {
+        Some(object) => take_settings(object).map_err(bad)?,
+        None => RetrySettings::default(),
+    };
+    let mut step: Step = serde_json::from_value(value).map_err(|e| {
+        bad(format!(
+            "{e}; a step has \"module_name\" and optional \"input\", \"output\", \"conf\" strings, \
+             a \"queue\" and retry settings"
+        ))
+    })?;
+    if step.module_name.trim().is_empty() {
+        return Err(bad("\"module_name\" is empty".into()));
+    }
+    let Some(module) = modules.get(&step.module_name) else {
+        return Err(DefinitionError::UnknownModule {
+            file: file.to_string(),
+            index,
+            module: step.module_name,
+            known: modules.names(),
+        });
+    };
+    RetryPolicy::default()
+        .with(&module.retry)
+        .and_then(|p| p.with(&retry))
+        .map_err(bad)?;
+    step.retry = retry;
+    if let Some(queue) = &step.queue {
+        check_queue(queue).map_err(|e| bad(format!("\"queue\": {e}")))?;
+    }
+    for (field, value) in [("input", &step.input), ("output", &step.output), ("conf", &step.conf)] {
+        if value.contains('\0') {
+            return Err(bad(format!("\"{field}\" contains a NUL byte")));
+        }
+    }
+    Ok(step)
+}
+
+/// Takes the sequence-level settings out of the object form.
+fn take_sequence_settings(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(Option<String>, Concurrency), String> {
+    let queue = match object.remove("queue") {
+        None => None,
+        Some(serde_json::Value::String(q)) => {
+            check_queue(&q).map_err(|e| format!("\"queue\": {e}"))?;
+            Some(q)
+        }
+        Some(other) => return Err(format!("\"queue\" must be a string such as \"heavy\", not {other}")),
+    };
+    let max_concurrent = match object.remove("max_concurrent") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(n) if n >= 1 && n <= u32::MAX as u64 => Some(n as u32),
+            _ => {
+                return Err(format!(
+                    "\"max_concurrent\" must be a whole number of at least 1 (leave it out for no limit), not {value}"
+                ));
+            }
+        },
+    };
+    let on_conflict = match object.remove("on_conflict") {
+        None => OnConflict::default(),
+        Some(serde_json::Value::String(s)) => OnConflict::parse(&s)?,
+        Some(other) => return Err(format!("\"on_conflict\" must be a string, not {other}")),
+    };
+    Ok((
+        queue,
+        Concurrency {
+            max_concurrent,
+            on_conflict,
+        },
+    ))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(file: &str, text: &str, expected: &str) -> Result<T, DefinitionError> {
@@ -434,7 +554,7 @@ mod tests {
         let text = r#"[{"module_name":"extract","input":"","output":"out dir/a b.csv","conf":""},
                        {"module_name":"load","input":"x;$(rm -rf /)","output":"","conf":"c.json"}]"#;
         let seq = Sequence::parse("s", "f", text, &modules()).unwrap();
-        let snap = seq.snapshot(&modules());
+        let snap = seq.snapshot(&modules(), "etl");
         assert_eq!(snap.steps[0].argv, ["./extract.sh", "--output", "out dir/a b.csv"]);
         assert_eq!(
             snap.steps[1].argv,
@@ -445,7 +565,7 @@ mod tests {
     #[test]
     fn missing_optional_fields_mean_not_given() {
         let seq = Sequence::parse("s", "f", r#"[{"module_name":"load"}]"#, &modules()).unwrap();
-        assert_eq!(seq.snapshot(&modules()).steps[0].argv, ["./load.sh"]);
+        assert_eq!(seq.snapshot(&modules(), "etl").steps[0].argv, ["./load.sh"]);
     }
 
     #[test]
@@ -454,8 +574,64 @@ mod tests {
     }
 
     #[test]
-    fn an_object_instead_of_a_list_says_what_is_expected() {
-        check_err(r#"{"module_name":"extract"}"#, "expected a list of steps");
+    fn an_object_without_steps_says_what_is_expected() {
+        check_err(r#"{"module_name":"extract"}"#, "the object form needs \"steps\"");
+        check_err(r#""extract""#, "expected a list of steps");
+        check_err(r#"{"steps":{"module_name":"extract"}}"#, "\"steps\" must be a list");
+    }
+
+    #[test]
+    fn the_object_form_sets_the_queue_and_the_concurrency_policy() {
+        let text = r#"{"queue":"light","max_concurrent":1,"on_conflict":"queue_one",
+                       "steps":[{"module_name":"extract"},{"module_name":"load","queue":"heavy"}]}"#;
+        let seq = Sequence::parse("s", "f", text, &modules()).unwrap();
+        assert_eq!(seq.run_queue("etl"), "light");
+        assert_eq!(seq.concurrency().max_concurrent, Some(1));
+        assert_eq!(seq.concurrency().on_conflict, OnConflict::QueueOne);
+        let snap = seq.snapshot(&modules(), &seq.run_queue("etl"));
+        let queues: Vec<_> = snap.steps.iter().map(|s| s.queue.as_deref().unwrap()).collect();
+        assert_eq!(queues, ["light", "heavy"]);
+        assert_eq!(snap.concurrency, seq.concurrency());
+    }
+
+    #[test]
+    fn the_most_specific_queue_wins_step_module_sequence_start() {
+        let mods = Modules::parse(
+            "modules.json",
+            r#"{"extract":{"cmd":"./e"},"load":{"cmd":"./l","queue":"db"},"big":{"cmd":"./b","queue":"db"}}"#,
+        )
+        .unwrap();
+        let text = r#"[{"module_name":"extract"},{"module_name":"load"},{"module_name":"big","queue":"heavy"}]"#;
+        let seq = Sequence::parse("s", "f", text, &mods).unwrap();
+        assert_eq!(seq.run_queue("from-start"), "from-start");
+        let snap = seq.snapshot(&mods, &seq.run_queue("from-start"));
+        let queues: Vec<_> = snap.steps.iter().map(|s| s.queue.as_deref().unwrap()).collect();
+        assert_eq!(queues, ["from-start", "db", "heavy"]);
+    }
+
+    #[test]
+    fn bad_policies_name_the_field_and_what_to_write() {
+        let list = r#"[{"module_name":"extract"}]"#;
+        let obj = |extra: &str| format!(r#"{{{extra}, "steps": {list}}}"#);
+        check_err(
+            &obj(r#""max_concurrent": 0"#),
+            "\"max_concurrent\" must be a whole number of at least 1",
+        );
+        check_err(&obj(r#""max_concurrent": "one""#), "\"max_concurrent\" must be");
+        check_err(
+            &obj(r#""on_conflict": "skipp""#),
+            "expected one of: queue, queue_one, skip, cancel_running",
+        );
+        check_err(
+            &obj(r#""queue": "amq.gen""#),
+            "\"queue\": queue \"amq.gen\" starts with \"amq.\"",
+        );
+        check_err(&obj(r#""queue": "a b""#), "not a valid queue name");
+        check_err(&obj(r#""max_concurent": 1"#), "unknown field \"max_concurent\"");
+        check_err(
+            r#"[{"module_name":"extract","queue":"x.dead"}]"#,
+            "step 0: \"queue\": queue \"x.dead\" ends with \".dead\"",
+        );
     }
 
     #[test]
@@ -508,6 +684,7 @@ mod tests {
         assert!(err(r#"{"a":{"cmd":""}}"#).contains("module \"a\": \"cmd\" is empty"));
         assert!(err(r#"{"a":{"command":"x"}}"#).contains("module \"a\""));
         assert!(err(r#"{"a":{"cmd":"x","timeout_secs":0}}"#).contains("at least 1"));
+        assert!(err(r#"{"a":{"cmd":"x","queue":""}}"#).contains("module \"a\": \"queue\""));
         assert!(err(r#"["a"]"#).contains("expected an object"));
         assert!(err("{").contains("modules.json: invalid JSON at line 1"));
     }

@@ -16,11 +16,13 @@
 pub mod definition;
 pub mod machine;
 pub mod message;
+pub mod policy;
 pub mod retry;
 pub mod state;
 
 pub use definition::{DefinitionError, ModuleDef, Modules, Sequence, Snapshot, SnapshotStep, Step};
 pub use message::{DecodeError, MAX_MESSAGE_BYTES, MESSAGE_VERSION, Message};
+pub use policy::{Concurrency, DEFAULT_QUEUE, OnConflict};
 pub use retry::{RetryPolicy, RetrySettings};
 pub use state::{ExecState, RunState};
 

@@ -288,7 +288,7 @@ pub fn on_error(run: RunView, step: u32, reason: &str) -> Decision {
 /// An operator asked to cancel.
 pub fn on_cancel(run: RunView) -> Decision {
     match run.state {
-        RunState::Queued | RunState::Running => Decision::Apply(Plan {
+        RunState::Waiting | RunState::Queued | RunState::Running => Decision::Apply(Plan {
             run: moves(run.state, RunState::Canceled),
             ..Plan::default()
         }),

@@ -5,11 +5,14 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The state of a run. `Succeeded`, `Failed` and `Canceled` are final: no
-/// transition leaves them except an explicit retry of a failed run.
+/// The state of a run. `Succeeded`, `Failed`, `Canceled` and `Skipped` are
+/// final: no transition leaves them except an explicit retry of a failed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Recorded, waiting for a slot of its sequence's `max_concurrent`; it
+    /// moves to `queued` (first in, first out) when one frees.
+    Waiting,
     /// Recorded, `start_etl` published or about to be; no step queued yet.
     Queued,
     /// Started: exactly one step is queued or executing.
@@ -17,6 +20,8 @@ pub enum RunState {
     Succeeded,
     Failed,
     Canceled,
+    /// Never started: its sequence's concurrency policy turned it away.
+    Skipped,
 }
 
 /// The state of one execution (one attempt of one step).
@@ -65,11 +70,13 @@ macro_rules! text_enum {
 }
 
 text_enum!(RunState {
+    Waiting => "waiting",
     Queued => "queued",
     Running => "running",
     Succeeded => "succeeded",
     Failed => "failed",
     Canceled => "canceled",
+    Skipped => "skipped",
 });
 
 text_enum!(ExecState {
@@ -83,7 +90,10 @@ text_enum!(ExecState {
 
 impl RunState {
     pub fn is_final(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Canceled)
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Canceled | RunState::Skipped
+        )
     }
 }
 
@@ -108,6 +118,11 @@ mod tests {
         for s in ExecState::ALL {
             assert_eq!(s.as_str().parse::<ExecState>().unwrap(), *s);
         }
-        assert!("done".parse::<RunState>().unwrap_err().contains("queued, running"));
+        assert!(
+            "done"
+                .parse::<RunState>()
+                .unwrap_err()
+                .contains("waiting, queued, running")
+        );
     }
 }

@@ -4,9 +4,15 @@
 //! marker recovery looks for). The worker, recovery and the operator's
 //! actions all apply plans through here.
 //!
-//! **Routing**, the one rule: a run's messages go to the queue recorded with
-//! the run (`runs.queue`, chosen when it was started), whoever publishes
-//! them; [`Written::queue`] carries it from the same statement.
+//! **Routing**, the one rule: an `exec_module` goes to its step's queue
+//! (recorded with the execution, from the run's snapshot), every other
+//! message of a run to the run's queue (`runs.queue`), whoever publishes
+//! them; [`Written::queue_for`] answers from the same statement.
+//!
+//! **Slots**: a run of a sequence with `max_concurrent` that ends frees its
+//! slot; [`apply`] then starts the sequence's next waiting run
+//! ([`crate::admit_waiting`]). Recovery does the same at each pass, for the
+//! slots a crash between the two left waiting.
 
 use crate::{ProducerError, failpoint};
 use scheduler_broker::Transport;
@@ -51,6 +57,12 @@ pub async fn apply(
         tracing::info!(%run_id, from = %m.from, to = %m.to, "run state changed");
     }
     publish_written(store, transport, run_id, &plan, &written).await?;
+    if let (Some(m), Some(sequence)) = (plan.run, &written.sequence)
+        && m.to.is_final()
+        && written.limited
+    {
+        crate::admit_waiting(store, transport, sequence).await?;
+    }
     Ok(Effect::Done)
 }
 
@@ -63,7 +75,10 @@ pub async fn publish_written(
     plan: &Plan,
     written: &Written,
 ) -> Result<(), ProducerError> {
-    let (Some(message), Some(queue)) = (&plan.publish, &written.queue) else {
+    let Some(message) = &plan.publish else {
+        return Ok(());
+    };
+    let Some(queue) = written.queue_for(message) else {
         return Ok(());
     };
     if !written.complete(plan) || written.claimed.is_some() {
@@ -86,13 +101,19 @@ pub async fn publish_noted(
     queue: &str,
     message: &Message,
 ) -> Result<(), ProducerError> {
-    transport
-        .publish(queue, message)
-        .await
-        .map_err(|source| ProducerError::Publish {
-            run_id: message.run_id(),
-            source,
-        })?;
+    let published = match transport.publish(queue, message).await {
+        // A step's queue that no worker and no start declared yet (or that
+        // expired): declare it, then publish again, once.
+        Err(scheduler_broker::BrokerError::Unroutable { .. }) => match transport.declare(queue).await {
+            Ok(()) => transport.publish(queue, message).await,
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    published.map_err(|source| ProducerError::Publish {
+        run_id: message.run_id(),
+        source,
+    })?;
     failpoint::hit(failpoint::AFTER_PUBLISH);
     let noted = match message {
         Message::ExecModule { run_id, step, attempt } => {

@@ -17,6 +17,8 @@ pub enum ProjectError {
     NoSuchSequence { name: String, path: String, known: String },
     #[error(transparent)]
     Definition(#[from] DefinitionError),
+    #[error("{0}")]
+    BadQueue(String),
 }
 
 /// A project directory, made absolute once so that later `chdir`s cannot

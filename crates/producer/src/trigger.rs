@@ -9,7 +9,7 @@ use crate::apply::publish_noted;
 use crate::project::Project;
 use scheduler_broker::Transport;
 use scheduler_core::Message;
-use scheduler_tracker::{NewRun, Store};
+use scheduler_tracker::{Admitted, NewRun, Store};
 use uuid::Uuid;
 
 /// Who or what started a run, for the record: `cli:<user>@<host>` unless the
@@ -52,26 +52,60 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Validates `sequence` and records a run of it as `queued`; returns its id.
-/// Once this returns, the run cannot be lost: if it is never published,
-/// recovery publishes it.
+/// A run as it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub run_id: Uuid,
+    /// The run's queue (its `start_etl` goes there).
+    pub queue: String,
+    /// Every queue its steps run on, the run's first.
+    pub queues: Vec<String>,
+    /// `queued`, or waiting / skipped by its sequence's concurrency policy.
+    pub admitted: Admitted,
+}
+
+/// Validates `sequence` and records a run of it: `queued`, or as the
+/// sequence's concurrency policy says. `start_queue` is the queue asked
+/// for when starting it (the sequence's own queue wins over it). Once this
+/// returns, the run cannot be lost: if it is never published, recovery
+/// publishes it.
 pub async fn record_run(
     project: &Project,
     store: &dyn Store,
     sequence: &str,
-    queue: &str,
+    start_queue: &str,
     trigger: &str,
-) -> Result<Uuid, ProducerError> {
+) -> Result<Recorded, ProducerError> {
     let modules = project.modules()?;
     let seq = project.sequence(sequence, &modules)?;
+    scheduler_core::policy::check_queue(start_queue).map_err(|e| {
+        ProducerError::Definition(crate::ProjectError::BadQueue(format!(
+            "{e} (given with --queue or SCHEDULER_QUEUE)"
+        )))
+    })?;
+    let queue = seq.run_queue(start_queue);
+    let snapshot = seq.snapshot(&modules, &queue);
+    let mut queues = vec![queue.clone()];
+    for step in &snapshot.steps {
+        if let Some(q) = &step.queue
+            && !queues.contains(q)
+        {
+            queues.push(q.clone());
+        }
+    }
     let run = NewRun {
         id: Uuid::now_v7(),
-        queue: queue.to_string(),
+        queue: queue.clone(),
         trigger: trigger.to_string(),
-        snapshot: seq.snapshot(&modules),
+        snapshot,
     };
-    store.create_run(&run).await?;
-    Ok(run.id)
+    let admitted = store.create_run(&run).await?;
+    Ok(Recorded {
+        run_id: run.id,
+        queue,
+        queues,
+        admitted,
+    })
 }
 
 /// Publishes `start_etl` for a recorded run (declaring its queue first: a
@@ -91,18 +125,48 @@ pub async fn publish_start(
     Ok(())
 }
 
-/// Validates, records and publishes a run of `sequence`; returns its id.
+/// Validates, records and (when its sequence has a free slot) publishes a
+/// run of `sequence`. Every queue its steps use is declared first, so that
+/// the workers page shows a step's queue, and its depth, before any worker
+/// serves it.
 pub async fn start_run(
     project: &Project,
     store: &dyn Store,
     transport: &dyn Transport,
     sequence: &str,
-    queue: &str,
+    start_queue: &str,
     trigger: &str,
-) -> Result<Uuid, ProducerError> {
-    let run_id = record_run(project, store, sequence, queue, trigger).await?;
-    publish_start(store, transport, run_id, queue).await?;
-    Ok(run_id)
+) -> Result<Recorded, ProducerError> {
+    let recorded = record_run(project, store, sequence, start_queue, trigger).await?;
+    let run_id = recorded.run_id;
+    for queue in &recorded.queues {
+        transport
+            .declare(queue)
+            .await
+            .map_err(|source| ProducerError::Publish { run_id, source })?;
+    }
+    match &recorded.admitted {
+        Admitted::Queued => publish_start(store, transport, run_id, &recorded.queue).await?,
+        Admitted::Waiting(note) => tracing::info!(%run_id, note, "run recorded; it waits for a slot"),
+        Admitted::Skipped(note) => tracing::info!(%run_id, note, "run recorded as skipped"),
+    }
+    Ok(recorded)
+}
+
+/// Starts the sequence's waiting runs that fit in its free slots (after a
+/// run of it ended); returns how many. A publish that fails leaves the run
+/// `queued` and unpublished, for recovery.
+pub async fn admit_waiting(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    sequence: &str,
+) -> Result<usize, ProducerError> {
+    let admitted = store.admit_waiting(sequence).await?;
+    for (run_id, queue) in &admitted {
+        tracing::info!(%run_id, sequence, "a slot freed; the waiting run starts");
+        publish_start(store, transport, *run_id, queue).await?;
+    }
+    Ok(admitted.len())
 }
 
 #[cfg(test)]

@@ -33,9 +33,21 @@ pub struct Write<'a> {
     /// Close this execution first; the rest applies only if it did.
     pub close: Option<Close<'a>>,
     pub plan: &'a Plan,
-    /// Insert the plan's queued execution already claimed by this worker,
-    /// with this lease (local continuation: no broker round trip).
-    pub claim_for: Option<(Uuid, Duration)>,
+    /// Insert the plan's queued execution already claimed by this worker
+    /// (local continuation: no broker round trip), if it serves the step's
+    /// queue and the step is due now.
+    pub claim_for: Option<ClaimFor<'a>>,
+}
+
+/// The worker that would continue a run locally.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimFor<'a> {
+    pub worker_id: Uuid,
+    /// The lease the claimed execution starts with.
+    pub lease: Duration,
+    /// The queues the worker serves: a step on another queue is not claimed
+    /// but published there.
+    pub queues: &'a [String],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +74,27 @@ pub struct Written {
     pub queued: bool,
     /// With `claim_for`: the inserted execution, claimed.
     pub claimed: Option<Claimed>,
-    /// The run's queue, where its messages go (`None` when `run` is false).
+    /// The run's queue, where its run-level messages go (`None` when `run`
+    /// is false).
     pub queue: Option<String>,
+    /// The queued execution's queue, where its `exec_module` goes.
+    pub exec_queue: Option<String>,
+    /// The run's sequence (`None` when `run` is false).
+    pub sequence: Option<String>,
+    /// The run's sequence has a concurrency limit: a run that ends frees a
+    /// slot for a waiting one.
+    pub limited: bool,
+}
+
+impl Written {
+    /// Where the plan's message goes: an `exec_module` to its step's queue,
+    /// the rest to the run's.
+    pub fn queue_for(&self, message: &scheduler_core::Message) -> Option<&str> {
+        match message {
+            scheduler_core::Message::ExecModule { .. } => self.exec_queue.as_deref(),
+            _ => self.queue.as_deref(),
+        }
+    }
 }
 
 impl Written {
@@ -102,18 +133,22 @@ struct Row {
     sequence: Option<String>,
     step_count: Option<i32>,
     queue: Option<String>,
+    exec_queue: Option<String>,
+    exec_state: Option<String>,
+    limited: Option<bool>,
 }
 
 // The statement, assembled from one copy of each fragment into the shape a
 // write needs, so that PostgreSQL plans and runs only the parts it uses (the
 // hot path, a worker recording a step and claiming the next, is
-// close + read the run + queue). Every shape takes the same 24 parameters
+// close + read the run + queue). Every shape takes the same 25 parameters
 // (sqlx declares their types, so a shape may leave some unused):
 // $1 run; $2 close kind ('finish' | 'abandon'), $3 step, $4 attempt,
 // $5 the finishing worker, $6..$14 the result; $15 from, $16 to, $17 failed
 // step, $18 reason; $19 step and $20 attempt to queue; $21 the claiming
 // worker, $22 its lease in seconds; $23 the queued execution's retry number,
-// $24 its delay in seconds (a retry: due then, published by recovery).
+// $24 its delay in seconds (a retry: due then, published by recovery);
+// $25 the queues the claiming worker serves.
 
 /// Close a running execution: the holder's result, or recovery's
 /// `abandoned` once its lease expired.
@@ -143,9 +178,10 @@ const MOVE_RUN: &str = "moved AS (
         state = $16,
         updated_at = now(),
         started_at = CASE WHEN $16 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-        finished_at = CASE WHEN $16 IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END,
+        finished_at = CASE WHEN $16 IN ('succeeded', 'failed', 'canceled', 'skipped') THEN now() ELSE NULL END,
         failed_step = CASE WHEN $16 = 'failed' THEN $17 WHEN $16 = 'running' THEN NULL ELSE failed_step END,
-        error = CASE WHEN $16 = 'failed' THEN $18 WHEN $16 = 'running' THEN NULL ELSE error END
+        error = CASE WHEN $16 = 'failed' THEN $18 WHEN $16 = 'running' THEN NULL ELSE error END,
+        note = CASE WHEN $15 = 'waiting' THEN NULL ELSE note END
      WHERE id = $1 AND state = $15 {gate}
  RETURNING id, snapshot, sequence, step_count, queue
 ), r AS (
@@ -153,23 +189,28 @@ const MOVE_RUN: &str = "moved AS (
 )";
 
 /// The one insert of an execution: step `$19`, attempt `$20`, from the
-/// run's snapshot; claimed by `$21` with a lease of `$22` s when given; a
-/// retry (`$23`) due after `$24` s when given.
+/// run's snapshot, on the step's queue (the run's for older snapshots);
+/// claimed by `$21` with a lease of `$22` s when it serves that queue
+/// (`$25`) and the step is due now; a retry (`$23`) due after `$24` s.
 const QUEUE: &str = "q AS (
     INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
-                            worker_id, started_at, lease_until, retry, due_at)
+                            worker_id, started_at, lease_until, retry, due_at, queue)
     SELECT r.id, $19, $20, s->>'module_name', ARRAY(SELECT jsonb_array_elements_text(s->'argv')),
            (s->>'timeout_secs')::bigint,
-           CASE WHEN $21::uuid IS NULL THEN 'queued' ELSE 'running' END,
-           $21::uuid,
-           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() END,
-           CASE WHEN $21::uuid IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END,
+           CASE WHEN claim THEN 'running' ELSE 'queued' END,
+           CASE WHEN claim THEN $21::uuid END,
+           CASE WHEN claim THEN now() END,
+           CASE WHEN claim THEN now() + make_interval(secs => $22) END,
            coalesce($23::int, 0),
-           CASE WHEN $24::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $24) END
+           CASE WHEN $24::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $24) END,
+           step_queue
       FROM r CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->($19::int) AS s) x
+             CROSS JOIN LATERAL (SELECT coalesce(x.s->>'queue', r.queue) AS step_queue) y
+             CROSS JOIN LATERAL (SELECT $21::uuid IS NOT NULL AND $24::float8 IS NULL
+                                        AND y.step_queue = ANY($25::text[]) AS claim) z
      WHERE $19::int IS NOT NULL AND s IS NOT NULL
     ON CONFLICT DO NOTHING
- RETURNING module, argv, timeout_secs, retry
+ RETURNING module, argv, timeout_secs, retry, queue, state
 )";
 
 /// A run moved to `canceled` takes its queued executions with it.
@@ -180,7 +221,8 @@ const CANCEL_QUEUED: &str = "c AS (
 )";
 
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
-       q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue
+       q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue,
+       q.queue AS exec_queue, q.state AS exec_state, r.snapshot->'concurrency' ? 'max_concurrent' AS limited
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -274,14 +316,15 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
         .bind(plan.failure.as_ref().map(|f| strip_nul(&f.reason)))
         .bind(plan.queue.map(|q| q.step as i32))
         .bind(plan.queue.map(|q| q.attempt as i32))
-        // A delayed execution is never claimed at once.
-        .bind(w.claim_for.filter(|_| delayed.is_none()).map(|(worker, _)| worker))
-        .bind(w.claim_for.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+        // A delayed execution is never claimed at once (the statement checks).
+        .bind(w.claim_for.map(|c| c.worker_id))
+        .bind(w.claim_for.map_or(0.0, |c| c.lease.as_secs_f64()))
         .bind(plan.queue.map(|q| q.retry as i32))
         .bind(delayed.map(|d| d.as_secs_f64()))
+        .bind(w.claim_for.map_or(&[][..], |c| c.queues))
         .fetch_one(&t.pool)
         .await?;
-    let inserted = match (row.module, row.argv, row.sequence, row.step_count) {
+    let inserted = match (row.module, row.argv, row.sequence.clone(), row.step_count) {
         (Some(module), Some(argv), Some(sequence), Some(step_count)) => Some(Claimed {
             module,
             argv,
@@ -292,11 +335,15 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
         }),
         _ => None,
     };
+    let claimed = row.exec_state.as_deref() == Some("running");
     Ok(Written {
         closed: kind.is_none() || row.closed > 0,
         run: row.run > 0,
         queued: inserted.is_some(),
-        claimed: inserted.filter(|_| w.claim_for.is_some() && delayed.is_none()),
+        claimed: inserted.filter(|_| claimed),
         queue: row.queue,
+        exec_queue: row.exec_queue,
+        sequence: row.sequence,
+        limited: row.limited.unwrap_or(false),
     })
 }

@@ -7,7 +7,9 @@
 //! - [`connect`]: pool, create-the-database-if-missing, embedded migrations.
 //! - [`apply`]: the one statement that writes a decision of the state
 //!   machine (close an execution, move the run, queue the next execution).
-//! - [`runs`]: recording a run; what the state machine reads about it.
+//! - [`runs`]: what the state machine reads about a run.
+//! - [`slots`]: recording a run, and its sequence's concurrency limit
+//!   (admission under a per-sequence advisory lock).
 //! - [`executions`]: claiming, leasing and the bookkeeping of one execution.
 //! - [`workers`]: registration and heartbeats (which also renew leases).
 //! - [`recovery`]: the reaper's lease and what it looks for.
@@ -25,19 +27,20 @@ pub mod connect;
 pub mod executions;
 pub mod recovery;
 pub mod runs;
+pub mod slots;
 pub mod store;
 pub mod ui_queries;
 pub mod views;
 pub mod workers;
 
-pub use apply::{Close, Write, Written};
+pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
 pub use executions::{Claimed, ExecKey, ExecResult};
 pub use recovery::{Expired, Stuck};
-pub use runs::NewRun;
+pub use slots::{Admitted, NewRun};
 pub use store::Store;
 pub use ui_queries::{DurationHistogram, StateCounts};
-pub use views::{ExecutionView, RunDetail, RunFilter, RunSummary, WorkerView};
+pub use views::{ExecutionView, QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 pub use workers::{Held, WorkerInfo};
 
 /// Errors from the record of truth.

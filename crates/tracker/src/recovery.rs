@@ -106,7 +106,7 @@ pub(crate) async fn unpublished_executions(
     limit: i64,
 ) -> Result<Vec<(ExecKey, String)>> {
     let rows: Vec<(Uuid, i32, i32, String)> = sqlx::query_as(
-        "SELECT e.run_id, e.step, e.attempt, r.queue FROM executions e JOIN runs r ON r.id = e.run_id
+        "SELECT e.run_id, e.step, e.attempt, coalesce(e.queue, r.queue) FROM executions e JOIN runs r ON r.id = e.run_id
           WHERE e.state = 'queued' AND e.published_at IS NULL AND r.state = 'running'
             AND coalesce(e.due_at, e.queued_at + make_interval(secs => $1)) <= now()
           ORDER BY e.queued_at LIMIT $2",

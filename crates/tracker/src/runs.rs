@@ -1,37 +1,10 @@
-//! Recording a run and reading what the state machine needs to decide about
-//! it. Moving a run between states is [`crate::apply`]'s one statement.
+//! Reading what the state machine needs to decide about a run. Recording it
+//! is [`crate::slots`]; moving it between states is [`crate::apply`]'s one
+//! statement.
 
 use crate::{Result, Tracker, TrackerError};
-use scheduler_core::Snapshot;
 use scheduler_core::machine::RunView;
 use uuid::Uuid;
-
-/// A run about to be recorded, as `scheduler start` (or the UI) builds it.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub id: Uuid,
-    pub queue: String,
-    pub trigger: String,
-    pub snapshot: Snapshot,
-}
-
-/// Records a new run in `queued`. The caller publishes `start_etl` after.
-pub(crate) async fn create_run(t: &Tracker, run: &NewRun) -> Result<()> {
-    let snapshot = serde_json::to_value(&run.snapshot).map_err(|e| TrackerError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
-    )
-    .bind(run.id)
-    .bind(&run.snapshot.sequence)
-    .bind(&run.queue)
-    .bind(strip_nul(&run.trigger))
-    .bind(snapshot)
-    .bind(run.snapshot.steps.len() as i32)
-    .execute(&t.pool)
-    .await?;
-    Ok(())
-}
 
 /// Notes that the broker confirmed the run's `start_etl`.
 pub(crate) async fn mark_run_published(t: &Tracker, run_id: Uuid) -> Result<()> {

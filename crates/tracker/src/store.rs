@@ -23,9 +23,9 @@
 use crate::apply::{Write, Written};
 use crate::executions::{Claimed, ExecKey};
 use crate::recovery::{Expired, Stuck};
-use crate::runs::NewRun;
+use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::{DurationHistogram, StateCounts};
-use crate::views::{RunDetail, RunFilter, RunSummary, WorkerView};
+use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 use crate::workers::{Held, WorkerInfo};
 use crate::{Result, Tracker};
 use scheduler_core::machine::RunView;
@@ -36,8 +36,15 @@ use uuid::Uuid;
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- runs
-    /// Records a new run as `queued`; the caller publishes `start_etl` after.
-    async fn create_run(&self, run: &NewRun) -> Result<()>;
+    /// Records a new run: `queued` (the caller publishes `start_etl` after),
+    /// or `waiting` / `skipped` as its sequence's concurrency policy says,
+    /// decided atomically with every other start of the sequence.
+    async fn create_run(&self, run: &NewRun) -> Result<Admitted>;
+    /// Moves the sequence's oldest waiting runs to `queued`, one per free
+    /// slot; returns them (id, queue) for the caller to publish.
+    async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>>;
+    /// Sequences that have runs waiting for a slot.
+    async fn waiting_sequences(&self) -> Result<Vec<String>>;
     /// Notes that the transport confirmed the run's `start_etl`.
     async fn mark_run_published(&self, run_id: Uuid) -> Result<()>;
     async fn run_view(&self, run_id: Uuid) -> Result<Option<RunView>>;
@@ -103,6 +110,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
     async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>>;
     async fn list_workers(&self) -> Result<Vec<WorkerView>>;
+    /// Every queue with work waiting on it or a live worker serving it.
+    async fn queue_loads(&self) -> Result<Vec<QueueLoad>>;
     /// The newest `per_sequence` runs of each of `sequences`.
     async fn last_runs_by_sequence(&self, sequences: &[String], per_sequence: u32) -> Result<Vec<RunSummary>>;
     /// Changes whenever a runs listing could show something different.
@@ -118,8 +127,14 @@ pub trait Store: Send + Sync + 'static {
 
 #[async_trait::async_trait]
 impl Store for Tracker {
-    async fn create_run(&self, run: &NewRun) -> Result<()> {
-        crate::runs::create_run(self, run).await
+    async fn create_run(&self, run: &NewRun) -> Result<Admitted> {
+        crate::slots::create_run(self, run).await
+    }
+    async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>> {
+        crate::slots::admit_waiting(self, sequence).await
+    }
+    async fn waiting_sequences(&self) -> Result<Vec<String>> {
+        crate::slots::waiting_sequences(self).await
     }
     async fn mark_run_published(&self, run_id: Uuid) -> Result<()> {
         crate::runs::mark_run_published(self, run_id).await
@@ -198,6 +213,9 @@ impl Store for Tracker {
     }
     async fn run_detail(&self, run_id: Uuid) -> Result<Option<RunDetail>> {
         crate::views::run_detail(self, run_id).await
+    }
+    async fn queue_loads(&self) -> Result<Vec<QueueLoad>> {
+        crate::views::queue_loads(self).await
     }
     async fn list_workers(&self) -> Result<Vec<WorkerView>> {
         crate::views::list_workers(self).await

@@ -48,9 +48,11 @@ SELECT u.state, u.freq::float8
 
 const COUNT_RUNS: &str = "SELECT state, count(*) FROM runs GROUP BY state ORDER BY state";
 const COUNT_EXECUTIONS: &str = "SELECT state, count(*) FROM executions GROUP BY state ORDER BY state";
-/// Through `runs_unfinished` (its predicate is exactly this one).
+/// Through `runs_unfinished` (its predicate is exactly this one) and
+/// `runs_waiting`.
 const COUNT_RUNS_UNFINISHED: &str =
-    "SELECT state, count(*) FROM runs WHERE state IN ('queued', 'running') GROUP BY state";
+    "SELECT state, count(*) FROM runs WHERE state IN ('queued', 'running') GROUP BY state
+     UNION ALL SELECT 'waiting', count(*) FROM runs WHERE state = 'waiting'";
 /// Through `executions_unpublished` and `executions_leases`, one each.
 const COUNT_EXECUTIONS_UNFINISHED: &str = "
 SELECT 'queued', count(*) FROM executions WHERE state = 'queued'
@@ -96,6 +98,8 @@ pub(crate) async fn runs_fingerprint(t: &Tracker) -> Result<String> {
                        ORDER BY created_at DESC, id DESC LIMIT 50) newest),
              (SELECT string_agg(id::text || state || updated_at::text, ',' ORDER BY id)
                 FROM runs WHERE state IN ('queued', 'running')),
+             (SELECT string_agg(id::text, ',' ORDER BY id) FROM runs WHERE state = 'waiting'),
+             (SELECT string_agg(id::text || state, ',' ORDER BY id) FROM workers WHERE state <> 'stopped'),
              (SELECT string_agg(run_id::text || step || '.' || attempt || state, ',' ORDER BY run_id, step, attempt)
                 FROM executions WHERE state = 'running'),
              (SELECT string_agg(run_id::text || step || '.' || attempt, ',' ORDER BY run_id, step, attempt)

@@ -27,6 +27,11 @@ pub struct RunSummary {
     pub duration_ms: Option<i64>,
     /// While its failed step waits to be retried: when the retry is due.
     pub retry_at: Option<DateTime<Utc>>,
+    /// Why it waits for a slot, was skipped, or was canceled by a newer run.
+    pub note: Option<String>,
+    /// The queue its next step waits on when no live worker serves it (it
+    /// waits; it goes on as soon as a worker for that queue starts).
+    pub waiting_on: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -55,6 +60,21 @@ pub struct ExecutionView {
     pub retry: i32,
     /// A queued retry waits until then.
     pub due_at: Option<DateTime<Utc>>,
+    /// The queue it was sent to.
+    pub queue: String,
+}
+
+/// One queue as the record sees it: the work waiting on it and the live
+/// workers serving it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct QueueLoad {
+    pub queue: String,
+    /// Steps queued on it and due (not a retry still waiting for its delay).
+    pub waiting_steps: i64,
+    /// Runs whose `start_etl` goes to it and that have not started yet.
+    pub waiting_runs: i64,
+    /// Hosts of the live workers serving it (empty: nobody serves it).
+    pub served_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,13 +110,31 @@ pub struct RunFilter {
     pub limit: u32,
 }
 
+/// A worker that takes work: running (not draining) and heartbeating within
+/// the last 30 s (three of its 10 s heartbeats; the UI's "alive").
+macro_rules! live_worker {
+    () => {
+        "w.state = 'running' AND w.heartbeat_at > now() - interval '30 seconds'"
+    };
+}
+
 /// The columns of a [`RunSummary`], from a relation named `runs`.
-pub(crate) const RUN_COLUMNS: &str = "runs.id, runs.sequence, runs.state, runs.trigger, runs.queue, runs.step_count,
+pub(crate) const RUN_COLUMNS: &str = concat!(
+    "runs.id, runs.sequence, runs.state, runs.trigger, runs.queue, runs.step_count,
     (SELECT max(e.step) FROM executions e WHERE e.run_id = runs.id) AS current_step, runs.failed_step, runs.error,
     runs.created_at, runs.started_at, runs.finished_at,
     (extract(epoch FROM (coalesce(runs.finished_at, now()) - runs.started_at)) * 1000)::bigint AS duration_ms,
     (SELECT min(e.due_at) FROM executions e
-      WHERE e.run_id = runs.id AND e.state = 'queued' AND e.due_at > now()) AS retry_at";
+      WHERE e.run_id = runs.id AND e.state = 'queued' AND e.due_at > now()) AS retry_at,
+    runs.note,
+    CASE WHEN runs.state = 'running' THEN
+    (SELECT coalesce(e.queue, runs.queue) FROM executions e
+      WHERE e.run_id = runs.id AND e.state = 'queued' AND (e.due_at IS NULL OR e.due_at <= now())
+        AND NOT EXISTS (SELECT 1 FROM workers w WHERE ",
+    live_worker!(),
+    " AND coalesce(e.queue, runs.queue) = ANY(w.queues))
+      LIMIT 1) END AS waiting_on"
+);
 
 pub(crate) async fn list_runs(t: &Tracker, f: &RunFilter) -> Result<Vec<RunSummary>> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
@@ -148,8 +186,8 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
                 e.queued_at, e.started_at, e.finished_at, e.lease_until,
                 coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
                 e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes,
-                e.retry, e.due_at
-           FROM executions e LEFT JOIN workers w ON w.id = e.worker_id
+                e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue
+           FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.run_id = $1
        ORDER BY e.step, e.attempt",
     )
@@ -172,6 +210,35 @@ pub(crate) async fn list_workers(t: &Tracker) -> Result<Vec<WorkerView>> {
           WHERE w.state <> 'stopped' OR w.heartbeat_at > now() - interval '1 day'
        ORDER BY w.started_at DESC",
     )
+    .fetch_all(&t.pool)
+    .await?)
+}
+
+/// Every queue with work waiting on it or a live worker serving it.
+pub(crate) async fn queue_loads(t: &Tracker) -> Result<Vec<QueueLoad>> {
+    Ok(sqlx::query_as::<_, QueueLoad>(concat!(
+        "WITH steps AS (
+            SELECT coalesce(e.queue, r.queue) AS queue, count(*) AS n
+              FROM executions e JOIN runs r ON r.id = e.run_id
+             WHERE e.state = 'queued' AND r.state = 'running' AND (e.due_at IS NULL OR e.due_at <= now())
+             GROUP BY 1
+         ), starts AS (
+            SELECT queue, count(*) AS n FROM runs WHERE state = 'queued' GROUP BY 1
+         ), served AS (
+            SELECT q AS queue, array_agg(DISTINCT w.host ORDER BY w.host) AS hosts
+              FROM workers w CROSS JOIN LATERAL unnest(w.queues) AS q
+             WHERE ",
+        live_worker!(),
+        "
+             GROUP BY 1
+         ), names AS (
+            SELECT queue FROM steps UNION SELECT queue FROM starts UNION SELECT queue FROM served
+         )
+         SELECT names.queue, coalesce(steps.n, 0) AS waiting_steps, coalesce(starts.n, 0) AS waiting_runs,
+                coalesce(served.hosts, '{}') AS served_by
+           FROM names LEFT JOIN steps USING (queue) LEFT JOIN starts USING (queue) LEFT JOIN served USING (queue)
+          ORDER BY names.queue"
+    ))
     .fetch_all(&t.pool)
     .await?)
 }

@@ -6,7 +6,7 @@
 use scheduler_core::machine::{Failure, Plan, RunMove, StepAttempt};
 use scheduler_core::{ExecState, Message, Modules, RunState, Sequence};
 use scheduler_tracker::{
-    Close, ExecKey, ExecResult, NewRun, RunFilter, Store, Tracker, TrackerConfig, WorkerInfo, Write,
+    Admitted, ClaimFor, Close, ExecKey, ExecResult, NewRun, RunFilter, Store, Tracker, TrackerConfig, WorkerInfo, Write,
 };
 use sqlx::migrate::MigrateDatabase;
 use std::time::Duration;
@@ -37,7 +37,7 @@ fn new_run(steps: usize) -> NewRun {
         id: Uuid::now_v7(),
         queue: "q1".into(),
         trigger: "test".into(),
-        snapshot: seq.snapshot(&modules),
+        snapshot: seq.snapshot(&modules, "q1"),
     }
 }
 
@@ -46,8 +46,18 @@ fn write<'a>(run_id: Uuid, close: Option<Close<'a>>, plan: &'a Plan, claim_for: 
         run_id,
         close,
         plan,
-        claim_for,
+        claim_for: claim_for.map(|(worker_id, lease)| ClaimFor {
+            worker_id,
+            lease,
+            queues: served(),
+        }),
     }
+}
+
+/// The queues the claiming worker of these tests serves.
+fn served() -> &'static [String] {
+    static SERVED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["q1".into()]);
+    &SERVED
 }
 
 fn key(run_id: Uuid, step: u32, attempt: u32) -> ExecKey {
@@ -503,6 +513,191 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
         assert_eq!(due, vec![(key(id2, 0, 2), "q1".to_string())]);
         let claimed = s.claim(key(id2, 0, 2), worker, LEASE).await.unwrap().unwrap();
         assert_eq!(claimed.retry, 1);
+    })
+    .await;
+}
+
+/// A run of a sequence whose steps go to `queues` (the run's own is "q1"),
+/// with `policy` as its sequence object's extra fields.
+fn routed_run(queues: &[&str], policy: &str) -> NewRun {
+    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh"}}"#).unwrap();
+    let steps: Vec<String> = queues
+        .iter()
+        .map(|q| format!(r#"{{"module_name": "m", "queue": "{q}"}}"#))
+        .collect();
+    let text = format!(r#"{{{policy} "steps": [{}]}}"#, steps.join(","));
+    let seq = Sequence::parse("limited", "etl_sequences/limited.json", &text, &modules).unwrap();
+    NewRun {
+        id: Uuid::now_v7(),
+        queue: "q1".into(),
+        trigger: "test".into(),
+        snapshot: seq.snapshot(&modules, "q1"),
+    }
+}
+
+#[tokio::test]
+async fn a_step_on_a_queue_the_worker_does_not_serve_is_queued_there_not_claimed() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let run = routed_run(&["heavy", "q1"], "");
+        s.create_run(&run).await.unwrap();
+        let worker = Uuid::now_v7();
+        let plan = starting();
+        let w = s
+            .apply(&write(run.id, None, &plan, Some((worker, LEASE))))
+            .await
+            .unwrap();
+        assert!(w.complete(&plan));
+        assert!(w.claimed.is_none(), "q1 only: the heavy step is not claimed here");
+        assert_eq!(w.exec_queue.as_deref(), Some("heavy"));
+        let exec = Message::ExecModule {
+            run_id: run.id,
+            step: 0,
+            attempt: 1,
+        };
+        assert_eq!(w.queue_for(&exec), Some("heavy"));
+        assert_eq!(w.queue_for(&Message::EndEtl { run_id: run.id }), Some("q1"));
+        assert_eq!(
+            s.exec_states(key(run.id, 0, 1)).await.unwrap(),
+            Some((RunState::Running, Some(ExecState::Queued)))
+        );
+        // Recovery republishes it to its own queue, not the run's.
+        let unpublished = s.unpublished_executions(Duration::ZERO, 10).await.unwrap();
+        assert_eq!(unpublished, vec![(key(run.id, 0, 1), "heavy".to_string())]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn twenty_simultaneous_starts_of_a_max_concurrent_1_sequence_get_one_slot() {
+    with_store(|t| async move {
+        let runs: Vec<NewRun> = (0..20)
+            .map(|_| routed_run(&["q1"], r#""max_concurrent": 1, "on_conflict": "skip","#))
+            .collect();
+        let answers = futures_util::future::join_all(runs.iter().map(|r| {
+            let t = t.clone();
+            async move { Store::create_run(&t, r).await.unwrap() }
+        }))
+        .await;
+        let queued: Vec<_> = answers.iter().filter(|a| **a == Admitted::Queued).collect();
+        assert_eq!(queued.len(), 1, "{answers:?}");
+        let first = runs[answers.iter().position(|a| *a == Admitted::Queued).unwrap()].id;
+        for a in &answers {
+            if let Admitted::Skipped(note) = a {
+                assert!(note.contains(&format!("run {first} holds the slot")), "{note}");
+            }
+        }
+        let skipped = Store::list_runs(
+            &t,
+            &RunFilter {
+                state: Some(RunState::Skipped),
+                limit: 100,
+                ..RunFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(skipped.len(), 19);
+        assert!(skipped.iter().all(|r| r.finished_at.is_some() && r.note.is_some()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_waiting_run_starts_when_the_slot_frees_first_in_first_out() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let policy = r#""max_concurrent": 1, "on_conflict": "queue","#;
+        let (a, b, c) = (
+            routed_run(&["q1"], policy),
+            routed_run(&["q1"], policy),
+            routed_run(&["q1"], policy),
+        );
+        assert_eq!(s.create_run(&a).await.unwrap(), Admitted::Queued);
+        assert!(matches!(s.create_run(&b).await.unwrap(), Admitted::Waiting(_)));
+        assert!(matches!(s.create_run(&c).await.unwrap(), Admitted::Waiting(_)));
+        assert!(s.admit_waiting("limited").await.unwrap().is_empty(), "a holds the slot");
+        assert_eq!(s.waiting_sequences().await.unwrap(), vec!["limited".to_string()]);
+        // a runs, then ends: b (the oldest waiting) gets the slot, not c.
+        s.apply(&write(a.id, None, &starting(), None)).await.unwrap();
+        assert!(
+            s.admit_waiting("limited").await.unwrap().is_empty(),
+            "running holds it too"
+        );
+        let end = Plan {
+            run: Some(RunMove {
+                from: RunState::Running,
+                to: RunState::Succeeded,
+            }),
+            ..Plan::default()
+        };
+        let w = s.apply(&write(a.id, None, &end, None)).await.unwrap();
+        assert!(w.limited && w.sequence.as_deref() == Some("limited"));
+        assert_eq!(
+            s.admit_waiting("limited").await.unwrap(),
+            vec![(b.id, "q1".to_string())]
+        );
+        assert!(s.admit_waiting("limited").await.unwrap().is_empty(), "b holds it now");
+        assert_eq!(s.run_view(c.id).await.unwrap().unwrap().state, RunState::Waiting);
+        // Canceling a waiting run takes it out of the line.
+        let cancel = Plan {
+            run: Some(RunMove {
+                from: RunState::Waiting,
+                to: RunState::Canceled,
+            }),
+            ..Plan::default()
+        };
+        assert!(s.apply(&write(c.id, None, &cancel, None)).await.unwrap().run);
+        assert!(s.waiting_sequences().await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_running_cancels_the_oldest_and_waits_for_its_module_to_stop() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let policy = r#""max_concurrent": 1, "on_conflict": "cancel_running","#;
+        let (a, b) = (routed_run(&["q1"], policy), routed_run(&["q1"], policy));
+        s.create_run(&a).await.unwrap();
+        let worker = Uuid::now_v7();
+        s.apply(&write(a.id, None, &starting(), Some((worker, LEASE))))
+            .await
+            .unwrap();
+        // a's module runs: b cancels a and waits for the module to stop.
+        let Admitted::Waiting(note) = s.create_run(&b).await.unwrap() else {
+            panic!("b should wait for a's module")
+        };
+        assert!(note.contains(&a.id.to_string()), "{note}");
+        let detail = s.run_detail(a.id).await.unwrap().unwrap();
+        assert_eq!(detail.run.state, "canceled");
+        assert!(
+            detail
+                .run
+                .note
+                .unwrap()
+                .contains(&format!("run {} of the same sequence replaced it", b.id))
+        );
+        assert!(
+            s.admit_waiting("limited").await.unwrap().is_empty(),
+            "a's module still runs"
+        );
+        // The worker stops the module and records it: the slot is free.
+        let stopped = ExecResult::new(ExecState::Canceled);
+        let close = Close::Finish {
+            key: key(a.id, 0, 1),
+            worker_id: worker,
+            result: &stopped,
+        };
+        let w = s
+            .apply(&write(a.id, Some(close), &Plan::default(), None))
+            .await
+            .unwrap();
+        assert!(w.closed && !w.run);
+        assert_eq!(
+            s.admit_waiting("limited").await.unwrap(),
+            vec![(b.id, "q1".to_string())]
+        );
     })
     .await;
 }

@@ -23,6 +23,7 @@ pub(crate) async fn start(state: &AppState, sequence: &str) -> Result<Uuid, Prob
         "ui",
     )
     .await
+    .map(|recorded| recorded.run_id)
     .map_err(problem)
 }
 
@@ -34,7 +35,7 @@ pub(crate) async fn retry(state: &AppState, run_id: Uuid) -> Result<(), Problem>
         .map_err(problem)
 }
 
-/// Cancels a queued or running run. Recorded at once; the worker running
+/// Cancels a waiting, queued or running run. Recorded at once; the worker running
 /// its step notices at its next heartbeat and kills the module's process
 /// group.
 pub(crate) async fn cancel(state: &AppState, run_id: Uuid) -> Result<(), Problem> {

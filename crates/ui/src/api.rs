@@ -4,12 +4,30 @@
 //! - `GET  /runs?sequence=&state=&since=&until=&before=&limit=` →
 //!   `{"runs": [RunSummary], "next": "<cursor>" | null}`; pass `next` back as
 //!   `before` for the next (older) page. `limit` is 1..=200 (default 50).
-//! - `GET  /runs/{id}` → `RunSummary` fields + `snapshot` + `executions`.
-//! - `POST /runs/{id}/retry`, `POST /runs/{id}/cancel` → `{"id", "state"}`.
-//! - `GET  /sequences` → `[{"name", "steps", "error", "last_runs"}]`.
+//!   A `RunSummary`'s `state` is one of `waiting` (for a slot of its
+//!   sequence's `max_concurrent`), `queued`, `running`, `succeeded`,
+//!   `failed`, `canceled`, `skipped` (turned away by that policy); `note`
+//!   says why it waits, was skipped or was canceled by a newer run;
+//!   `waiting_on` names the queue its next step waits on while no live
+//!   worker serves it.
+//! - `GET  /runs/{id}` → `RunSummary` fields + `snapshot` + `executions`
+//!   (each with the `queue` it was sent to).
+//! - `POST /runs/{id}/retry`, `POST /runs/{id}/cancel` → `{"id", "state"}`
+//!   (a `waiting` run can be canceled too).
+//! - `GET  /sequences` → `[{"name", "steps", "error", "queue", "concurrency",
+//!   "last_runs"}]`; `queue` is the one the sequence names (`null`: the
+//!   starter's), `concurrency` `{"max_concurrent", "on_conflict"}` or `null`.
 //! - `POST /sequences/{name}/start` → `{"id"}` (201).
 //! - `GET  /workers` → `[WorkerView + {"alive", "heartbeat_age_secs"}]`.
-//! - `GET  /queues` → `[{"name", "messages", "consumers", "error"}]`.
+//! - `GET  /queues` → `[{"name", "messages", "consumers", "error",
+//!   "waiting_steps", "waiting_runs", "served_by", "no_worker"}]`: the UI's
+//!   queue, every live worker's and every queue work waits on, each followed
+//!   by its `.dead` queue. `messages`/`consumers` are RabbitMQ's (`null`
+//!   with `error` when it cannot say); `waiting_steps` (due steps) and
+//!   `waiting_runs` (runs not started) are the record's; `served_by` the
+//!   hosts of the live workers serving it; `no_worker` is true when work
+//!   waits on it and nobody serves it (it waits until a worker for it
+//!   starts). A `.dead` queue has 0, `[]` and `false` there.
 //!
 //! Every error is `{"error": "<what to fix>"}` with a 4xx for bad input (400
 //! malformed, 404 unknown, 409 not possible in the run's state) and a 5xx
@@ -106,5 +124,5 @@ async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<Vec<worke
 
 async fn queues(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::QueueInfo>>> {
     let w = workers::load_workers(&state, Utc::now()).await?;
-    Ok(Json(workers::load_queues(&state, &w).await))
+    Ok(Json(workers::load_queues(&state, &w).await?))
 }

@@ -27,7 +27,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl Into
     let bounds_ms: Vec<i64> = DURATION_BOUNDS_SECS.iter().map(|s| s * 1000).collect();
     let durations = state.store.step_durations(DURATION_WINDOW, &bounds_ms).await?;
     let workers = crate::pages::workers::load_workers(&state, Utc::now()).await?;
-    let queues = crate::pages::workers::load_queues(&state, &workers).await;
+    let queues = crate::pages::workers::load_queues(&state, &workers).await?;
     let runs = every_state(scheduler_core::RunState::ALL.iter().map(|s| s.as_str()), &counts.runs);
     let executions = every_state(
         scheduler_core::ExecState::ALL.iter().map(|s| s.as_str()),

@@ -3,6 +3,7 @@
 //! in, so these are plain functions the tests pin down.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use scheduler_core::Concurrency;
 use scheduler_tracker::RunSummary;
 
 /// One line of the runs table (also used for a sequence's last runs).
@@ -22,19 +23,28 @@ pub(crate) struct RunRow {
     pub failure: Option<(i32, String)>,
     /// When its failed step is retried, while it waits.
     pub retry_at: Option<Stamp>,
+    /// Why it waits for a slot, was skipped, or was canceled by a newer run;
+    /// empty when there is nothing to say.
+    pub note: Vec<NotePart>,
+    /// The whole note, for a tooltip.
+    pub note_text: String,
+    /// `(step number, queue)`: its next step waits on a queue no live
+    /// worker serves.
+    pub waiting_on: Option<(i32, String)>,
 }
 
 impl RunRow {
     pub fn new(r: &RunSummary, now: DateTime<Utc>) -> RunRow {
         let reached = match r.state.as_str() {
             "succeeded" => r.step_count,
-            "queued" => 0,
+            "waiting" | "queued" | "skipped" => 0,
             _ => r.current_step.map_or(0, |s| s + 1),
         };
         let done = match r.state.as_str() {
             "succeeded" => r.step_count,
             _ => r.current_step.unwrap_or(0),
         };
+        let note = r.note.as_deref();
         RunRow {
             id: r.id.to_string(),
             short_id: short_id(&r.id),
@@ -49,8 +59,64 @@ impl RunRow {
                 .failed_step
                 .map(|s| (s + 1, snippet(r.error.as_deref().unwrap_or("no reason recorded"), 120))),
             retry_at: r.retry_at.map(|t| Stamp::new(t, now)),
+            note: note.map(note_parts).unwrap_or_default(),
+            note_text: note.unwrap_or_default().to_string(),
+            // The step that waits is the last one queued: one past the
+            // steps done.
+            waiting_on: r.waiting_on.clone().map(|q| (r.current_step.map_or(1, |s| s + 1), q)),
         }
     }
+}
+
+/// A sequence's concurrency policy in words (`max_concurrent 1 ·
+/// on_conflict skip`); `None` when its runs are not limited.
+pub(crate) fn concurrency(c: &Concurrency) -> Option<String> {
+    c.max_concurrent
+        .map(|max| format!("max_concurrent {max} · on_conflict {}", c.on_conflict.as_str()))
+}
+
+/// A piece of a note: plain text, or a run id shown short and linked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotePart {
+    pub text: String,
+    /// The full id when this part is a run id.
+    pub run: Option<String>,
+}
+
+/// Splits a note around the run ids in it ("run 0192f0c4-…-5d2a1c3b4e5f
+/// holds the slot"), so a page can link each run and show it short.
+pub(crate) fn note_parts(note: &str) -> Vec<NotePart> {
+    const LEN: usize = 36; // a hyphenated UUID
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = note;
+    while !rest.is_empty() {
+        let id = rest
+            .get(..LEN)
+            .filter(|s| s.as_bytes()[8] == b'-')
+            .and_then(|s| s.parse::<uuid::Uuid>().ok());
+        if let Some(id) = id {
+            if !text.is_empty() {
+                parts.push(NotePart {
+                    text: std::mem::take(&mut text),
+                    run: None,
+                });
+            }
+            parts.push(NotePart {
+                text: short_id(&id),
+                run: Some(id.to_string()),
+            });
+            rest = &rest[LEN..];
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            text.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if !text.is_empty() {
+        parts.push(NotePart { text, run: None });
+    }
+    parts
 }
 
 /// A time shown as "3 min ago", with the exact UTC time as a tooltip.
@@ -198,6 +264,60 @@ mod tests {
         assert_eq!(snippet("\n  boom: disk full\nmore", 50), "boom: disk full…");
         assert_eq!(snippet("short", 50), "short");
         assert_eq!(snippet("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn run_ids_in_a_note_are_cut_out_to_be_linked() {
+        let id = "0192f0c4-8b1e-7c3a-9f00-5d2a1c3b4e5f";
+        let parts = note_parts(&format!("skipped: run {id} holds the slot (é, max_concurrent 1)"));
+        let shown: Vec<_> = parts.iter().map(|p| (p.text.as_str(), p.run.as_deref())).collect();
+        assert_eq!(
+            shown,
+            [
+                ("skipped: run ", None),
+                ("1c3b4e5f", Some(id)),
+                (" holds the slot (é, max_concurrent 1)", None)
+            ]
+        );
+        assert_eq!(note_parts(id).len(), 1);
+        assert!(note_parts("").is_empty());
+        assert_eq!(note_parts("not-a-uuid-at-all-but-quite-long-enough")[0].run, None);
+    }
+
+    fn summary(state: &str, note: Option<&str>, waiting_on: Option<&str>) -> RunSummary {
+        RunSummary {
+            id: uuid::Uuid::nil(),
+            sequence: "s".into(),
+            state: state.into(),
+            trigger: "ui".into(),
+            queue: "etl".into(),
+            step_count: 3,
+            current_step: Some(1),
+            failed_step: None,
+            error: None,
+            created_at: Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            retry_at: None,
+            note: note.map(str::to_string),
+            waiting_on: waiting_on.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_row_shows_the_note_that_still_holds_and_the_step_waiting_on_a_queue() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let waiting = RunRow::new(
+            &summary("waiting", Some("waiting for a slot (max_concurrent 1)"), None),
+            now,
+        );
+        assert_eq!(waiting.note_text, "waiting for a slot (max_concurrent 1)");
+        assert_eq!(waiting.progress, "0/3");
+        let replaced = RunRow::new(&summary("canceled", Some("canceled: run x replaced it"), None), now);
+        assert_eq!(replaced.note_text, "canceled: run x replaced it");
+        let stuck = RunRow::new(&summary("running", None, Some("heavy")), now);
+        assert_eq!(stuck.waiting_on, Some((2, "heavy".to_string())));
     }
 
     #[test]

@@ -175,12 +175,31 @@ async fn sequences_workers_and_queues_are_described() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "failing", "quick", "retrying", "slow"]);
-    let quick = &seqs[2];
+    assert_eq!(
+        names,
+        [
+            "broken",
+            "failing",
+            "one_queue",
+            "one_skip",
+            "quick",
+            "retrying",
+            "slow",
+            "unserved"
+        ]
+    );
+    let quick = &seqs[4];
     assert_eq!(quick["steps"][0]["module_name"], "ok");
     assert_eq!(quick["steps"][0]["cmd"][0], "./bin/ok.sh");
     assert_eq!(quick["last_runs"][0]["id"], run.to_string());
     assert!(seqs[0]["error"].as_str().unwrap().contains("nope"), "{:#}", seqs[0]);
+    assert_eq!(quick["concurrency"], serde_json::Value::Null);
+    assert_eq!(quick["queue"], serde_json::Value::Null);
+    assert_eq!(quick["steps"][0]["queue"], app.queue);
+    assert_eq!(
+        seqs[3]["concurrency"],
+        serde_json::json!({"max_concurrent": 1, "on_conflict": "skip"})
+    );
 
     let workers = app.get("/api/v1/workers").await.json();
     assert_eq!(workers[0]["alive"], true, "{workers:#}");
@@ -189,6 +208,8 @@ async fn sequences_workers_and_queues_are_described() {
     let queues = app.get("/api/v1/queues").await.json();
     assert_eq!(queues[0]["name"], app.queue, "{queues:#}");
     assert_eq!(queues[0]["consumers"], 1);
+    assert_eq!(queues[0]["served_by"].as_array().map(Vec::len), Some(1), "{queues:#}");
+    assert_eq!(queues[0]["no_worker"], false);
     assert_eq!(queues[1]["name"], format!("{}.dead", app.queue));
 
     let detail = app.get(&format!("/api/v1/runs/{run}")).await.json();

@@ -6,8 +6,9 @@ use std::time::Duration;
 pub struct WorkerConfig {
     /// Modules this worker runs at once (its slots).
     pub concurrency: u16,
-    /// The broker queue it consumes.
-    pub queue: String,
+    /// The queues it consumes (one channel, one prefetch for all). A step
+    /// on another queue is published there, never run here.
+    pub queues: Vec<String>,
     /// How long a claimed step stays ours without a heartbeat renewing it.
     pub lease: Duration,
     /// How often the worker heartbeats (and renews leases): lease / 3.
@@ -42,7 +43,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 4,
-            queue: "etl".into(),
+            queues: vec![scheduler_core::DEFAULT_QUEUE.into()],
             lease: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),

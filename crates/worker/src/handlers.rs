@@ -8,7 +8,7 @@ use scheduler_broker::Incoming;
 use scheduler_core::Message;
 use scheduler_core::machine::{self, Decision};
 use scheduler_producer::{Effect, ProducerError};
-use scheduler_tracker::{Claimed, ExecKey, Write};
+use scheduler_tracker::{ClaimFor, Claimed, ExecKey, Write};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -39,17 +39,22 @@ pub(crate) async fn requeue_later(incoming: Incoming, e: &(dyn std::fmt::Display
     }
 }
 
-/// `start_etl`, delivering the first step locally: the run's transition
-/// inserts execution 0 already claimed by this worker (this delivery holds a
-/// prefetch credit, so a slot is free), and the step runs here at once
-/// instead of going back through the broker.
+/// `start_etl`, delivering the first step locally when this worker serves
+/// its queue: the run's transition inserts execution 0 already claimed by
+/// this worker (this delivery holds a prefetch credit, so a slot is free),
+/// and the step runs here at once instead of going back through the broker.
+/// A first step on another queue is published there.
 async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
     match claim_start(ctx, run_id).await {
-        Ok(Ok((key, claimed))) => {
+        Ok(Started::Here(key, claimed)) => {
             tracing::info!(%run_id, "run started; running its first step here");
             crate::step::run_here(ctx, incoming, key, claimed).await;
         }
-        Ok(Err(why)) => {
+        Ok(Started::Elsewhere) => {
+            tracing::info!(%run_id, "run started; its first step went to its own queue");
+            let _ = incoming.ack().await;
+        }
+        Ok(Started::Not(why)) => {
             tracing::info!(why, "dropped");
             let _ = incoming.ack().await;
         }
@@ -57,36 +62,55 @@ async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
     }
 }
 
+enum Started {
+    /// The first step is claimed by this worker.
+    Here(ExecKey, Claimed),
+    /// The first step runs on a queue this worker does not serve: published.
+    Elsewhere,
+    /// Nothing to start.
+    Not(String),
+}
+
 /// Moves the run `queued -> running` with its first step claimed by this
-/// worker; `Ok(Err(why))` when there is nothing to start.
-async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Result<(ExecKey, Claimed), String>, ProducerError> {
+/// worker if it serves the step's queue, else published to that queue.
+async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> {
     let Some(run) = ctx.store.run_view(run_id).await? else {
-        return Ok(Err(format!("no run {run_id} is recorded (stale or foreign message)")));
+        return Ok(Started::Not(format!(
+            "no run {run_id} is recorded (stale or foreign message)"
+        )));
     };
     let plan = match machine::on_start(run) {
         Decision::Apply(plan) => plan,
-        Decision::Drop(why) => return Ok(Err(why.to_string())),
+        Decision::Drop(why) => return Ok(Started::Not(why.to_string())),
     };
     let write = Write {
         run_id,
         close: None,
         plan: &plan,
-        claim_for: Some((ctx.worker_id, ctx.config.lease)),
+        claim_for: Some(ClaimFor {
+            worker_id: ctx.worker_id,
+            lease: ctx.config.lease,
+            queues: &ctx.config.queues,
+        }),
     };
     let written = ctx.store.apply(&write).await?;
     if let Some(why) = written.not_applied(&plan) {
-        return Ok(Err(why));
+        return Ok(Started::Not(why));
     }
-    match (written.claimed, plan.queue) {
-        (Some(claimed), Some(q)) => Ok(Ok((
+    match (written.claimed.clone(), plan.queue) {
+        (Some(claimed), Some(q)) => Ok(Started::Here(
             ExecKey {
                 run_id,
                 step: q.step,
                 attempt: q.attempt,
             },
             claimed,
-        ))),
-        _ => Ok(Err("the start queued no step".into())),
+        )),
+        (None, Some(_)) => {
+            scheduler_producer::publish_written(&*ctx.store, &*ctx.transport, run_id, &plan, &written).await?;
+            Ok(Started::Elsewhere)
+        }
+        _ => Ok(Started::Not("the start queued no step".into())),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Report {
     pub failed_runs: usize,
     pub redecided_runs: usize,
     pub killed_orphans: usize,
+    /// Waiting runs started because their sequence had a free slot that no
+    /// one handed over (its holder's ending was not followed by the hand-over).
+    pub admitted_runs: usize,
 }
 
 impl Report {
@@ -80,6 +83,10 @@ pub async fn reap_once(ctx: &Ctx) -> Result<Report, ProducerError> {
     let mut report = Report::default();
     let grace = ctx.config.republish_after;
     let (store, transport) = (&*ctx.store, &*ctx.transport);
+
+    for sequence in store.waiting_sequences().await? {
+        report.admitted_runs += scheduler_producer::admit_waiting(store, transport, &sequence).await?;
+    }
 
     for (run_id, queue) in store.unpublished_runs(grace, 500).await? {
         scheduler_producer::publish_start(store, transport, run_id, &queue).await?;

@@ -24,7 +24,7 @@ use scheduler_core::RetryPolicy;
 use scheduler_core::machine::{self, Claim, Decision, NO_RETRY, Plan, Retry, RunView, StepOutcome};
 use scheduler_core::{ExecState, RunState};
 use scheduler_producer::{failpoint, publish_written};
-use scheduler_tracker::{Claimed, Close, ExecKey, ExecResult, Write, Written};
+use scheduler_tracker::{ClaimFor, Claimed, Close, ExecKey, ExecResult, Write, Written};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,11 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     // this worker, in the statement that records this one. A retry waits for
     // its delay instead: recovery publishes it when due, to any worker.
     let now = plan.queue.is_some_and(|q| q.delay.is_none());
-    let chain = (now && !ctx.is_draining()).then_some((ctx.worker_id, ctx.config.lease));
+    let chain = (now && !ctx.is_draining()).then_some(ClaimFor {
+        worker_id: ctx.worker_id,
+        lease: ctx.config.lease,
+        queues: &ctx.config.queues,
+    });
     let written = record(ctx, key, &result, &plan, chain).await;
     // Held (its lease renewed) until its result is recorded or given up.
     ctx.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -113,6 +117,13 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         return None;
     }
     module::log_result(key, &claimed.module, &result);
+    if !written.run {
+        // The run ended (canceled) while its module ran: now that the module
+        // is stopped, its slot is free for a run waiting on it.
+        if let Err(e) = scheduler_producer::admit_waiting(&*ctx.store, &*ctx.transport, &claimed.sequence).await {
+            tracing::warn!(error = %e, "could not start the run waiting for this slot; recovery will");
+        }
+    }
     if let (Some(next), Some(q)) = (written.claimed.clone(), plan.queue) {
         let next_key = ExecKey {
             run_id: key.run_id,
@@ -240,7 +251,7 @@ async fn record(
     key: ExecKey,
     result: &ExecResult,
     plan: &Plan,
-    chain: Option<(uuid::Uuid, Duration)>,
+    chain: Option<ClaimFor<'_>>,
 ) -> Option<Written> {
     let write = Write {
         run_id: key.run_id,

@@ -32,15 +32,12 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         let idle = now.duration_since(last) >= stall_after
             && !ctx.is_draining()
             && ctx.slots.busy().await < ctx.config.concurrency;
-        let ready = if idle {
-            ctx.transport
-                .queue_depth(&ctx.config.queue)
-                .await
-                .map(|(r, _)| r)
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        let mut ready = 0;
+        if idle {
+            for queue in &ctx.config.queues {
+                ready += ctx.transport.queue_depth(queue).await.map(|(r, _)| r).unwrap_or(0);
+            }
+        }
         match look(now, last, suspect_since, ready) {
             Look::Fine => suspect_since = None,
             Look::Suspect => suspect_since = Some(now),

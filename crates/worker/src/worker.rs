@@ -96,7 +96,7 @@ impl Ctx {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             concurrency: self.config.concurrency as u32,
-            queues: vec![self.config.queue.clone()],
+            queues: self.config.queues.clone(),
         }
     }
 
@@ -147,12 +147,14 @@ pub async fn run(
     on_ready: impl FnOnce(WorkerHandle),
 ) -> anyhow::Result<()> {
     let worker_id = Uuid::now_v7();
-    transport
-        .declare(&config.queue)
-        .await
-        .with_context(|| format!("declaring queue {:?}", config.queue))?;
+    for queue in &config.queues {
+        transport
+            .declare(queue)
+            .await
+            .with_context(|| format!("declaring queue {queue:?}"))?;
+    }
     let mut inbox = transport
-        .consume(&config.queue, config.concurrency, &format!("worker-{worker_id}"))
+        .consume(&config.queues, config.concurrency, &format!("worker-{worker_id}"))
         .await
         .context("opening the consumer channel")?;
     let ctx = Arc::new(Ctx::new(
@@ -169,7 +171,7 @@ pub async fn run(
         .await
         .context("registering the worker")?;
     let keeper = keeper::start(&ctx).await;
-    tracing::info!(%worker_id, queue = %ctx.config.queue, concurrency = ctx.config.concurrency, "worker started");
+    tracing::info!(%worker_id, queues = %ctx.config.queues.join(","), concurrency = ctx.config.concurrency, "worker started");
     on_ready(WorkerHandle { ctx: ctx.clone() });
 
     let tasks = TaskTracker::new();
@@ -263,7 +265,9 @@ async fn reconnect(ctx: &Ctx, inbox: &mut Box<dyn Inbox>, shutdown: &Cancellatio
         }
         let attempt = async {
             ctx.transport.reconnect().await?;
-            ctx.transport.declare(&ctx.config.queue).await?;
+            for queue in &ctx.config.queues {
+                ctx.transport.declare(queue).await?;
+            }
             inbox.reopen().await
         };
         match attempt.await {

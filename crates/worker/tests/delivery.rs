@@ -62,9 +62,9 @@ impl Harness {
         let queue = format!("worker-t-{id}");
         broker.declare(&queue).await.unwrap();
         let transport: Arc<dyn Transport> = Arc::new(broker.clone());
-        let inbox = transport.consume(&queue, 2, "t").await.unwrap();
+        let inbox = transport.consume(std::slice::from_ref(&queue), 2, "t").await.unwrap();
         let config = WorkerConfig {
-            queue,
+            queues: vec![queue],
             ..WorkerConfig::default()
         };
         let ctx = Ctx::new(
@@ -91,7 +91,7 @@ impl Harness {
     }
 
     fn queue(&self) -> &str {
-        &self.ctx.config.queue
+        &self.ctx.config.queues[0]
     }
 
     async fn start(&self) -> Uuid {
@@ -105,6 +105,7 @@ impl Harness {
         )
         .await
         .unwrap()
+        .run_id
     }
 
     /// Takes the next delivery of the queue and handles it to its end;
@@ -138,7 +139,7 @@ impl Harness {
 
     async fn finish(self) {
         self.inbox.close().await;
-        let _ = self.broker.delete_queue(&self.ctx.config.queue).await;
+        let _ = self.broker.delete_queue(&self.ctx.config.queues[0]).await;
         self.broker.close().await;
         self.ctx.store.close().await;
         let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
@@ -313,7 +314,8 @@ async fn two_workers_claiming_one_step_at_once_one_wins() {
     h.ctx.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let run = scheduler_producer::record_run(&h.ctx.project, h.store(), "s", h.queue(), "t")
         .await
-        .unwrap();
+        .unwrap()
+        .run_id;
     let start = scheduler_core::machine::on_start(h.store().run_view(run).await.unwrap().unwrap());
     // Applied without its publish reaching anyone: apply, then drain the queue.
     scheduler_producer::apply(h.store(), &*h.ctx.transport, run, start)

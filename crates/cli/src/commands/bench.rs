@@ -76,7 +76,7 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
         concurrency: a.concurrency,
-        queue: queue.clone(),
+        queues: vec![queue.clone()],
         ..WorkerConfig::default()
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -133,7 +133,8 @@ impl Bench {
             &self.queue,
             "bench",
         )
-        .await?)
+        .await?
+        .run_id)
     }
 
     /// One run at a time, nothing queued behind it.
@@ -166,7 +167,7 @@ impl Bench {
                 self.transport.clone(),
                 self.queue.clone(),
             );
-            starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await });
+            starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await.map(|r| r.run_id) });
         }
         let mut ids = Vec::new();
         while let Some(r) = starts.join_next().await {

@@ -10,6 +10,7 @@
 use crate::cli::Global;
 use crate::connect;
 use scheduler_producer::{default_trigger, publish_start, record_run};
+use scheduler_tracker::Admitted;
 use std::process::ExitCode;
 
 pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyhow::Result<ExitCode> {
@@ -19,18 +20,38 @@ pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyho
     project.sequence(sequence, &modules)?;
     let store = connect::store(g, 2).await?;
     let trigger = trigger.unwrap_or_else(|| default_trigger("cli"));
-    let run_id = record_run(&project, &*store, sequence, &g.queue, &trigger).await?;
+    let recorded = record_run(&project, &*store, sequence, &g.queue, &trigger).await?;
+    let run_id = recorded.run_id;
     let published = match connect::transport(g, "scheduler start").await {
         Ok(transport) => {
-            let result = publish_start(&*store, &*transport, run_id, &g.queue)
-                .await
-                .map_err(anyhow::Error::from);
+            let mut result = Ok(());
+            // Every queue its steps use, so each shows (with its depth) on
+            // the workers page before a worker serves it.
+            for queue in &recorded.queues {
+                if let Err(e) = transport.declare(queue).await {
+                    result = Err(anyhow::Error::from(e));
+                }
+            }
+            if recorded.admitted == Admitted::Queued {
+                result = result.and(
+                    publish_start(&*store, &*transport, run_id, &recorded.queue)
+                        .await
+                        .map_err(anyhow::Error::from),
+                );
+            }
             transport.close().await;
             result
         }
         Err(e) => Err(e),
     };
-    if let Err(e) = published {
+    match &recorded.admitted {
+        Admitted::Queued => {}
+        Admitted::Waiting(note) => eprintln!("run {run_id} of {sequence} is {note}; it starts when a slot frees"),
+        Admitted::Skipped(note) => eprintln!("run {run_id} of {sequence} {note}"),
+    }
+    if let Err(e) = published
+        && recorded.admitted == Admitted::Queued
+    {
         eprintln!(
             "warning: run {run_id} of {sequence} is recorded, but could not be handed to RabbitMQ: {e:#}\n\
              It is not lost: a worker publishes it as soon as the broker is reachable again."

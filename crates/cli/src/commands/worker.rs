@@ -8,6 +8,7 @@
 use crate::cli::{Global, WorkerArgs};
 use crate::{connect, output};
 use scheduler_producer::{default_trigger, start_run};
+use scheduler_tracker::Admitted;
 use scheduler_worker::WorkerConfig;
 use scheduler_worker::worker::WorkerHandle;
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
     let lease = Duration::from_secs(a.lease);
     Ok(WorkerConfig {
         concurrency: a.concurrency,
-        queue: g.queue.clone(),
+        queues: queues(&g.queue)?,
         lease,
         heartbeat_every: lease / 3,
         drain_timeout: Duration::from_secs(a.drain_timeout),
@@ -40,6 +41,20 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         keeper_env: vec![("DATABASE_URL".into(), g.database_url.clone().into())],
         ..WorkerConfig::default()
     })
+}
+
+/// The queues a worker serves: `--queue etl,heavy`, each checked.
+fn queues(list: &str) -> anyhow::Result<Vec<String>> {
+    let mut queues: Vec<String> = Vec::new();
+    for q in list.split(',').map(str::trim) {
+        scheduler_core::policy::check_queue(q).map_err(|e| {
+            anyhow::anyhow!("--queue / SCHEDULER_QUEUE: {e} (a comma-separated list such as etl,heavy)")
+        })?;
+        if !queues.iter().any(|x| x == q) {
+            queues.push(q.to_string());
+        }
+    }
+    Ok(queues)
 }
 
 /// This very program, as `scheduler keeper`.
@@ -93,10 +108,21 @@ pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Option<u64>) -> anyhow::Result<ExitCode> {
-    let config = config(g, args)?;
+    let mut config = config(g, args)?;
     let project = connect::project(g)?;
     let modules = project.modules()?;
-    project.sequence(sequence, &modules)?;
+    let seq = project.sequence(sequence, &modules)?;
+    // One process runs the whole sequence: its worker serves every queue
+    // the sequence's steps are routed to.
+    let run_queue = seq.run_queue(&g.queue);
+    config.queues = vec![run_queue.clone()];
+    for step in seq.snapshot(&modules, &run_queue).steps {
+        if let Some(q) = step.queue
+            && !config.queues.contains(&q)
+        {
+            config.queues.push(q);
+        }
+    }
     let store = connect::store(g, args.concurrency as u32 + 4).await?;
     let transport = connect::transport(g, &format!("scheduler run {}", std::process::id())).await?;
     let handle = Arc::new(OnceLock::new());
@@ -112,7 +138,7 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
         },
     ));
     let started = Instant::now();
-    let run_id = start_run(
+    let recorded = start_run(
         &project,
         &*store,
         &*transport,
@@ -121,7 +147,12 @@ pub async fn run(g: &Global, sequence: &str, args: &WorkerArgs, wait_timeout: Op
         &default_trigger("cli-run"),
     )
     .await?;
-    eprintln!("run {run_id} of {sequence} started");
+    let run_id = recorded.run_id;
+    match &recorded.admitted {
+        Admitted::Queued => eprintln!("run {run_id} of {sequence} started"),
+        Admitted::Waiting(note) => eprintln!("run {run_id} of {sequence} is {note}; it starts when a slot frees"),
+        Admitted::Skipped(note) => eprintln!("run {run_id} of {sequence} {note}"),
+    }
     let deadline = wait_timeout.map(|s| started + Duration::from_secs(s));
     let final_state = loop {
         if shutdown.is_cancelled() || worker.is_finished() {

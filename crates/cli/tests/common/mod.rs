@@ -186,7 +186,7 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.show(run);
-            if ["succeeded", "failed", "canceled"].contains(&v["state"].as_str().unwrap()) {
+            if ["succeeded", "failed", "canceled", "skipped"].contains(&v["state"].as_str().unwrap()) {
                 return v;
             }
             assert!(

@@ -39,10 +39,17 @@ pub(crate) struct RunBody {
     finished: Stamp,
     duration: String,
     progress: String,
+    /// The concurrency policy the run was admitted under, if limited.
+    policy: Option<String>,
     /// `(step number, full reason)` of a failed run.
     failure: Option<(i32, String)>,
     /// The module of the failed step, for the error banner.
     failed_module: String,
+    /// Why it waits for a slot, was skipped, or was canceled by a newer run.
+    note: Vec<view::NotePart>,
+    /// `(step number, queue)`: its next step waits on a queue no live
+    /// worker serves.
+    waiting_on: Option<(i32, String)>,
     can_retry: bool,
     can_cancel: bool,
     steps: Vec<StepView>,
@@ -59,6 +66,8 @@ struct StepView {
     state: String,
     /// The step's arguments from the snapshot, for steps not run yet.
     planned_argv: String,
+    /// The queue it runs on: the snapshot's, or where its last attempt went.
+    queue: String,
     attempts: Vec<AttemptView>,
 }
 
@@ -69,6 +78,8 @@ struct AttemptView {
     due: Option<Stamp>,
     /// Retries of the step's failures this attempt is (0: none).
     retry: i32,
+    /// The queue it was sent to.
+    queue: String,
     worker: String,
     pid: String,
     started: Stamp,
@@ -129,8 +140,11 @@ impl RunBody {
             finished: Stamp::opt(r.finished_at, now),
             duration: r.duration_ms.map(view::duration).unwrap_or_default(),
             progress: row.progress,
+            policy: snapshot.as_ref().and_then(|s| view::concurrency(&s.concurrency)),
+            note: row.note,
+            waiting_on: row.waiting_on,
             can_retry: r.state == "failed" && r.failed_step.is_some(),
-            can_cancel: matches!(r.state.as_str(), "queued" | "running"),
+            can_cancel: matches!(r.state.as_str(), "waiting" | "queued" | "running"),
             steps: steps(&d, snapshot.as_ref(), now),
             snapshot: serde_json::to_string_pretty(&d.snapshot).unwrap_or_default(),
             failed_module: r
@@ -164,10 +178,15 @@ fn steps(d: &RunDetail, snapshot: Option<&Snapshot>, now: DateTime<Utc>) -> Vec<
                 // once the run has ended.
                 state: match last {
                     Some(e) => e.state.clone(),
-                    None if matches!(d.run.state.as_str(), "queued" | "running") => "pending".into(),
+                    None if matches!(d.run.state.as_str(), "waiting" | "queued" | "running") => "pending".into(),
                     None => "skipped".into(),
                 },
                 planned_argv: planned.map(|p| view::shell_line(&p.argv)).unwrap_or_default(),
+                // Runs recorded before routing have no step queue: the run's.
+                queue: planned
+                    .and_then(|p| p.queue.clone())
+                    .or_else(|| last.map(|e| e.queue.clone()))
+                    .unwrap_or_else(|| d.run.queue.clone()),
                 attempts: execs
                     .iter()
                     .map(|e| {
@@ -202,6 +221,7 @@ fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
         state: e.state.clone(),
         due: e.due_at.filter(|_| e.state == "queued").map(|t| Stamp::new(t, now)),
         retry: e.retry,
+        queue: e.queue.clone(),
         worker: e.worker_host.clone().unwrap_or_default(),
         pid: e.pid.map(|p| p.to_string()).unwrap_or_default(),
         started: Stamp::opt(e.started_at, now),

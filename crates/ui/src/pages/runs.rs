@@ -14,6 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, Response};
 use chrono::Utc;
+use scheduler_core::RunState;
 use serde::Deserialize;
 
 #[derive(Template)]
@@ -42,8 +43,6 @@ pub(crate) struct RunsTable {
     filtered: bool,
 }
 
-pub(crate) const STATES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
-
 pub(crate) async fn page(
     State(state): State<AppState>,
     q: Result<Query<RunsQuery>, QueryRejection>,
@@ -51,7 +50,10 @@ pub(crate) async fn page(
     let q = query(q)?;
     let table = table(&state, &q).await?;
     let sequences = state.project.sequence_names().unwrap_or_default();
-    let states = STATES.iter().map(|s| (*s, q.state.as_deref() == Some(*s))).collect();
+    let states = RunState::ALL
+        .iter()
+        .map(|s| (s.as_str(), q.state.as_deref() == Some(s.as_str())))
+        .collect();
     html(&RunsPage {
         nav: "runs",
         q,

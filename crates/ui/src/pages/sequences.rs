@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, Response};
 use chrono::Utc;
+use scheduler_core::{Concurrency, Sequence};
 use scheduler_tracker::RunSummary;
 use serde::Serialize;
 
@@ -24,6 +25,11 @@ pub(crate) struct SequenceInfo {
     pub steps: Vec<StepInfo>,
     /// Why the definition cannot run, in words that say what to fix.
     pub error: Option<String>,
+    /// The queue the sequence names for its runs (`None`: the queue of
+    /// whoever starts it).
+    pub queue: Option<String>,
+    /// Its concurrency limit (`None`: runs are not limited).
+    pub concurrency: Option<Concurrency>,
     pub last_runs: Vec<RunSummary>,
 }
 
@@ -36,6 +42,7 @@ pub(crate) struct StepInfo {
     /// The module's command from modules.json.
     pub cmd: Vec<String>,
     pub timeout_secs: Option<u64>,
+    pub queue: Option<String>,
 }
 
 /// The project's sequences (with `Err` when the project itself is unreadable).
@@ -52,12 +59,12 @@ pub(crate) async fn load(state: &AppState) -> Result<Vec<SequenceInfo>, Problem>
         .into_iter()
         .map(|name| {
             let runs: Vec<RunSummary> = last.extract_if(.., |r| r.sequence == name).collect();
-            let (steps, error) = match &modules {
-                Err(e) => (vec![], Some(e.to_string())),
+            let (steps, error, policy) = match &modules {
+                Err(e) => (vec![], Some(e.to_string()), (None, None)),
                 Ok(modules) => match state.project.sequence(&name, modules) {
-                    Err(e) => (vec![], Some(e.to_string())),
+                    Err(e) => (vec![], Some(e.to_string()), (None, None)),
                     Ok(seq) => (
-                        seq.snapshot(modules)
+                        seq.snapshot(modules, &seq.run_queue(&state.config.queue))
                             .steps
                             .into_iter()
                             .map(|s| StepInfo {
@@ -67,9 +74,11 @@ pub(crate) async fn load(state: &AppState) -> Result<Vec<SequenceInfo>, Problem>
                                 conf: s.conf,
                                 cmd: s.cmd,
                                 timeout_secs: s.timeout_secs,
+                                queue: s.queue,
                             })
                             .collect(),
                         None,
+                        policy(&seq),
                     ),
                 },
             };
@@ -77,10 +86,19 @@ pub(crate) async fn load(state: &AppState) -> Result<Vec<SequenceInfo>, Problem>
                 name,
                 steps,
                 error,
+                queue: policy.0,
+                concurrency: policy.1,
                 last_runs: runs,
             }
         })
         .collect())
+}
+
+/// The queue the sequence itself names and its concurrency limit, if any.
+fn policy(seq: &Sequence) -> (Option<String>, Option<Concurrency>) {
+    let queue = seq.queue().map(str::to_string);
+    let c = seq.concurrency();
+    (queue, c.is_limited().then_some(c))
 }
 
 #[derive(Template)]
@@ -94,6 +112,9 @@ struct SequencesPage {
 struct Card {
     name: String,
     error: Option<String>,
+    /// `queue heavy`, `max_concurrent 1 · on_conflict skip`: what the
+    /// sequence sets beyond its steps.
+    policy: Vec<String>,
     steps: Vec<StepLine>,
     runs: Vec<RunRow>,
 }
@@ -111,6 +132,13 @@ pub(crate) async fn page(State(state): State<AppState>) -> PageResult<Html<Strin
         .await?
         .into_iter()
         .map(|s| Card {
+            policy: [
+                s.queue.as_ref().map(|q| format!("queue {q}")),
+                s.concurrency.as_ref().and_then(crate::view::concurrency),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             runs: s.last_runs.iter().map(|r| RunRow::new(r, now)).collect(),
             steps: s
                 .steps
@@ -124,7 +152,15 @@ pub(crate) async fn page(State(state): State<AppState>) -> PageResult<Html<Strin
                         .map(|(k, v)| format!("{k}: {v}"))
                         .collect::<Vec<_>>()
                         .join(" · "),
-                    timeout: st.timeout_secs.map(|t| format!("timeout {t} s")).unwrap_or_default(),
+                    // Where it runs and for how long at most.
+                    timeout: [
+                        st.queue.as_ref().map(|q| format!("queue {q}")),
+                        st.timeout_secs.map(|t| format!("timeout {t} s")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" · "),
                 })
                 .collect(),
             name: s.name,

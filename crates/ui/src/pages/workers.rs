@@ -1,6 +1,8 @@
 //! `/workers`: each worker with its host, slots, queues, last heartbeat and
-//! what it runs now, and whether it is alive; and the depth of each queue
-//! (and its dead-letter queue) as RabbitMQ reports it.
+//! what it runs now, and whether it is alive; and each queue: its depth (and
+//! its dead-letter queue's) as RabbitMQ reports it, the work the record says
+//! waits on it, and the live workers serving it, flagged when work waits and
+//! nobody serves it.
 
 use super::html;
 use crate::error::{PageResult, Problem};
@@ -31,6 +33,15 @@ pub(crate) struct QueueInfo {
     pub consumers: Option<u32>,
     /// Why the depth is unknown (e.g. the queue is not declared yet).
     pub error: Option<String>,
+    /// Due steps the record says wait on it (0 for a `.dead` queue).
+    pub waiting_steps: i64,
+    /// Runs recorded but not started yet whose start goes to it.
+    pub waiting_runs: i64,
+    /// Hosts of the live workers serving it (empty: nobody).
+    pub served_by: Vec<String>,
+    /// Work waits on it (ready messages, or waiting steps or runs) and no
+    /// live worker serves it: it waits until one starts.
+    pub no_worker: bool,
 }
 
 pub(crate) async fn load_workers(state: &AppState, now: DateTime<Utc>) -> Result<Vec<WorkerInfo>, Problem> {
@@ -50,37 +61,52 @@ pub(crate) async fn load_workers(state: &AppState, now: DateTime<Utc>) -> Result
         .collect())
 }
 
-/// The UI's queue, every live worker's queues, and their `.dead` queues.
-pub(crate) async fn load_queues(state: &AppState, workers: &[WorkerInfo]) -> Vec<QueueInfo> {
+/// The UI's queue, every live worker's queues and every queue the record
+/// has work waiting on, each followed by its `.dead` queue.
+pub(crate) async fn load_queues(state: &AppState, workers: &[WorkerInfo]) -> Result<Vec<QueueInfo>, Problem> {
+    let loads = state.store.queue_loads().await?;
     let mut names: BTreeSet<String> = BTreeSet::from([state.config.queue.clone()]);
     for w in workers.iter().filter(|w| w.alive) {
         names.extend(w.worker.queues.iter().cloned());
     }
+    names.extend(loads.iter().map(|l| l.queue.clone()));
     let mut out = Vec::new();
-    for name in names.iter().flat_map(|q| [q.clone(), format!("{q}.dead")]) {
-        let info = match state.transport.queue_depth(&name).await {
-            Ok((messages, consumers)) => QueueInfo {
-                name,
-                messages: Some(messages),
-                consumers: Some(consumers),
-                error: None,
-            },
-            Err(e) => QueueInfo {
-                name,
-                messages: None,
-                consumers: None,
-                error: Some(match e {
-                    // A passive declare of a missing queue is refused.
-                    scheduler_broker::BrokerError::Amqp(_) => {
-                        "not declared yet (no worker or run has used it)".to_string()
-                    }
-                    other => other.to_string(),
-                }),
-            },
-        };
+    for name in names {
+        let load = loads.iter().find(|l| l.queue == name);
+        let mut info = depth(state, name.clone()).await;
+        info.waiting_steps = load.map_or(0, |l| l.waiting_steps);
+        info.waiting_runs = load.map_or(0, |l| l.waiting_runs);
+        info.served_by = load.map(|l| l.served_by.clone()).unwrap_or_default();
+        let waits = info.messages.unwrap_or(0) > 0 || info.waiting_steps + info.waiting_runs > 0;
+        info.no_worker = waits && info.served_by.is_empty();
         out.push(info);
+        out.push(depth(state, format!("{name}.dead")).await);
     }
-    out
+    Ok(out)
+}
+
+/// A queue's depth as the broker reports it, nothing from the record yet.
+async fn depth(state: &AppState, name: String) -> QueueInfo {
+    let (messages, consumers, error) = match state.transport.queue_depth(&name).await {
+        Ok((messages, consumers)) => (Some(messages), Some(consumers), None),
+        // A passive declare of a missing queue is refused.
+        Err(scheduler_broker::BrokerError::Amqp(_)) => (
+            None,
+            None,
+            Some("not declared yet (no worker or run has used it)".to_string()),
+        ),
+        Err(other) => (None, None, Some(other.to_string())),
+    };
+    QueueInfo {
+        name,
+        messages,
+        consumers,
+        error,
+        waiting_steps: 0,
+        waiting_runs: 0,
+        served_by: vec![],
+        no_worker: false,
+    }
 }
 
 #[derive(Template)]
@@ -109,7 +135,7 @@ struct WorkerRow {
 pub(crate) async fn page(State(state): State<AppState>) -> PageResult<Html<String>> {
     let now = Utc::now();
     let workers = load_workers(&state, now).await?;
-    let queues = load_queues(&state, &workers).await;
+    let queues = load_queues(&state, &workers).await?;
     let alive = workers.iter().filter(|w| w.alive).count();
     let workers = workers
         .into_iter()

@@ -29,7 +29,7 @@ fn base_db_url() -> String {
 }
 
 /// Modules every test project has: output with markup in it, a failure,
-/// and a long sleep.
+/// a long sleep, and a short one (a run that holds its slot for a while).
 pub const MODULES: &[(&str, &str)] = &[
     (
         "ok",
@@ -40,7 +40,11 @@ pub const MODULES: &[(&str, &str)] = &[
         "#!/bin/sh\necho 'loading'\necho 'boom: disk <b>full</b>' >&2\nexit 3\n",
     ),
     ("nap", "#!/bin/sh\nsleep 30\n"),
+    ("doze", "#!/bin/sh\nsleep 2\n"),
 ];
+
+/// Stands for the test's own queue in [`SEQUENCES`] (queues are per test).
+pub const QUEUE: &str = "@QUEUE@";
 
 pub const SEQUENCES: &[(&str, &str)] = &[
     (
@@ -58,6 +62,21 @@ pub const SEQUENCES: &[(&str, &str)] = &[
         r#"[{"module_name": "boom", "retries": 1, "retry_delay_secs": 3600, "retry_max_delay_secs": 3600, "retry_jitter_factor": 0}]"#,
     ),
     ("broken", r#"[{"module_name": "nope"}]"#),
+    // One run at a time; a second one while the first holds the slot is
+    // turned away, or waits for the slot.
+    (
+        "one_skip",
+        r#"{"max_concurrent": 1, "on_conflict": "skip", "steps": [{"module_name": "doze"}]}"#,
+    ),
+    (
+        "one_queue",
+        r#"{"queue": "@QUEUE@", "max_concurrent": 1, "on_conflict": "queue", "steps": [{"module_name": "doze"}]}"#,
+    ),
+    // Its second step goes to a queue no worker serves (see [`TestApp::nobody_queue`]).
+    (
+        "unserved",
+        r#"[{"module_name": "ok"}, {"module_name": "ok", "queue": "@QUEUE@-nobody"}]"#,
+    ),
 ];
 
 pub struct TestApp {
@@ -68,7 +87,7 @@ pub struct TestApp {
     pub project: PathBuf,
     pub shutdown: CancellationToken,
     db_url: String,
-    worker: Option<JoinHandle<anyhow::Result<()>>>,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 pub struct Reply {
@@ -105,13 +124,14 @@ impl TestApp {
             table.insert(name.to_string(), serde_json::json!({"cmd": format!("./bin/{name}.sh")}));
         }
         std::fs::write(project.join("modules.json"), Value::Object(table).to_string()).unwrap();
+        let queue = format!("ui-t-{id}");
         for (name, text) in SEQUENCES {
+            let text = text.replace(QUEUE, &queue);
             std::fs::write(project.join("etl_sequences").join(format!("{name}.json")), text).unwrap();
         }
         let db_url = format!("{}/ui_t_{id}", base_db_url());
         let store: Arc<dyn Store> = Arc::new(Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap());
         let broker = Broker::connect(&broker_config(), "ui-test").await.unwrap();
-        let queue = format!("ui-t-{id}");
         let shutdown = CancellationToken::new();
         let config = UiConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -133,16 +153,28 @@ impl TestApp {
             project,
             shutdown,
             db_url,
-            worker: None,
+            workers: vec![],
         }
+    }
+
+    /// The queue the `unserved` sequence's second step goes to, which no
+    /// worker serves unless a test starts one on it.
+    pub fn nobody_queue(&self) -> String {
+        format!("{}-nobody", self.queue)
     }
 
     /// Starts a real worker on this app's queue, in this process, and waits
     /// until it consumes.
     pub async fn start_worker(&mut self) {
+        self.start_worker_on(vec![self.queue.clone()]).await;
+    }
+
+    /// Starts a real worker serving `queues`, in this process, and waits
+    /// until it consumes.
+    pub async fn start_worker_on(&mut self, queues: Vec<String>) {
         let broker = Broker::connect(&broker_config(), "ui-test-worker").await.unwrap();
         let config = WorkerConfig {
-            queue: self.queue.clone(),
+            queues,
             heartbeat_every: Duration::from_millis(500),
             kill_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(2),
@@ -163,7 +195,7 @@ impl TestApp {
             .await
             .expect("the worker did not start")
             .unwrap();
-        self.worker = Some(handle);
+        self.workers.push(handle);
     }
 
     pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -275,11 +307,12 @@ impl TestApp {
     /// Stops the worker, drops the database and the queue.
     pub async fn finish(mut self) {
         self.shutdown.cancel();
-        if let Some(w) = self.worker.take() {
+        for w in std::mem::take(&mut self.workers) {
             let _ = tokio::time::timeout(Duration::from_secs(20), w).await;
         }
         self.store.close().await;
         let _ = self.broker.delete_queue(&self.queue).await;
+        let _ = self.broker.delete_queue(&self.nobody_queue()).await;
         self.broker.close().await;
         use sqlx::migrate::MigrateDatabase;
         let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
@@ -300,4 +333,14 @@ fn broker_config() -> BrokerConfig {
         url: AMQP_URL.into(),
         queue_expires_ms: Some(600_000),
     }
+}
+
+/// The table row (`<tr>…</tr>`) of `html` that contains `marker`.
+pub fn row_of<'a>(html: &'a str, marker: &str) -> &'a str {
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in the page:\n{html}"));
+    let start = html[..at].rfind("<tr").expect("inside a table row");
+    let end = at + html[at..].find("</tr>").expect("a closed row") + "</tr>".len();
+    &html[start..end]
 }
