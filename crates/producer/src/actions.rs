@@ -3,7 +3,7 @@
 //! and applies that decision like any other.
 
 use crate::ProducerError;
-use crate::apply::{Effect, apply};
+use crate::apply::{Effect, Limit, apply, apply_with};
 use scheduler_broker::Transport;
 use scheduler_core::machine;
 use scheduler_tracker::Store;
@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 /// Retries a failed run from its failed step: a new attempt of that step;
 /// the steps before it are not run again and every attempt stays recorded.
+/// Like a start, it needs a free slot of its sequence's `max_concurrent`
+/// (refused with a conflict that says which run holds it).
 pub async fn retry(store: &dyn Store, transport: &dyn Transport, run_id: Uuid) -> Result<(), ProducerError> {
     let run = store.run_view(run_id).await?.ok_or(ProducerError::NoRun(run_id))?;
     let failed = store.failed_step_attempts(run_id).await?;
@@ -24,7 +26,7 @@ pub async fn retry(store: &dyn Store, transport: &dyn Transport, run_id: Uuid) -
             .await
             .map_err(|source| ProducerError::Publish { run_id, source })?;
     }
-    done(apply(store, transport, run_id, decision).await?)
+    done(apply_with(store, transport, run_id, decision, Limit::Obey).await?)
 }
 
 /// Cancels a queued or running run. Recorded at once (its queued executions

@@ -39,6 +39,24 @@ pub async fn apply(
     run_id: Uuid,
     decision: Decision,
 ) -> Result<Effect, ProducerError> {
+    apply_with(store, transport, run_id, decision, Limit::Ignore).await
+}
+
+/// Whether a decision must find a free slot of the run's sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    Ignore,
+    /// It restarts the run (an operator's retry): only within the limit.
+    Obey,
+}
+
+pub(crate) async fn apply_with(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    run_id: Uuid,
+    decision: Decision,
+    limit: Limit,
+) -> Result<Effect, ProducerError> {
     let plan = match decision {
         Decision::Apply(plan) => plan,
         Decision::Drop(why) => return Ok(Effect::Dropped(why.to_string())),
@@ -49,7 +67,13 @@ pub async fn apply(
         plan: &plan,
         claim_for: None,
     };
-    let written = store.apply(&write).await?;
+    let written = match limit {
+        Limit::Ignore => store.apply(&write).await?,
+        Limit::Obey => match store.apply_within_limit(&write).await? {
+            Ok(written) => written,
+            Err(why) => return Ok(Effect::Dropped(why)),
+        },
+    };
     if let Some(why) = written.not_applied(&plan) {
         return Ok(Effect::Dropped(why));
     }

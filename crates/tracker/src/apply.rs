@@ -274,6 +274,11 @@ fn statement(shape: Shape) -> &'static str {
 }
 
 pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
+    apply_on(&t.pool, w).await
+}
+
+/// [`apply_write`] on a given connection (inside a caller's transaction).
+pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<'_>) -> Result<Written> {
     let none = ExecResult::new(ExecState::Abandoned);
     let (kind, key, worker, state, result) = match w.close {
         None => (None, None, None, None, &none),
@@ -322,7 +327,7 @@ pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
         .bind(plan.queue.map(|q| q.retry as i32))
         .bind(delayed.map(|d| d.as_secs_f64()))
         .bind(w.claim_for.map_or(&[][..], |c| c.queues))
-        .fetch_one(&t.pool)
+        .fetch_one(executor)
         .await?;
     let inserted = match (row.module, row.argv, row.sequence.clone(), row.step_count) {
         (Some(module), Some(argv), Some(sequence), Some(step_count)) => Some(Claimed {

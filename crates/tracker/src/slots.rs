@@ -9,6 +9,7 @@
 //! starts on two hosts at the same instant never both get the last slot.
 //! Runs of sequences without a limit take none of this: one insert.
 
+use crate::apply::{Write, Written};
 use crate::runs::strip_nul;
 use crate::{Result, Tracker, TrackerError};
 use scheduler_core::policy::{self, Admission, Concurrency, Holder, Occupancy};
@@ -110,6 +111,35 @@ pub(crate) async fn admit_waiting(t: &Tracker, sequence: &str) -> Result<Vec<(Uu
     .await?;
     tx.commit().await?;
     Ok(admitted)
+}
+
+/// Applies `write` (an operator's retry: `failed -> running`) only if the
+/// run's sequence has a free slot, decided and written under the sequence's
+/// lock like any start; `Ok(Err(why))` when it has none.
+pub(crate) async fn apply_within_limit(t: &Tracker, w: &Write<'_>) -> Result<std::result::Result<Written, String>> {
+    let mut tx = t.pool.begin().await?;
+    let run: Option<(String, Option<serde_json::Value>)> =
+        sqlx::query_as("SELECT sequence, snapshot->'concurrency' FROM runs WHERE id = $1")
+            .bind(w.run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((sequence, Some(policy))) = run {
+        let policy: Concurrency = serde_json::from_value(policy).map_err(|e| TrackerError::Corrupt(e.to_string()))?;
+        if let Some(max) = policy.max_concurrent {
+            lock(&mut tx, &sequence).await?;
+            let holders = occupancy_holders(&mut tx, &sequence).await?;
+            if policy::free_slots(&policy, holders.len()) == 0 {
+                let held_by = holders.first().map(|h| h.run_id.to_string()).unwrap_or_default();
+                return Ok(Err(format!(
+                    "{sequence} has no free slot (max_concurrent {max}; run {held_by} holds it): \
+                     retry once it ends"
+                )));
+            }
+        }
+    }
+    let written = crate::apply::apply_on(&mut *tx, w).await?;
+    tx.commit().await?;
+    Ok(Ok(written))
 }
 
 /// Sequences with runs waiting for a slot (recovery's backstop).

@@ -45,6 +45,10 @@ pub trait Store: Send + Sync + 'static {
     async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>>;
     /// Sequences that have runs waiting for a slot.
     async fn waiting_sequences(&self) -> Result<Vec<String>>;
+    /// [`Store::apply`] for a decision that restarts a run (an operator's
+    /// retry): applied only if the run's sequence has a free slot, atomically
+    /// with every start of the sequence; `Ok(Err(why))` when it has none.
+    async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>>;
     /// Notes that the transport confirmed the run's `start_etl`.
     async fn mark_run_published(&self, run_id: Uuid) -> Result<()>;
     async fn run_view(&self, run_id: Uuid) -> Result<Option<RunView>>;
@@ -135,6 +139,9 @@ impl Store for Tracker {
     }
     async fn waiting_sequences(&self) -> Result<Vec<String>> {
         crate::slots::waiting_sequences(self).await
+    }
+    async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
+        crate::slots::apply_within_limit(self, write).await
     }
     async fn mark_run_published(&self, run_id: Uuid) -> Result<()> {
         crate::runs::mark_run_published(self, run_id).await

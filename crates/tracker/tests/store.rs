@@ -701,3 +701,59 @@ async fn cancel_running_cancels_the_oldest_and_waits_for_its_module_to_stop() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operators_retry_needs_a_free_slot_like_a_start() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let policy = r#""max_concurrent": 1, "on_conflict": "skip","#;
+        let (a, b) = (routed_run(&["q1"], policy), routed_run(&["q1"], policy));
+        s.create_run(&a).await.unwrap();
+        s.apply(&write(a.id, None, &starting(), None)).await.unwrap();
+        let fail = Plan {
+            run: Some(RunMove {
+                from: RunState::Running,
+                to: RunState::Failed,
+            }),
+            failure: Some(Failure {
+                step: 0,
+                reason: "boom".into(),
+            }),
+            ..Plan::default()
+        };
+        s.apply(&write(a.id, None, &fail, None)).await.unwrap();
+        assert_eq!(
+            s.create_run(&b).await.unwrap(),
+            Admitted::Queued,
+            "a failed run holds no slot"
+        );
+        let retry = Plan {
+            run: Some(RunMove {
+                from: RunState::Failed,
+                to: RunState::Running,
+            }),
+            queue: Some(StepAttempt::at(0, 2)),
+            ..Plan::default()
+        };
+        let refused = s.apply_within_limit(&write(a.id, None, &retry, None)).await.unwrap();
+        let why = refused.unwrap_err();
+        assert!(why.contains(&format!("run {} holds it", b.id)), "{why}");
+        assert_eq!(s.run_view(a.id).await.unwrap().unwrap().state, RunState::Failed);
+        let cancel = Plan {
+            run: Some(RunMove {
+                from: RunState::Queued,
+                to: RunState::Canceled,
+            }),
+            ..Plan::default()
+        };
+        s.apply(&write(b.id, None, &cancel, None)).await.unwrap();
+        let w = s
+            .apply_within_limit(&write(a.id, None, &retry, None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(w.complete(&retry));
+        assert_eq!(s.run_view(a.id).await.unwrap().unwrap().state, RunState::Running);
+    })
+    .await;
+}
