@@ -64,6 +64,18 @@ pub struct Recorded {
     pub admitted: Admitted,
 }
 
+impl Recorded {
+    /// The queues to declare before publishing: all of the run's, but the
+    /// run's own when its `start_etl` is published ([`publish_start`]
+    /// declares that one): one broker round trip less on every start.
+    pub fn queues_to_declare(&self) -> &[String] {
+        match self.admitted {
+            Admitted::Queued => &self.queues[1..],
+            _ => &self.queues,
+        }
+    }
+}
+
 /// Validates `sequence` and records a run of it: `queued`, or as the
 /// sequence's concurrency policy says. `start_queue` is the queue asked
 /// for when starting it (the sequence's own queue wins over it). Once this
@@ -139,7 +151,7 @@ pub async fn start_run(
 ) -> Result<Recorded, ProducerError> {
     let recorded = record_run(project, store, sequence, start_queue, trigger).await?;
     let run_id = recorded.run_id;
-    for queue in &recorded.queues {
+    for queue in recorded.queues_to_declare() {
         transport
             .declare(queue)
             .await

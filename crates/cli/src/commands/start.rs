@@ -27,7 +27,7 @@ pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyho
             let mut result = Ok(());
             // Every queue its steps use, so each shows (with its depth) on
             // the workers page before a worker serves it.
-            for queue in &recorded.queues {
+            for queue in recorded.queues_to_declare() {
                 if let Err(e) = transport.declare(queue).await {
                     result = Err(anyhow::Error::from(e));
                 }
