@@ -63,6 +63,17 @@ pub enum Command {
     },
     /// Consume the queue and run modules until SIGTERM / Ctrl-C.
     Worker(WorkerArgs),
+    /// Fire the slots of schedules.json until SIGTERM (re-read on SIGHUP). Any
+    /// number may run at once, on any hosts: each slot fires once.
+    Beat {
+        /// Milliseconds between two looks for due slots.
+        #[arg(long, env = "SCHEDULER_BEAT_TICK_MS", default_value_t = 250)]
+        tick_ms: u64,
+        /// A slot older than this when a scheduler finds it passed while none
+        /// ran: its schedule's catch-up policy decides.
+        #[arg(long, env = "SCHEDULER_BEAT_ON_TIME_SECS", default_value_t = 10, hide = true)]
+        on_time_secs: u64,
+    },
     /// Start a run and work on it in this process until it ends (exit 0 if it succeeded).
     Run {
         sequence: String,
@@ -133,6 +144,9 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
+    /// Also fire the slots of schedules.json in this process (small setups).
+    #[arg(long, env = "SCHEDULER_WORKER_BEAT")]
+    pub beat: bool,
     /// Modules run at once.
     #[arg(short = 'c', long, env = "SCHEDULER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,

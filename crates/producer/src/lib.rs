@@ -29,4 +29,6 @@ pub use actions::{cancel, retry};
 pub use apply::{Effect, apply, publish_noted, publish_written};
 pub use error::ProducerError;
 pub use project::{Project, ProjectError};
-pub use trigger::{Recorded, admit_waiting, default_trigger, hostname, publish_start, record_run, start_run};
+pub use trigger::{
+    Recorded, Slot, admit_waiting, default_trigger, fire_slot, hostname, publish_start, record_run, start_run,
+};

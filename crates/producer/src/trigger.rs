@@ -88,6 +88,34 @@ pub async fn record_run(
     start_queue: &str,
     trigger: &str,
 ) -> Result<Recorded, ProducerError> {
+    let (run, queues) = prepare(project, sequence, start_queue, trigger, None)?;
+    let admitted = store.create_run(&run).await?;
+    Ok(Recorded {
+        run_id: run.id,
+        queue: run.queue,
+        queues,
+        admitted,
+    })
+}
+
+/// The slot of a schedule a run is started for.
+#[derive(Debug, Clone)]
+pub struct Slot<'a> {
+    pub schedule: &'a str,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `started`, or `backfilled` for a backfill.
+    pub fate: &'a str,
+}
+
+/// Validates `sequence` and builds the run to record, with every queue it
+/// uses (the run's own first).
+fn prepare(
+    project: &Project,
+    sequence: &str,
+    start_queue: &str,
+    trigger: &str,
+    slot: Option<&Slot<'_>>,
+) -> Result<(NewRun, Vec<String>), ProducerError> {
     let modules = project.modules()?;
     let seq = project.sequence(sequence, &modules)?;
     scheduler_core::policy::check_queue(start_queue).map_err(|e| {
@@ -107,17 +135,40 @@ pub async fn record_run(
     }
     let run = NewRun {
         id: Uuid::now_v7(),
-        queue: queue.clone(),
+        queue,
         trigger: trigger.to_string(),
         snapshot,
+        schedule: slot.map(|s| s.schedule.to_string()),
+        logical_date: slot.map(|s| s.at),
     };
-    let admitted = store.create_run(&run).await?;
-    Ok(Recorded {
+    Ok((run, queues))
+}
+
+/// Fires a schedule's slot: its ledger row and its run are recorded in one
+/// transaction (so any number of schedulers fire it once), then its queues
+/// are declared and, if admitted, its `start_etl` published. `None`: another
+/// scheduler fired this slot.
+pub async fn fire_slot(
+    project: &Project,
+    store: &dyn Store,
+    transport: &dyn Transport,
+    sequence: &str,
+    start_queue: &str,
+    slot: &Slot<'_>,
+) -> Result<Option<Recorded>, ProducerError> {
+    let trigger = format!("schedule:{}", slot.schedule);
+    let (run, queues) = prepare(project, sequence, start_queue, &trigger, Some(slot))?;
+    let Some(admitted) = store.fire_slot(slot.schedule, slot.at, slot.fate, &run).await? else {
+        return Ok(None);
+    };
+    let recorded = Recorded {
         run_id: run.id,
-        queue,
+        queue: run.queue,
         queues,
         admitted,
-    })
+    };
+    publish_recorded(store, transport, &recorded).await?;
+    Ok(Some(recorded))
 }
 
 /// Publishes `start_etl` for a recorded run (declaring its queue first: a
@@ -150,6 +201,17 @@ pub async fn start_run(
     trigger: &str,
 ) -> Result<Recorded, ProducerError> {
     let recorded = record_run(project, store, sequence, start_queue, trigger).await?;
+    publish_recorded(store, transport, &recorded).await?;
+    Ok(recorded)
+}
+
+/// Declares a recorded run's queues and publishes its `start_etl` if it
+/// was admitted.
+async fn publish_recorded(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    recorded: &Recorded,
+) -> Result<(), ProducerError> {
     let run_id = recorded.run_id;
     for queue in recorded.queues_to_declare() {
         transport
@@ -162,7 +224,7 @@ pub async fn start_run(
         Admitted::Waiting(note) => tracing::info!(%run_id, note, "run recorded; it waits for a slot"),
         Admitted::Skipped(note) => tracing::info!(%run_id, note, "run recorded as skipped"),
     }
-    Ok(recorded)
+    Ok(())
 }
 
 /// Starts the sequence's waiting runs that fit in its free slots (after a

@@ -8,6 +8,7 @@
 //! - [`apply`]: the one statement that writes a decision of the state
 //!   machine (close an execution, move the run, queue the next execution).
 //! - [`runs`]: what the state machine reads about a run.
+//! - [`schedules`]: schedule state and the slot ledger (a slot fires once).
 //! - [`slots`]: recording a run, and its sequence's concurrency limit
 //!   (admission under a per-sequence advisory lock).
 //! - [`executions`]: claiming, leasing and the bookkeeping of one execution.
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod executions;
 pub mod recovery;
 pub mod runs;
+pub mod schedules;
 pub mod slots;
 pub mod store;
 pub mod ui_queries;
@@ -37,6 +39,7 @@ pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
 pub use executions::{Claimed, ExecKey, ExecResult};
 pub use recovery::{Expired, Stuck};
+pub use schedules::{Cursor, SlotView};
 pub use slots::{Admitted, NewRun};
 pub use store::Store;
 pub use ui_queries::{DurationHistogram, StateCounts};

@@ -25,6 +25,10 @@ pub struct NewRun {
     pub queue: String,
     pub trigger: String,
     pub snapshot: scheduler_core::Snapshot,
+    /// The schedule that started it, if one did.
+    pub schedule: Option<String>,
+    /// The slot (or the date asked for) the run is for.
+    pub logical_date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How a new run was recorded.
@@ -42,22 +46,34 @@ pub enum Admitted {
 /// says; runs canceled to make room for it are canceled in the same
 /// transaction (their modules are stopped by their workers' heartbeats).
 pub(crate) async fn create_run(t: &Tracker, run: &NewRun) -> Result<Admitted> {
-    let concurrency = run.snapshot.concurrency;
-    if !concurrency.is_limited() {
+    if !run.snapshot.concurrency.is_limited() {
         insert(&t.pool, run, "queued", None).await?;
         return Ok(Admitted::Queued);
     }
     let mut tx = t.pool.begin().await?;
-    lock(&mut tx, &run.snapshot.sequence).await?;
-    let occupancy = occupancy(&mut tx, &run.snapshot.sequence).await?;
+    let admitted = admit_in(&mut tx, run).await?;
+    tx.commit().await?;
+    Ok(admitted)
+}
+
+/// Records `run` inside the caller's transaction, as its sequence's policy
+/// says (the lock is held to the end of that transaction).
+pub(crate) async fn admit_in(tx: &mut Transaction<'_, Postgres>, run: &NewRun) -> Result<Admitted> {
+    let concurrency = run.snapshot.concurrency;
+    if !concurrency.is_limited() {
+        insert(&mut **tx, run, "queued", None).await?;
+        return Ok(Admitted::Queued);
+    }
+    lock(tx, &run.snapshot.sequence).await?;
+    let occupancy = occupancy(tx, &run.snapshot.sequence).await?;
     let admitted = match policy::admit(&concurrency, &occupancy) {
         Admission::Start => Admitted::Queued,
         Admission::Wait { note } => Admitted::Waiting(note),
         Admission::Skip { note } => Admitted::Skipped(note),
         Admission::Cancel { runs, note } => {
-            cancel_runs(&mut tx, &runs, &policy::replaced_note(run.id)).await?;
+            cancel_runs(tx, &runs, &policy::replaced_note(run.id)).await?;
             // A canceled run with no module running frees its slot at once.
-            let held = occupancy_holders(&mut tx, &run.snapshot.sequence).await?.len();
+            let held = occupancy_holders(tx, &run.snapshot.sequence).await?.len();
             if policy::free_slots(&concurrency, held) > 0 {
                 Admitted::Queued
             } else {
@@ -70,8 +86,7 @@ pub(crate) async fn create_run(t: &Tracker, run: &NewRun) -> Result<Admitted> {
         Admitted::Waiting(n) => ("waiting", Some(n.as_str())),
         Admitted::Skipped(n) => ("skipped", Some(n.as_str())),
     };
-    insert(&mut *tx, run, state, note).await?;
-    tx.commit().await?;
+    insert(&mut **tx, run, state, note).await?;
     Ok(admitted)
 }
 
@@ -157,9 +172,10 @@ async fn insert<'e>(executor: impl sqlx::PgExecutor<'e>, run: &NewRun, state: &s
         // `clock_timestamp()`, not the transaction's start: a run that
         // waited for the sequence's lock is newer than the one that held it,
         // so first-in-first-out by `created_at` is the order of admission.
-        "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, note, created_at, finished_at)
+        "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, note, created_at, finished_at,
+                           schedule, logical_date)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(),
-                 CASE WHEN $3 = 'skipped' THEN clock_timestamp() END)",
+                 CASE WHEN $3 = 'skipped' THEN clock_timestamp() END, $9, $10)",
     )
     .bind(run.id)
     .bind(&run.snapshot.sequence)
@@ -169,6 +185,8 @@ async fn insert<'e>(executor: impl sqlx::PgExecutor<'e>, run: &NewRun, state: &s
     .bind(snapshot)
     .bind(run.snapshot.steps.len() as i32)
     .bind(note)
+    .bind(&run.schedule)
+    .bind(run.logical_date)
     .execute(executor)
     .await?;
     Ok(())

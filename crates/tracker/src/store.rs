@@ -23,11 +23,13 @@
 use crate::apply::{Write, Written};
 use crate::executions::{Claimed, ExecKey};
 use crate::recovery::{Expired, Stuck};
+use crate::schedules::{Cursor, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::{DurationHistogram, StateCounts};
 use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 use crate::workers::{Held, WorkerInfo};
 use crate::{Result, Tracker};
+use chrono::{DateTime, Utc};
 use scheduler_core::machine::RunView;
 use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
@@ -45,6 +47,23 @@ pub trait Store: Send + Sync + 'static {
     async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>>;
     /// Sequences that have runs waiting for a slot.
     async fn waiting_sequences(&self) -> Result<Vec<String>>;
+
+    // --- schedules
+    /// Where a schedule stands (registered on first sight).
+    async fn schedule_cursor(&self, name: &str) -> Result<Cursor>;
+    /// Records the fate of a slot that starts no run; false if recorded already.
+    async fn record_slot(&self, schedule: &str, slot: DateTime<Utc>, fate: &str, note: Option<&str>) -> Result<bool>;
+    /// Fires a slot: its ledger row and its run in one transaction; `None`
+    /// when another scheduler fired it.
+    async fn fire_slot(
+        &self,
+        schedule: &str,
+        slot: DateTime<Utc>,
+        fate: &str,
+        run: &NewRun,
+    ) -> Result<Option<Admitted>>;
+    /// The newest `limit` slots of a schedule, newest first.
+    async fn schedule_slots(&self, schedule: &str, limit: i64) -> Result<Vec<SlotView>>;
     /// [`Store::apply`] for a decision that restarts a run (an operator's
     /// retry): applied only if the run's sequence has a free slot, atomically
     /// with every start of the sequence; `Ok(Err(why))` when it has none.
@@ -139,6 +158,24 @@ impl Store for Tracker {
     }
     async fn waiting_sequences(&self) -> Result<Vec<String>> {
         crate::slots::waiting_sequences(self).await
+    }
+    async fn schedule_cursor(&self, name: &str) -> Result<Cursor> {
+        crate::schedules::schedule_cursor(self, name).await
+    }
+    async fn record_slot(&self, schedule: &str, slot: DateTime<Utc>, fate: &str, note: Option<&str>) -> Result<bool> {
+        crate::schedules::record_slot(self, schedule, slot, fate, note).await
+    }
+    async fn fire_slot(
+        &self,
+        schedule: &str,
+        slot: DateTime<Utc>,
+        fate: &str,
+        run: &NewRun,
+    ) -> Result<Option<Admitted>> {
+        crate::schedules::fire_slot(self, schedule, slot, fate, run).await
+    }
+    async fn schedule_slots(&self, schedule: &str, limit: i64) -> Result<Vec<SlotView>> {
+        crate::schedules::schedule_slots(self, schedule, limit).await
     }
     async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
         crate::slots::apply_within_limit(self, write).await

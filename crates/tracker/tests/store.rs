@@ -38,6 +38,8 @@ fn new_run(steps: usize) -> NewRun {
         queue: "q1".into(),
         trigger: "test".into(),
         snapshot: seq.snapshot(&modules, "q1"),
+        schedule: None,
+        logical_date: None,
     }
 }
 
@@ -532,6 +534,8 @@ fn routed_run(queues: &[&str], policy: &str) -> NewRun {
         queue: "q1".into(),
         trigger: "test".into(),
         snapshot: seq.snapshot(&modules, "q1"),
+        schedule: None,
+        logical_date: None,
     }
 }
 

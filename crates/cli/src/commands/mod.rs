@@ -1,5 +1,6 @@
 //! One file per command; `dispatch` picks it.
 
+pub mod beat;
 pub mod bench;
 mod inspect;
 pub mod keeper;
@@ -16,6 +17,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Start { sequence, trigger } => start::start(&g, &sequence, trigger).await,
         Command::Worker(args) => worker::worker(&g, &args).await,
+        Command::Beat { tick_ms, on_time_secs } => beat::beat(&g, tick_ms, on_time_secs).await,
         Command::Run {
             sequence,
             worker,

@@ -7,13 +7,37 @@ use std::process::ExitCode;
 
 pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
     let project = connect::project(g)?;
-    let (problems, sequences) =
+    let (mut problems, sequences) =
         project.validate(|program, dir| scheduler_executor::resolve_program(program, dir).map(drop));
+    let schedules = match scheduler_beat::load(&project) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            vec![]
+        }
+    };
     if problems.is_empty() {
         println!(
-            "ok: modules.json and {sequences} sequence(s) in {} are valid",
+            "ok: modules.json, {sequences} sequence(s) and {} schedule(s) in {} are valid",
+            schedules.len(),
             project.dir().display()
         );
+        let now = chrono::Utc::now();
+        for s in &schedules {
+            let next: Vec<String> = scheduler_schedule::next_fire_times(s, now, 3)
+                .iter()
+                .map(|t| t.with_timezone(&s.timezone).format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                .collect();
+            println!(
+                "schedule {}: {} {:?} ({}){}; next: {}",
+                s.name,
+                s.sequence,
+                s.cron_text,
+                s.timezone,
+                if s.enabled { "" } else { ", disabled" },
+                next.join(", ")
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     for p in &problems {

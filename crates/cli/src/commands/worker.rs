@@ -99,10 +99,24 @@ pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let transport = connect::transport(g, &format!("scheduler worker {}", std::process::id())).await?;
     let handle = Arc::new(OnceLock::new());
     let shutdown = handle_signals(handle.clone())?;
+    let beat = match args.beat {
+        true => Some(super::beat::spawn(
+            g,
+            &project,
+            store.clone(),
+            transport.clone(),
+            (250, 10),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
     scheduler_worker::worker::run(store, transport.clone(), project, config, shutdown, |h| {
         let _ = handle.set(h);
     })
     .await?;
+    if let Some(beat) = beat {
+        beat.await??;
+    }
     transport.close().await;
     Ok(ExitCode::SUCCESS)
 }

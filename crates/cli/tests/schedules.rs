@@ -1,0 +1,148 @@
+//! Schedules through the real binary and PostgreSQL: several `scheduler
+//! beat` processes fire each slot exactly once, and a beat that was away
+//! catches up as each schedule's policy says.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{Env, LEDGER_MODULE, seq};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn spawn_beat(env: &Env, n: usize) -> Child {
+    let log = std::fs::File::create(env.project.join(format!("beat-{n}.log"))).unwrap();
+    env.cmd()
+        .args(["beat", "--tick-ms", "100", "--on-time-secs", "2"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut beat: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(beat.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    beat.wait().unwrap();
+}
+
+type Ledger = Vec<(String, DateTime<Utc>, String, Option<Uuid>)>;
+/// Each run's id, schedule and logical date.
+type Runs = Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)>;
+
+/// The slot ledger and, for each slot's run, its schedule and logical date.
+fn ledger(env: &Env) -> (Ledger, Runs) {
+    let url = env.db_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let slots: Ledger =
+            sqlx::query_as("SELECT schedule, slot_at, fate, run_id FROM schedule_slots ORDER BY schedule, slot_at")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let runs = sqlx::query_as("SELECT id, schedule, logical_date FROM runs ORDER BY created_at")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        (slots, runs)
+    })
+}
+
+fn lags_ms(env: &Env, beats: usize) -> Vec<i64> {
+    let mut lags: Vec<i64> = (0..beats)
+        .flat_map(|n| {
+            std::fs::read_to_string(env.project.join(format!("beat-{n}.log")))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split("lag_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+                .collect::<Vec<i64>>()
+        })
+        .collect();
+    lags.sort();
+    lags
+}
+
+#[test]
+fn three_beats_fire_every_second_slot_exactly_once_for_30_seconds() {
+    let mut env = Env::new(&[("tick", LEDGER_MODULE)], &[("tick", &seq(&["tick"]))]);
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"every_second": {"sequence": "tick", "cron": "* * * * * *"}}"#,
+    )
+    .unwrap();
+    env.spawn_worker(&["-c", "8"]);
+    let beats: Vec<Child> = (0..3).map(|n| spawn_beat(&env, n)).collect();
+    std::thread::sleep(Duration::from_secs(30));
+    beats.into_iter().for_each(stop);
+    let (slots, runs) = ledger(&env);
+    assert!(slots.len() >= 25, "{} slots in 30 s: {slots:?}", slots.len());
+    for pair in slots.windows(2) {
+        assert_eq!(
+            (pair[1].1 - pair[0].1).num_seconds(),
+            1,
+            "a slot missing or doubled: {pair:?}"
+        );
+    }
+    assert!(slots.iter().all(|s| s.2 == "started"), "{slots:?}");
+    assert_eq!(runs.len(), slots.len(), "one run per slot, no more");
+    for (schedule, slot, _, run) in &slots {
+        let run = runs.iter().find(|r| Some(r.0) == *run).expect("the slot's run exists");
+        assert_eq!((run.1.as_deref(), run.2), (Some(schedule.as_str()), Some(*slot)));
+    }
+    let lags = lags_ms(&env, 3);
+    assert_eq!(lags.len(), slots.len(), "each slot fired by exactly one beat");
+    let (p50, max) = (lags[lags.len() / 2], lags[lags.len() - 1]);
+    eprintln!("slot lag over {} slots: p50 {p50} ms, max {max} ms", lags.len());
+    assert!(
+        max < 1000,
+        "a slot fired more than a second late: p50 {p50} ms, max {max} ms"
+    );
+}
+
+#[test]
+fn a_beat_that_was_away_catches_up_as_each_policy_says() {
+    let env = Env::new(&[("tick", LEDGER_MODULE)], &[("tick", &seq(&["tick"]))]);
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"latest": {"sequence": "tick", "cron": "* * * * * *"},
+            "all": {"sequence": "tick", "cron": "* * * * * *", "catchup": "all"},
+            "none": {"sequence": "tick", "cron": "* * * * * *", "catchup": "none"}}"#,
+    )
+    .unwrap();
+    let beat = spawn_beat(&env, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    stop(beat);
+    // Away for 6 s: about 6 slots of each schedule pass with no scheduler.
+    std::thread::sleep(Duration::from_secs(6));
+    let beat = spawn_beat(&env, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    stop(beat);
+    let (slots, _) = ledger(&env);
+    let fates =
+        |schedule: &str| -> Vec<String> { slots.iter().filter(|s| s.0 == schedule).map(|s| s.2.clone()).collect() };
+    for schedule in ["latest", "all", "none"] {
+        let of: Vec<_> = slots.iter().filter(|s| s.0 == schedule).collect();
+        for pair in of.windows(2) {
+            assert_eq!(
+                (pair[1].1 - pair[0].1).num_seconds(),
+                1,
+                "{schedule}: every slot has a fate: {of:?}"
+            );
+        }
+    }
+    let count = |schedule: &str, fate: &str| fates(schedule).iter().filter(|f| *f == fate).count();
+    // The slots of the gap older than the 2 s "on time" bound (about 4).
+    let gap = count("none", "missed");
+    assert!((3..=7).contains(&gap), "none: {:?}", fates("none"));
+    assert_eq!(count("all", "started"), fates("all").len(), "all: {:?}", fates("all"));
+    assert!(count("latest", "coalesced") >= gap - 1, "latest: {:?}", fates("latest"));
+    assert_eq!(count("latest", "missed") + count("all", "missed"), 0);
+}
