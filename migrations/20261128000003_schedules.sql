@@ -9,7 +9,10 @@ CREATE TABLE schedules (
     paused       boolean     NOT NULL DEFAULT false,
     paused_by    text,
     paused_note  text,
-    paused_at    timestamptz
+    paused_at    timestamptz,
+    -- The last pause ended then: slots of (paused_at, resumed_at] are
+    -- recorded as paused, even if no scheduler ran during the pause.
+    resumed_at   timestamptz
 );
 
 -- One row per slot (schedule, fire time), written in the same transaction

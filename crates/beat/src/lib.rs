@@ -122,16 +122,16 @@ pub async fn pass(
         .filter(|slot| fire_at(schedule, *slot) <= now)
         .collect();
     let mut done = Pass::default();
-    if cursor.paused {
-        for slot in due {
-            if store.record_slot(&schedule.name, slot, "paused", None).await? {
-                done.paused += 1;
-            }
+    // Slots of a pause are recorded as paused, in order, before the rest.
+    let paused = due.iter().take_while(|slot| cursor.in_pause(**slot)).count();
+    for slot in &due[..paused] {
+        if store.record_slot(&schedule.name, *slot, "paused", None).await? {
+            done.paused += 1;
         }
-        return Ok(done);
     }
+    let due = &due[paused..];
     let on_time = Duration::from_std(config.on_time).unwrap_or(Duration::seconds(60));
-    for (slot, fate) in catch_up(schedule, &due, now, on_time) {
+    for (slot, fate) in catch_up(schedule, due, now, on_time) {
         match fate {
             Fate::Start => {
                 let at = Slot {

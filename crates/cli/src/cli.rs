@@ -74,6 +74,14 @@ pub enum Command {
         #[arg(long, env = "SCHEDULER_BEAT_ON_TIME_SECS", default_value_t = 10, hide = true)]
         on_time_secs: u64,
     },
+    /// List the schedules (cron, timezone, next fire time, last slot and its
+    /// fate, paused or not); pause or resume one.
+    Schedules {
+        #[command(subcommand)]
+        action: Option<SchedulesAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a run and work on it in this process until it ends (exit 0 if it succeeded).
     Run {
         sequence: String,
@@ -140,6 +148,19 @@ pub enum Command {
         #[arg(long, default_value_t = 15_000)]
         freeze_ms: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchedulesAction {
+    /// Pause a schedule: its slots are recorded as paused until it is resumed.
+    Pause {
+        name: String,
+        /// Why, for whoever looks at it next.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Resume a paused schedule: its next slot fires as usual.
+    Resume { name: String },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -146,3 +146,58 @@ fn a_beat_that_was_away_catches_up_as_each_policy_says() {
     assert!(count("latest", "coalesced") >= gap - 1, "latest: {:?}", fates("latest"));
     assert_eq!(count("latest", "missed") + count("all", "missed"), 0);
 }
+
+#[test]
+fn a_paused_schedule_records_its_slots_as_paused_and_resumes() {
+    let env = Env::new(&[("tick", LEDGER_MODULE)], &[("tick", &seq(&["tick"]))]);
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"every_second": {"sequence": "tick", "cron": "* * * * * *", "description": "test"}}"#,
+    )
+    .unwrap();
+    let out = env.run(&["schedules", "pause", "nope"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no schedule named \"nope\" in schedules.json (known: every_second)")
+    );
+    let beat = spawn_beat(&env, 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let out = env.run(&["schedules", "pause", "every_second", "--note", "upstream maintenance"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(3));
+    let listed = String::from_utf8_lossy(&env.run(&["schedules"]).stdout).into_owned();
+    assert!(
+        listed.contains("paused by cli:") && listed.contains("upstream maintenance"),
+        "{listed}"
+    );
+    assert!(env.run(&["schedules", "resume", "every_second"]).status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    stop(beat);
+    let (slots, _) = ledger(&env);
+    let fates: Vec<&str> = slots.iter().map(|s| s.2.as_str()).collect();
+    for pair in slots.windows(2) {
+        assert_eq!(
+            (pair[1].1 - pair[0].1).num_seconds(),
+            1,
+            "every slot has a fate: {fates:?}"
+        );
+    }
+    // started..., paused (about 3), started... in that order.
+    let first_paused = fates.iter().position(|f| *f == "paused").expect("paused slots");
+    let last_paused = fates.iter().rposition(|f| *f == "paused").unwrap();
+    assert!(last_paused - first_paused + 1 >= 2, "{fates:?}");
+    assert!(fates[..first_paused].iter().all(|f| *f == "started"), "{fates:?}");
+    assert!(
+        fates[first_paused..=last_paused].iter().all(|f| *f == "paused"),
+        "{fates:?}"
+    );
+    assert!(
+        !fates[last_paused + 1..].is_empty() && fates[last_paused + 1..].iter().all(|f| *f == "started"),
+        "{fates:?}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&env.run(&["schedules", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["name"], "every_second");
+    assert_eq!(json[0]["paused"], false);
+    assert_eq!(json[0]["last_fate"], "started");
+    assert!(json[0]["next_fire"].is_string());
+}

@@ -17,6 +17,34 @@ pub struct Cursor {
     /// The newest slot with a fate recorded.
     pub last_slot: Option<DateTime<Utc>>,
     pub paused: bool,
+    /// The last pause: from, and to (`None` while it lasts).
+    pub paused_at: Option<DateTime<Utc>>,
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+impl Cursor {
+    /// Whether `slot` falls in the schedule's (last) pause.
+    pub fn in_pause(&self, slot: DateTime<Utc>) -> bool {
+        match (self.paused, self.paused_at, self.resumed_at) {
+            (true, _, _) => true,
+            (false, Some(from), Some(to)) => slot > from && slot <= to,
+            _ => false,
+        }
+    }
+}
+
+/// A schedule's recorded state, for `scheduler schedules` and the UI.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct ScheduleState {
+    pub name: String,
+    pub first_seen: DateTime<Utc>,
+    pub paused: bool,
+    pub paused_by: Option<String>,
+    pub paused_note: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub last_slot: Option<DateTime<Utc>>,
+    pub last_fate: Option<String>,
+    pub last_run: Option<Uuid>,
 }
 
 /// One row of the ledger.
@@ -32,24 +60,76 @@ pub struct SlotView {
 
 /// The schedule's cursor, registering the schedule on first sight.
 pub(crate) async fn schedule_cursor(t: &Tracker, name: &str) -> Result<Cursor> {
-    let (first_seen, paused, last_slot): (DateTime<Utc>, bool, Option<DateTime<Utc>>) = sqlx::query_as(
-        "WITH ins AS (
-            INSERT INTO schedules (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
-         RETURNING first_seen, paused
-         )
-         SELECT coalesce((SELECT first_seen FROM ins), s.first_seen),
-                coalesce((SELECT paused FROM ins), s.paused),
-                (SELECT max(slot_at) FROM schedule_slots WHERE schedule = $1)
-           FROM (SELECT 1) one LEFT JOIN schedules s ON s.name = $1",
+    sqlx::query("INSERT INTO schedules (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&t.pool)
+        .await?;
+    let row: CursorRow = sqlx::query_as(
+        "SELECT s.first_seen, s.paused, s.paused_at, s.resumed_at,
+                (SELECT max(slot_at) FROM schedule_slots WHERE schedule = $1) AS last_slot
+           FROM schedules s WHERE s.name = $1",
     )
     .bind(name)
     .fetch_one(&t.pool)
     .await?;
     Ok(Cursor {
-        first_seen,
-        last_slot,
-        paused,
+        first_seen: row.first_seen,
+        last_slot: row.last_slot,
+        paused: row.paused,
+        paused_at: row.paused_at,
+        resumed_at: row.resumed_at,
     })
+}
+
+#[derive(FromRow)]
+struct CursorRow {
+    first_seen: DateTime<Utc>,
+    paused: bool,
+    paused_at: Option<DateTime<Utc>>,
+    resumed_at: Option<DateTime<Utc>>,
+    last_slot: Option<DateTime<Utc>>,
+}
+
+/// Pauses a schedule (registering it if no scheduler saw it yet), noting
+/// who and why; false if it was paused already.
+pub(crate) async fn pause_schedule(t: &Tracker, name: &str, by: &str, note: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO schedules (name, paused, paused_by, paused_note, paused_at, resumed_at)
+         VALUES ($1, true, $2, $3, now(), NULL)
+         ON CONFLICT (name) DO UPDATE SET paused = true, paused_by = $2, paused_note = $3,
+                                          paused_at = now(), resumed_at = NULL
+          WHERE schedules.paused = false",
+    )
+    .bind(name)
+    .bind(by)
+    .bind(note)
+    .execute(&t.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Resumes a paused schedule; false if it was not paused.
+pub(crate) async fn resume_schedule(t: &Tracker, name: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE schedules SET paused = false, resumed_at = now() WHERE name = $1 AND paused")
+        .bind(name)
+        .execute(&t.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Every schedule a scheduler has seen (or an operator paused), with its
+/// newest slot.
+pub(crate) async fn schedule_states(t: &Tracker) -> Result<Vec<ScheduleState>> {
+    Ok(sqlx::query_as::<_, ScheduleState>(
+        "SELECT s.name, s.first_seen, s.paused, s.paused_by, s.paused_note, s.paused_at,
+                l.slot_at AS last_slot, l.fate AS last_fate, l.run_id AS last_run
+           FROM schedules s
+           LEFT JOIN LATERAL (SELECT slot_at, fate, run_id FROM schedule_slots
+                               WHERE schedule = s.name ORDER BY slot_at DESC LIMIT 1) l ON true
+          ORDER BY s.name",
+    )
+    .fetch_all(&t.pool)
+    .await?)
 }
 
 /// Records a slot that starts no run (coalesced, missed, paused); false if

@@ -23,7 +23,7 @@
 use crate::apply::{Write, Written};
 use crate::executions::{Claimed, ExecKey};
 use crate::recovery::{Expired, Stuck};
-use crate::schedules::{Cursor, SlotView};
+use crate::schedules::{Cursor, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::{DurationHistogram, StateCounts};
 use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
@@ -64,6 +64,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Admitted>>;
     /// The newest `limit` slots of a schedule, newest first.
     async fn schedule_slots(&self, schedule: &str, limit: i64) -> Result<Vec<SlotView>>;
+    /// Pauses a schedule, noting who and why; false if it was paused already.
+    async fn pause_schedule(&self, name: &str, by: &str, note: &str) -> Result<bool>;
+    /// Resumes a paused schedule; false if it was not paused.
+    async fn resume_schedule(&self, name: &str) -> Result<bool>;
+    /// Every schedule seen, with its newest slot.
+    async fn schedule_states(&self) -> Result<Vec<ScheduleState>>;
     /// [`Store::apply`] for a decision that restarts a run (an operator's
     /// retry): applied only if the run's sequence has a free slot, atomically
     /// with every start of the sequence; `Ok(Err(why))` when it has none.
@@ -176,6 +182,15 @@ impl Store for Tracker {
     }
     async fn schedule_slots(&self, schedule: &str, limit: i64) -> Result<Vec<SlotView>> {
         crate::schedules::schedule_slots(self, schedule, limit).await
+    }
+    async fn pause_schedule(&self, name: &str, by: &str, note: &str) -> Result<bool> {
+        crate::schedules::pause_schedule(self, name, by, note).await
+    }
+    async fn resume_schedule(&self, name: &str) -> Result<bool> {
+        crate::schedules::resume_schedule(self, name).await
+    }
+    async fn schedule_states(&self) -> Result<Vec<ScheduleState>> {
+        crate::schedules::schedule_states(self).await
     }
     async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
         crate::slots::apply_within_limit(self, write).await

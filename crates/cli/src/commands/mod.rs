@@ -4,6 +4,7 @@ pub mod beat;
 pub mod bench;
 mod inspect;
 pub mod keeper;
+mod schedules;
 mod start;
 mod ui;
 mod validate;
@@ -17,6 +18,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Start { sequence, trigger } => start::start(&g, &sequence, trigger).await,
         Command::Worker(args) => worker::worker(&g, &args).await,
+        Command::Schedules { action, json } => schedules::schedules(&g, action, json).await,
         Command::Beat { tick_ms, on_time_secs } => beat::beat(&g, tick_ms, on_time_secs).await,
         Command::Run {
             sequence,
