@@ -74,6 +74,19 @@ pub enum Command {
         #[arg(long, env = "SCHEDULER_BEAT_ON_TIME_SECS", default_value_t = 10, hide = true)]
         on_time_secs: u64,
     },
+    /// One run per slot of a schedule in an interval (each recorded in the
+    /// ledger as backfilled, obeying the sequence's concurrency policy);
+    /// slots that already have a fate are left alone, so running it twice
+    /// creates nothing more.
+    Backfill {
+        schedule: String,
+        /// First day (YYYY-MM-DD, in the schedule's timezone) or RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day, included (YYYY-MM-DD), or RFC 3339 time; at most now.
+        #[arg(long)]
+        to: String,
+    },
     /// List the schedules (cron, timezone, next fire time, last slot and its
     /// fate, paused or not); pause or resume one.
     Schedules {

@@ -76,6 +76,13 @@ pub fn run_detail(d: &RunDetail) -> String {
     let _ = writeln!(out, "sequence  {}", r.sequence);
     let _ = writeln!(out, "state     {}", r.state);
     let _ = writeln!(out, "trigger   {}", r.trigger);
+    if let (Some(schedule), Some(slot)) = (&r.schedule, r.logical_date) {
+        let _ = writeln!(
+            out,
+            "schedule  {schedule}, slot {} UTC (its logical date)",
+            time(Some(slot))
+        );
+    }
     let _ = writeln!(
         out,
         "created   {}   started {}   finished {}   ({})",

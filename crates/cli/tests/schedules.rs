@@ -201,3 +201,59 @@ fn a_paused_schedule_records_its_slots_as_paused_and_resumes() {
     assert_eq!(json[0]["last_fate"], "started");
     assert!(json[0]["next_fire"].is_string());
 }
+
+#[test]
+fn a_backfill_creates_one_run_per_slot_once_and_obeys_the_concurrency_policy() {
+    let env = Env::new(&[("tick", LEDGER_MODULE)], &[("tick", &seq(&["tick"]))]);
+    std::fs::write(
+        env.project.join("etl_sequences/one.json"),
+        r#"{"max_concurrent": 1, "on_conflict": "skip", "steps": [{"module_name": "tick"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"daily": {"sequence": "tick", "cron": "0 6 * * *", "timezone": "Europe/Madrid"},
+            "daily_one": {"sequence": "one", "cron": "0 6 * * *"}}"#,
+    )
+    .unwrap();
+    let out = env.run(&["backfill", "daily", "--from", "2026-11-01", "--to", "2026-11-07"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        said.contains("7 slot(s)") && said.contains("7 run(s) created"),
+        "{said}"
+    );
+    let out = env.run(&["backfill", "daily", "--from", "2026-11-01", "--to", "2026-11-07"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("0 run(s) created") && said.contains("7 already had a fate"),
+        "{said}"
+    );
+    let (slots, runs) = ledger(&env);
+    assert_eq!(slots.len(), 7);
+    assert!(slots.iter().all(|s| s.2 == "backfilled"));
+    assert_eq!(runs.len(), 7);
+    // 06:00 in Madrid is 05:00 UTC in November.
+    assert_eq!(slots[0].1.to_rfc3339(), "2026-11-01T05:00:00+00:00");
+    // With no worker, the first run holds the only slot: the others are skipped.
+    let out = env.run(&["backfill", "daily_one", "--from", "2026-11-01", "--to", "2026-11-03"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("1 run(s) created, 2 skipped by the concurrency policy"),
+        "{said}"
+    );
+    let (slots, _) = ledger(&env);
+    let fates: Vec<&str> = slots
+        .iter()
+        .filter(|s| s.0 == "daily_one")
+        .map(|s| s.2.as_str())
+        .collect();
+    assert_eq!(fates, ["backfilled", "skipped", "skipped"]);
+    let shown = String::from_utf8_lossy(&env.run(&["show", &slots[0].3.unwrap().to_string()]).stdout).into_owned();
+    assert!(
+        shown.contains("schedule  daily, slot 2026-11-01 05:00:00 UTC"),
+        "{shown}"
+    );
+    let bad = env.run(&["backfill", "daily", "--from", "yesterday", "--to", "2026-11-07"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--from: \"yesterday\" is neither a day"));
+}

@@ -32,6 +32,9 @@ pub struct RunSummary {
     /// The queue its next step waits on when no live worker serves it (it
     /// waits; it goes on as soon as a worker for that queue starts).
     pub waiting_on: Option<String>,
+    /// The schedule that started it, and the slot it is for.
+    pub schedule: Option<String>,
+    pub logical_date: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -126,7 +129,7 @@ pub(crate) const RUN_COLUMNS: &str = concat!(
     (extract(epoch FROM (coalesce(runs.finished_at, now()) - runs.started_at)) * 1000)::bigint AS duration_ms,
     (SELECT min(e.due_at) FROM executions e
       WHERE e.run_id = runs.id AND e.state = 'queued' AND e.due_at > now()) AS retry_at,
-    runs.note,
+    runs.note, runs.schedule, runs.logical_date,
     CASE WHEN runs.state = 'running' THEN
     (SELECT coalesce(e.queue, runs.queue) FROM executions e
       WHERE e.run_id = runs.id AND e.state = 'queued' AND (e.due_at IS NULL OR e.due_at <= now())

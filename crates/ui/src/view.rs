@@ -302,6 +302,8 @@ mod tests {
             retry_at: None,
             note: note.map(str::to_string),
             waiting_on: waiting_on.map(str::to_string),
+            schedule: None,
+            logical_date: None,
         }
     }
 

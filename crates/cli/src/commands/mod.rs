@@ -1,5 +1,6 @@
 //! One file per command; `dispatch` picks it.
 
+mod backfill;
 pub mod beat;
 pub mod bench;
 mod inspect;
@@ -18,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Start { sequence, trigger } => start::start(&g, &sequence, trigger).await,
         Command::Worker(args) => worker::worker(&g, &args).await,
+        Command::Backfill { schedule, from, to } => backfill::backfill(&g, &schedule, &from, &to).await,
         Command::Schedules { action, json } => schedules::schedules(&g, action, json).await,
         Command::Beat { tick_ms, on_time_secs } => beat::beat(&g, tick_ms, on_time_secs).await,
         Command::Run {

@@ -41,6 +41,8 @@ pub(crate) struct RunBody {
     progress: String,
     /// The concurrency policy the run was admitted under, if limited.
     policy: Option<String>,
+    /// "nightly · slot 2026-11-28 02:30:00 UTC" for a scheduled run.
+    schedule: Option<String>,
     /// `(step number, full reason)` of a failed run.
     failure: Option<(i32, String)>,
     /// The module of the failed step, for the error banner.
@@ -141,6 +143,10 @@ impl RunBody {
             duration: r.duration_ms.map(view::duration).unwrap_or_default(),
             progress: row.progress,
             policy: snapshot.as_ref().and_then(|s| view::concurrency(&s.concurrency)),
+            schedule: r.schedule.as_ref().map(|name| match r.logical_date {
+                Some(slot) => format!("{name} · slot {} UTC", slot.format("%Y-%m-%d %H:%M:%S")),
+                None => name.clone(),
+            }),
             note: row.note,
             waiting_on: row.waiting_on,
             can_retry: r.state == "failed" && r.failed_step.is_some(),
