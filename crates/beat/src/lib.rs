@@ -137,6 +137,7 @@ pub async fn pass(
                 let at = Slot {
                     schedule: &schedule.name,
                     at: slot,
+                    local: slot.with_timezone(&schedule.timezone).fixed_offset(),
                     fate: "started",
                 };
                 match scheduler_producer::fire_slot(project, store, transport, &schedule.sequence, &config.queue, &at)

@@ -257,3 +257,44 @@ fn a_backfill_creates_one_run_per_slot_once_and_obeys_the_concurrency_policy() {
     let bad = env.run(&["backfill", "daily", "--from", "yesterday", "--to", "2026-11-07"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--from: \"yesterday\" is neither a day"));
 }
+
+#[test]
+fn a_scheduled_run_gets_its_logical_date_in_placeholders_and_environment() {
+    let module = "#!/bin/sh\necho \"$ETL_LOGICAL_DATE $ETL_SCHEDULE $ETL_RUN_ID $*\" >> ledger.txt\n";
+    let steps = r#"[{"module_name": "m", "input": "in/{{ ds }}.csv", "output": "out/{{ds_nodash}}-{{ run_id }}",
+                     "conf": "{{ yesterday_ds }}..{{ tomorrow_ds }}|{{ ts }}|{{ sequence }}"}]"#;
+    let mut env = Env::new(&[("m", module)], &[("tick", steps)]);
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"daily": {"sequence": "tick", "cron": "0 6 * * *", "timezone": "Europe/Madrid"}}"#,
+    )
+    .unwrap();
+    env.spawn_worker(&[]);
+    let out = env.run(&["backfill", "daily", "--from", "2026-11-01", "--to", "2026-11-01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (slots, _) = ledger(&env);
+    let run = slots[0].3.unwrap();
+    let v = env.wait_final(run, Duration::from_secs(60));
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    assert_eq!(v["schedule"], "daily");
+    assert_eq!(v["logical_date"], "2026-11-01T05:00:00Z");
+    assert_eq!(
+        env.read("ledger.txt").trim(),
+        format!(
+            "2026-11-01T06:00:00+01:00 daily {run} --input in/2026-11-01.csv --output out/20261101-{run} \
+             --config 2026-10-31..2026-11-02|2026-11-01T06:00:00+01:00|tick"
+        )
+    );
+    // A manual start fills them with the current time; a bad one is refused.
+    std::fs::write(
+        env.project.join("etl_sequences/bad.json"),
+        r#"[{"module_name": "m", "output": "out/{{ dss }}"}]"#,
+    )
+    .unwrap();
+    let out = env.run(&["start", "bad"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("step 0: \"output\": unknown placeholder {{ dss }}"),
+        "{err}"
+    );
+}

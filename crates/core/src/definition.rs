@@ -332,6 +332,13 @@ impl Sequence {
     /// queue is resolved here, the most specific first: the step's, its
     /// module's, then `run_queue`.
     pub fn snapshot(&self, modules: &Modules, run_queue: &str) -> Snapshot {
+        self.snapshot_for(modules, run_queue, &crate::placeholder::Values::new())
+    }
+
+    /// [`Sequence::snapshot`] with the run's placeholder values filled into
+    /// each step's `input`, `output` and `conf` (and so its argv).
+    pub fn snapshot_for(&self, modules: &Modules, run_queue: &str, values: &crate::placeholder::Values) -> Snapshot {
+        let fill = |text: &str| crate::placeholder::fill(text, values);
         let steps = self
             .steps
             .iter()
@@ -353,6 +360,12 @@ impl Sequence {
                     .with(&module.retry)
                     .and_then(|p| p.with(&step.retry))
                     .unwrap_or_default();
+                let step = Step {
+                    input: fill(&step.input),
+                    output: fill(&step.output),
+                    conf: fill(&step.conf),
+                    ..step.clone()
+                };
                 let mut argv = module.cmd.clone();
                 argv.extend(step.arguments());
                 SnapshotStep {
@@ -372,6 +385,8 @@ impl Sequence {
             sequence: self.name.clone(),
             steps,
             concurrency: self.concurrency,
+            schedule: None,
+            logical_date: values.get("ts").cloned(),
         }
     }
 }
@@ -386,6 +401,13 @@ pub struct Snapshot {
     /// The sequence's concurrency policy when the run was triggered.
     #[serde(default)]
     pub concurrency: Concurrency,
+    /// The schedule that started the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The run's logical date (RFC 3339, in its schedule's timezone): its
+    /// slot, or the time (or date) it was started for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_date: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,6 +478,7 @@ fn parse_step(
         if value.contains('\0') {
             return Err(bad(format!("\"{field}\" contains a NUL byte")));
         }
+        crate::placeholder::check(value).map_err(|e| bad(format!("\"{field}\": {e}")))?;
     }
     Ok(step)
 }

@@ -16,6 +16,7 @@
 pub mod definition;
 pub mod machine;
 pub mod message;
+pub mod placeholder;
 pub mod policy;
 pub mod retry;
 pub mod state;

@@ -103,6 +103,8 @@ pub async fn record_run(
 pub struct Slot<'a> {
     pub schedule: &'a str,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The same instant in the schedule's timezone: the run's logical date.
+    pub local: chrono::DateTime<chrono::FixedOffset>,
     /// `started`, or `backfilled` for a backfill.
     pub fate: &'a str,
 }
@@ -124,7 +126,10 @@ fn prepare(
         )))
     })?;
     let queue = seq.run_queue(start_queue);
-    let snapshot = seq.snapshot(&modules, &queue);
+    let id = Uuid::now_v7();
+    let logical = slot.map_or_else(|| chrono::Utc::now().fixed_offset(), |s| s.local);
+    let mut snapshot = seq.snapshot_for(&modules, &queue, &placeholder_values(logical, id, sequence));
+    snapshot.schedule = slot.map(|s| s.schedule.to_string());
     let mut queues = vec![queue.clone()];
     for step in &snapshot.steps {
         if let Some(q) = &step.queue
@@ -134,7 +139,7 @@ fn prepare(
         }
     }
     let run = NewRun {
-        id: Uuid::now_v7(),
+        id,
         queue,
         trigger: trigger.to_string(),
         snapshot,
@@ -142,6 +147,27 @@ fn prepare(
         logical_date: slot.map(|s| s.at),
     };
     Ok((run, queues))
+}
+
+/// The placeholder values of a run for `logical` (its logical date, in its
+/// schedule's timezone).
+fn placeholder_values(
+    logical: chrono::DateTime<chrono::FixedOffset>,
+    run_id: Uuid,
+    sequence: &str,
+) -> scheduler_core::placeholder::Values {
+    let day = logical.date_naive();
+    let ds = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    [
+        ("ds", ds(day)),
+        ("ds_nodash", day.format("%Y%m%d").to_string()),
+        ("ts", logical.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)),
+        ("yesterday_ds", day.pred_opt().map(ds).unwrap_or_default()),
+        ("tomorrow_ds", day.succ_opt().map(ds).unwrap_or_default()),
+        ("run_id", run_id.to_string()),
+        ("sequence", sequence.to_string()),
+    ]
+    .into()
 }
 
 /// Fires a schedule's slot: its ledger row and its run are recorded in one

@@ -136,6 +136,8 @@ struct Row {
     exec_queue: Option<String>,
     exec_state: Option<String>,
     limited: Option<bool>,
+    logical_date: Option<String>,
+    schedule: Option<String>,
 }
 
 // The statement, assembled from one copy of each fragment into the shape a
@@ -222,7 +224,8 @@ const CANCEL_QUEUED: &str = "c AS (
 
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
        q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue,
-       q.queue AS exec_queue, q.state AS exec_state, r.snapshot->'concurrency' ? 'max_concurrent' AS limited
+       q.queue AS exec_queue, q.state AS exec_state, r.snapshot->'concurrency' ? 'max_concurrent' AS limited,
+       r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -337,6 +340,8 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
             sequence,
             step_count: step_count as u32,
             retry: row.retry.unwrap_or(0).max(0) as u32,
+            logical_date: row.logical_date.clone(),
+            schedule: row.schedule.clone(),
         }),
         _ => None,
     };

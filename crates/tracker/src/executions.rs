@@ -33,6 +33,10 @@ pub struct Claimed {
     pub step_count: u32,
     /// Retries of the step's failures this execution is (0: none).
     pub retry: u32,
+    /// The run's logical date (RFC 3339) and schedule, for the module's
+    /// `ETL_LOGICAL_DATE` and `ETL_SCHEDULE`.
+    pub logical_date: Option<String>,
+    pub schedule: Option<String>,
 }
 
 /// [`Claimed`] as a statement returns it.
@@ -44,6 +48,8 @@ pub(crate) struct ClaimedRow {
     pub sequence: String,
     pub step_count: i32,
     pub retry: i32,
+    pub logical_date: Option<String>,
+    pub schedule: Option<String>,
 }
 
 impl From<ClaimedRow> for Claimed {
@@ -55,6 +61,8 @@ impl From<ClaimedRow> for Claimed {
             sequence: r.sequence,
             step_count: r.step_count.max(0) as u32,
             retry: r.retry.max(0) as u32,
+            logical_date: r.logical_date,
+            schedule: r.schedule,
         }
     }
 }
@@ -100,7 +108,8 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
            FROM runs r
           WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state = 'queued'
             AND r.id = e.run_id AND r.state = 'running'
-      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry",
+      RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
+                r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule",
     )
     .bind(key.run_id)
     .bind(key.step as i32)

@@ -12,17 +12,24 @@ use std::time::Duration;
 
 /// The process spec of a claimed step.
 pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
+    let mut env = vec![
+        ("ETL_RUN_ID".into(), key.run_id.to_string()),
+        ("ETL_SEQUENCE".into(), claimed.sequence.clone()),
+        ("ETL_STEP".into(), key.step.to_string()),
+        ("ETL_MODULE".into(), claimed.module.clone()),
+        ("ETL_ATTEMPT".into(), key.attempt.to_string()),
+        (WORKER_ENV.into(), ctx.worker_id.to_string()),
+    ];
+    if let Some(date) = &claimed.logical_date {
+        env.push(("ETL_LOGICAL_DATE".into(), date.clone()));
+    }
+    if let Some(schedule) = &claimed.schedule {
+        env.push(("ETL_SCHEDULE".into(), schedule.clone()));
+    }
     Spec {
         argv: claimed.argv.clone(),
         cwd: ctx.project.dir().to_path_buf(),
-        env: vec![
-            ("ETL_RUN_ID".into(), key.run_id.to_string()),
-            ("ETL_SEQUENCE".into(), claimed.sequence.clone()),
-            ("ETL_STEP".into(), key.step.to_string()),
-            ("ETL_MODULE".into(), claimed.module.clone()),
-            ("ETL_ATTEMPT".into(), key.attempt.to_string()),
-            (WORKER_ENV.into(), ctx.worker_id.to_string()),
-        ],
+        env,
         timeout: claimed
             .timeout_secs
             .map(Duration::from_secs)

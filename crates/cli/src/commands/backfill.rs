@@ -41,6 +41,7 @@ pub async fn backfill(g: &Global, name: &str, from: &str, to: &str) -> anyhow::R
         let slot = Slot {
             schedule: &schedule.name,
             at: *at,
+            local: at.with_timezone(&schedule.timezone).fixed_offset(),
             fate: "backfilled",
         };
         match scheduler_producer::fire_slot(&project, &*store, &*transport, &schedule.sequence, &g.queue, &slot).await {
