@@ -28,6 +28,9 @@ pub struct BeatConfig {
     /// A slot fired later than this after its time passed while no
     /// scheduler ran: its schedule's catch-up policy decides.
     pub on_time: std::time::Duration,
+    /// A started slot whose run has not started this long after is flagged
+    /// late (every worker busy or down), once, with a warning.
+    pub late_after: std::time::Duration,
 }
 
 impl Default for BeatConfig {
@@ -36,6 +39,7 @@ impl Default for BeatConfig {
             queue: "etl".into(),
             tick: std::time::Duration::from_millis(250),
             on_time: std::time::Duration::from_secs(10),
+            late_after: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -78,6 +82,7 @@ pub async fn run(
     tracing::info!(schedules = schedules.len(), "beat started");
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut late_look = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -93,6 +98,10 @@ pub async fn run(
             }
             _ = ticker.tick() => {}
         }
+        if late_look.elapsed() >= config.late_after.min(std::time::Duration::from_secs(10)) {
+            late_look = tokio::time::Instant::now();
+            flag_late(&*store, &schedules, config.late_after).await;
+        }
         for schedule in schedules.iter().filter(|s| s.enabled) {
             match pass(&*store, &*transport, &project, &config, schedule, Utc::now()).await {
                 Ok(p) if p != Pass::default() => tracing::debug!(schedule = %schedule.name, ?p, "slots recorded"),
@@ -101,6 +110,28 @@ pub async fn run(
                     tracing::warn!(schedule = %schedule.name, error = %format!("{e:#}"), "could not fire the schedule's due slots; trying again")
                 }
             }
+        }
+    }
+}
+
+/// Flags the slots whose run has not started `after` they fired, once,
+/// with a warning an operator (or a log alert) sees.
+async fn flag_late(store: &dyn Store, schedules: &[Schedule], after: std::time::Duration) {
+    for schedule in schedules {
+        match store.flag_late_slots(&schedule.name, after).await {
+            Ok(late) => {
+                for slot in late {
+                    tracing::warn!(
+                        schedule = %schedule.name,
+                        slot = %slot.slot_at,
+                        run_id = %slot.run_id,
+                        state = %slot.state,
+                        late_after_secs = after.as_secs(),
+                        "slot late: its run has not started (every worker busy or down?)"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not look for late slots"),
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum Command {
         /// ran: its schedule's catch-up policy decides.
         #[arg(long, env = "SCHEDULER_BEAT_ON_TIME_SECS", default_value_t = 10, hide = true)]
         on_time_secs: u64,
+        /// Seconds after which a fired slot whose run has not started is flagged late.
+        #[arg(long, env = "SCHEDULER_BEAT_LATE_AFTER_SECS", default_value_t = 60)]
+        late_after_secs: u64,
     },
     /// One run per slot of a schedule in an interval (each recorded in the
     /// ledger as backfilled, obeying the sequence's concurrency policy);

@@ -298,3 +298,46 @@ fn a_scheduled_run_gets_its_logical_date_in_placeholders_and_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn a_slot_whose_run_does_not_start_is_flagged_late_once() {
+    let env = Env::new(&[("tick", LEDGER_MODULE)], &[("tick", &seq(&["tick"]))]);
+    std::fs::write(
+        env.project.join("schedules.json"),
+        r#"{"every_second": {"sequence": "tick", "cron": "* * * * * *"}}"#,
+    )
+    .unwrap();
+    // No worker: the runs stay queued.
+    let log = std::fs::File::create(env.project.join("beat-0.log")).unwrap();
+    let beat = env
+        .cmd()
+        .args(["beat", "--tick-ms", "100", "--late-after-secs", "2"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    stop(beat);
+    let log = std::fs::read_to_string(env.project.join("beat-0.log")).unwrap();
+    let warned = log.matches("slot late: its run has not started").count();
+    assert!(warned >= 1, "{log}");
+    let json: serde_json::Value = serde_json::from_slice(&env.run(&["schedules", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["last_fate"], "started");
+    let url = env.db_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let flagged: i64 = rt.block_on(async move {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM schedule_slots WHERE late_at IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        flagged as usize, warned,
+        "each late slot is flagged (and warned about) once"
+    );
+}

@@ -39,7 +39,7 @@ pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
 pub use executions::{Claimed, ExecKey, ExecResult};
 pub use recovery::{Expired, Stuck};
-pub use schedules::{Cursor, ScheduleState, SlotView};
+pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
 pub use store::Store;
 pub use ui_queries::{DurationHistogram, StateCounts};

@@ -45,6 +45,8 @@ pub struct ScheduleState {
     pub last_slot: Option<DateTime<Utc>>,
     pub last_fate: Option<String>,
     pub last_run: Option<Uuid>,
+    /// The newest slot's run had not started a while after it fired.
+    pub last_late: Option<bool>,
 }
 
 /// One row of the ledger.
@@ -56,6 +58,8 @@ pub struct SlotView {
     pub run_id: Option<Uuid>,
     pub note: Option<String>,
     pub recorded_at: DateTime<Utc>,
+    /// Its run had not started a while after the slot: flagged then.
+    pub late_at: Option<DateTime<Utc>>,
 }
 
 /// The schedule's cursor, registering the schedule on first sight.
@@ -122,9 +126,10 @@ pub(crate) async fn resume_schedule(t: &Tracker, name: &str) -> Result<bool> {
 pub(crate) async fn schedule_states(t: &Tracker) -> Result<Vec<ScheduleState>> {
     Ok(sqlx::query_as::<_, ScheduleState>(
         "SELECT s.name, s.first_seen, s.paused, s.paused_by, s.paused_note, s.paused_at,
-                l.slot_at AS last_slot, l.fate AS last_fate, l.run_id AS last_run
+                l.slot_at AS last_slot, l.fate AS last_fate, l.run_id AS last_run,
+                l.late_at IS NOT NULL AS last_late
            FROM schedules s
-           LEFT JOIN LATERAL (SELECT slot_at, fate, run_id FROM schedule_slots
+           LEFT JOIN LATERAL (SELECT slot_at, fate, run_id, late_at FROM schedule_slots
                                WHERE schedule = s.name ORDER BY slot_at DESC LIMIT 1) l ON true
           ORDER BY s.name",
     )
@@ -196,11 +201,36 @@ pub(crate) async fn fire_slot(
 /// The newest `limit` slots of a schedule, newest first.
 pub(crate) async fn schedule_slots(t: &Tracker, schedule: &str, limit: i64) -> Result<Vec<SlotView>> {
     Ok(sqlx::query_as::<_, SlotView>(
-        "SELECT schedule, slot_at, fate, run_id, note, recorded_at FROM schedule_slots
+        "SELECT schedule, slot_at, fate, run_id, note, recorded_at, late_at FROM schedule_slots
           WHERE schedule = $1 ORDER BY slot_at DESC LIMIT $2",
     )
     .bind(schedule)
     .bind(limit)
+    .fetch_all(&t.pool)
+    .await?)
+}
+
+/// A slot flagged late: its run had not started `after` its recording.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LateSlot {
+    pub slot_at: DateTime<Utc>,
+    pub run_id: Uuid,
+    pub state: String,
+}
+
+/// Flags (once) the slots of `schedule` whose run is still `queued` or
+/// `waiting` more than `after` after the slot was recorded; returns them.
+pub(crate) async fn flag_late_slots(t: &Tracker, schedule: &str, after: std::time::Duration) -> Result<Vec<LateSlot>> {
+    Ok(sqlx::query_as::<_, LateSlot>(
+        "UPDATE schedule_slots s SET late_at = now()
+           FROM runs r
+          WHERE s.schedule = $1 AND s.run_id = r.id AND s.late_at IS NULL
+            AND s.fate IN ('started', 'backfilled') AND r.state IN ('queued', 'waiting')
+            AND s.recorded_at < now() - make_interval(secs => $2)
+      RETURNING s.slot_at, r.id AS run_id, r.state",
+    )
+    .bind(schedule)
+    .bind(after.as_secs_f64())
     .fetch_all(&t.pool)
     .await?)
 }

@@ -23,7 +23,7 @@
 use crate::apply::{Write, Written};
 use crate::executions::{Claimed, ExecKey};
 use crate::recovery::{Expired, Stuck};
-use crate::schedules::{Cursor, ScheduleState, SlotView};
+use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::{DurationHistogram, StateCounts};
 use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
@@ -70,6 +70,9 @@ pub trait Store: Send + Sync + 'static {
     async fn resume_schedule(&self, name: &str) -> Result<bool>;
     /// Every schedule seen, with its newest slot.
     async fn schedule_states(&self) -> Result<Vec<ScheduleState>>;
+    /// Flags (once) the slots whose run has not started `after` the slot
+    /// was recorded; returns them.
+    async fn flag_late_slots(&self, schedule: &str, after: Duration) -> Result<Vec<LateSlot>>;
     /// [`Store::apply`] for a decision that restarts a run (an operator's
     /// retry): applied only if the run's sequence has a free slot, atomically
     /// with every start of the sequence; `Ok(Err(why))` when it has none.
@@ -191,6 +194,9 @@ impl Store for Tracker {
     }
     async fn schedule_states(&self) -> Result<Vec<ScheduleState>> {
         crate::schedules::schedule_states(self).await
+    }
+    async fn flag_late_slots(&self, schedule: &str, after: Duration) -> Result<Vec<LateSlot>> {
+        crate::schedules::flag_late_slots(self, schedule, after).await
     }
     async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
         crate::slots::apply_within_limit(self, write).await

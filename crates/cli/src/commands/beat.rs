@@ -15,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub async fn beat(g: &Global, tick_ms: u64, on_time_secs: u64) -> anyhow::Result<ExitCode> {
+pub async fn beat(g: &Global, timing: (u64, u64, u64)) -> anyhow::Result<ExitCode> {
     let project = connect::project(g)?;
     let store = connect::store(g, 4).await?;
     let transport = connect::transport(g, &format!("scheduler beat {}", std::process::id())).await?;
@@ -28,19 +28,20 @@ pub async fn beat(g: &Global, tick_ms: u64, on_time_secs: u64) -> anyhow::Result
         tracing::info!("beat stopping");
         token.cancel();
     });
-    spawn(g, &project, store, transport.clone(), (tick_ms, on_time_secs), shutdown)?.await??;
+    spawn(g, &project, store, transport.clone(), timing, shutdown)?.await??;
     transport.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the beat as a task that ends with `shutdown`; SIGHUP re-reads
+/// Starts the beat as a task (`timing`: tick in ms, the on-time bound and
+/// the late bound in seconds) that ends with `shutdown`; SIGHUP re-reads
 /// `schedules.json`. Fails at once if the file does not validate.
 pub fn spawn(
     g: &Global,
     project: &Project,
     store: Arc<dyn Store>,
     transport: Arc<dyn Transport>,
-    (tick_ms, on_time_secs): (u64, u64),
+    (tick_ms, on_time_secs, late_after_secs): (u64, u64, u64),
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     scheduler_beat::load(project)?;
@@ -56,6 +57,7 @@ pub fn spawn(
         queue: g.queue.clone(),
         tick: std::time::Duration::from_millis(tick_ms.max(10)),
         on_time: std::time::Duration::from_secs(on_time_secs.max(1)),
+        late_after: std::time::Duration::from_secs(late_after_secs.max(1)),
     };
     Ok(tokio::spawn(scheduler_beat::run(
         store,

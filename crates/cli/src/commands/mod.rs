@@ -21,7 +21,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::worker(&g, &args).await,
         Command::Backfill { schedule, from, to } => backfill::backfill(&g, &schedule, &from, &to).await,
         Command::Schedules { action, json } => schedules::schedules(&g, action, json).await,
-        Command::Beat { tick_ms, on_time_secs } => beat::beat(&g, tick_ms, on_time_secs).await,
+        Command::Beat {
+            tick_ms,
+            on_time_secs,
+            late_after_secs,
+        } => beat::beat(&g, (tick_ms, on_time_secs, late_after_secs)).await,
         Command::Run {
             sequence,
             worker,

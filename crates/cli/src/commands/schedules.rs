@@ -57,6 +57,7 @@ pub async fn schedules(g: &Global, action: Option<SchedulesAction>, json: bool) 
                 "last_slot": state.and_then(|st| st.last_slot),
                 "last_fate": state.and_then(|st| st.last_fate.clone()),
                 "last_run": state.and_then(|st| st.last_run),
+                "last_late": state.and_then(|st| st.last_late).unwrap_or(false),
             })
         })
         .collect();
@@ -80,6 +81,7 @@ pub async fn schedules(g: &Global, action: Option<SchedulesAction>, json: bool) 
     };
     for r in &rows {
         let last = match (time(&r["last_slot"]), r["last_fate"].as_str()) {
+            (Some(t), Some(f)) if r["last_late"] == true => format!("{t} {f}, late"),
             (Some(t), Some(f)) => format!("{t} {f}"),
             _ => "-".into(),
         };

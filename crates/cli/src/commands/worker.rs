@@ -105,7 +105,7 @@ pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
             &project,
             store.clone(),
             transport.clone(),
-            (250, 10),
+            (250, 10, 60),
             shutdown.clone(),
         )?),
         false => None,
