@@ -67,6 +67,32 @@ function writeProject() {
   for (const [name, steps] of Object.entries(sequences)) {
     fs.writeFileSync(path.join(project, "etl_sequences", `${name}.json`), JSON.stringify(steps));
   }
+  // No beat runs here: the schedules page shows them, and the slots the
+  // test records by hand.
+  const schedules = {
+    hourly_sync: { sequence: "quick", cron: "0 * * * *", timezone: "Europe/Madrid", description: "S3 to <Elasticsearch>, every hour" },
+    limits: { sequence: "quick", cron: "*/2 * * * *", catchup: "none" },
+    nightly_scan: {
+      sequence: "slow",
+      cron: "30 2 * * *",
+      timezone: "America/New_York",
+      catchup: "all",
+      jitter_secs: 30,
+      description: "yesterday's traffic, in order",
+    },
+    legacy_export: { sequence: "failing", cron: "@weekly", enabled: false },
+  };
+  fs.writeFileSync(path.join(project, "schedules.json"), JSON.stringify(schedules, null, 2));
+}
+
+// Records slots in the ledger, as a beat would: [schedule, Date, fate, run id | null, note | null].
+function recordSlots(rows) {
+  const q = (v) => (v === null ? "NULL" : `'${String(v).replaceAll("'", "''")}'`);
+  const values = rows
+    .map(([s, at, fate, run, note]) => `(${q(s)}, ${q(at.toISOString())}, ${q(fate)}, ${q(run)}::uuid, ${q(note)})`)
+    .join(",\n");
+  execFileSync("psql", [`${DB_BASE}/${dbName}`, "-v", "ON_ERROR_STOP=1", "-qc",
+    `INSERT INTO schedule_slots (schedule, slot_at, fate, run_id, note) VALUES ${values}`]);
 }
 
 function freePort() {
@@ -325,4 +351,57 @@ test("the workers page shows the live worker and the queue", async () => {
   await shot("workers");
   await page.goto(base + "/");
   await shot("runs-final");
+});
+
+test("the schedules page shows each schedule and its slots, and pauses and resumes one", async () => {
+  const run = await startRun("quick");
+  const held = await startRun("quick");
+  const two = 2 * 60_000;
+  const last = Math.floor(Date.now() / two) * two;
+  const rows = [];
+  for (let k = 29; k >= 0; k--) {
+    const at = new Date(last - k * two);
+    if (k >= 22 && k <= 25) rows.push(["limits", at, "missed", null, "no scheduler ran (catchup none)"]);
+    else if (k === 12) rows.push(["limits", at, "skipped", null, `the previous run ${held} still held the slot`]);
+    else if (k >= 6 && k <= 8) rows.push(["limits", at, "paused", null, null]);
+    else rows.push(["limits", at, "started", run, null]);
+  }
+  const hour = 3600_000;
+  const lastHour = Math.floor(Date.now() / hour) * hour;
+  rows.push(["hourly_sync", new Date(lastHour - 3 * hour), "backfilled", run, null]);
+  rows.push(["hourly_sync", new Date(lastHour - 2 * hour), "coalesced", null, "caught up by the slot of an hour later"]);
+  rows.push(["hourly_sync", new Date(lastHour - hour), "started", run, null]);
+  rows.push(["hourly_sync", new Date(lastHour), "started", held, null]);
+  recordSlots(rows);
+
+  await page.goto(base + "/schedules");
+  const limits = page.locator("#schedule-limits");
+  await limits.locator(".next-fires li").nth(4).waitFor();
+  assert.equal(await limits.locator(".next-fires li").count(), 5);
+  assert.match(await limits.locator(".cron-words").innerText(), /\S/);
+  assert.equal(await limits.locator(".slot-cell").count(), 30);
+  assert.equal(await limits.locator(".slot-cell.f-missed").count(), 4);
+  assert.equal(await limits.locator(`a.slot-cell.f-started[href="/runs/${run}"]`).count(), 22);
+  assert.match(await limits.locator(".slot-cell.f-skipped").getAttribute("title"), /skipped · the previous run/);
+  await page.locator("#schedule-hourly_sync .schedule-desc", { hasText: "S3 to <Elasticsearch>" }).waitFor();
+  await page.locator("#schedule-legacy_export", { hasText: "Disabled in schedules.json" }).waitFor();
+  await shot("schedules");
+
+  await limits.locator("input[name=note]").fill("upstream maintenance until 18:00");
+  await limits.getByRole("button", { name: /Pause/ }).click();
+  await page.locator("#schedule-limits .pause-line", { hasText: "upstream maintenance until 18:00" }).waitFor();
+  assert.match(await page.locator("#schedule-limits .pause-line").innerText(), /Paused by ui/);
+  await shot("schedules-paused");
+  const api = await (await fetch(`${base}/api/v1/schedules`)).json();
+  const paused = api.schedules.find((s) => s.name === "limits");
+  assert.equal(paused.paused, true);
+  assert.equal(paused.state.paused_by, "ui");
+
+  await page.locator("#schedule-limits").getByRole("button", { name: /Resume/ }).click();
+  await page.locator("#schedule-limits .pause-form").waitFor();
+  assert.equal(await page.locator("#schedule-limits .pause-line").count(), 0);
+  // The cells link to their runs.
+  await page.locator(`#schedule-limits a.slot-cell[href="/runs/${run}"]`).first().click();
+  await page.waitForURL(`${base}/runs/${run}`);
+  for (const r of [run, held]) await cancelRun(r);
 });

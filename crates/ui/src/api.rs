@@ -18,6 +18,25 @@
 //!   "last_runs"}]`; `queue` is the one the sequence names (`null`: the
 //!   starter's), `concurrency` `{"max_concurrent", "on_conflict"}` or `null`.
 //! - `POST /sequences/{name}/start` → `{"id"}` (201).
+//! - `GET  /schedules` → `{"file", "exists", "error", "schedules":
+//!   [{"name", "sequence", "cron", "cron_words", "timezone", "catchup",
+//!   "catchup_window_secs", "enabled", "jitter_secs", "description",
+//!   "next_fire_times", "paused", "state", "recent_slots"}]}`: the schedules
+//!   of `schedules.json` (`error` says why the file does not validate, and
+//!   `schedules` is then empty; `exists` is false without a file).
+//!   `next_fire_times` are the next five (RFC 3339 in the schedule's
+//!   timezone; none while disabled); `state` is the record's
+//!   (`{"paused", "paused_by", "paused_note", "paused_at", "first_seen",
+//!   "last_slot", "last_fate", "last_run"}`, `null` until a scheduler or an
+//!   operator saw it); `recent_slots` the last 30 slots, newest first
+//!   (`{"slot_at", "fate", "run_id", "note", "recorded_at", ...}`; a fate is
+//!   `started`, `skipped`, `coalesced`, `missed`, `paused` or `backfilled`).
+//! - `POST /schedules/{name}/pause` (optional `note`, as JSON
+//!   `{"note": "..."}` or a form field) and `POST /schedules/{name}/resume`
+//!   → `{"name", "paused"}`. Recorded as paused by `ui`; its slots are
+//!   recorded as `paused` until it is resumed. 404 for a schedule
+//!   schedules.json does not define, 409 when it is paused already (or
+//!   not paused), 422 while schedules.json does not validate.
 //! - `GET  /workers` → `[WorkerView + {"alive", "heartbeat_age_secs"}]`.
 //! - `GET  /queues` → `[{"name", "messages", "consumers", "error",
 //!   "waiting_steps", "waiting_runs", "served_by", "no_worker"}]`: the UI's
@@ -36,7 +55,7 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
-use crate::pages::{sequences, workers};
+use crate::pages::{schedules, sequences, workers};
 use crate::params::{self, RunsQuery};
 use axum::Json;
 use axum::Router;
@@ -57,6 +76,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel))
         .route("/sequences", get(list_sequences))
         .route("/sequences/{name}/start", post(start))
+        .route("/schedules", get(list_schedules))
+        .route("/schedules/{name}/pause", post(pause_schedule))
+        .route("/schedules/{name}/resume", post(resume_schedule))
         .route("/workers", get(list_workers))
         .route("/queues", get(queues))
 }
@@ -125,4 +147,60 @@ async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<Vec<worke
 async fn queues(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::QueueInfo>>> {
     let w = workers::load_workers(&state, Utc::now()).await?;
     Ok(Json(workers::load_queues(&state, &w).await?))
+}
+
+async fn list_schedules(State(state): State<AppState>) -> ApiResult<Json<schedules::Schedules>> {
+    Ok(Json(schedules::load(&state, Utc::now()).await?))
+}
+
+/// The pause note from a JSON body, a form body, or none (an empty body).
+async fn note_of(req: axum::extract::Request) -> Result<String, Problem> {
+    use axum::extract::FromRequest;
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let form = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if json {
+        let Json(body) = Json::<schedules::NoteForm>::from_request(req, &())
+            .await
+            .map_err(|e| Problem::bad_request(format!("unreadable JSON body, send {{\"note\": \"...\"}}: {e}")))?;
+        return Ok(body.note);
+    }
+    if form {
+        let axum::Form(body) = axum::Form::<schedules::NoteForm>::from_request(req, &())
+            .await
+            .map_err(|e| Problem::bad_request(format!("unreadable form body, send the field `note`: {e}")))?;
+        return Ok(body.note);
+    }
+    let bytes = axum::body::Bytes::from_request(req, &())
+        .await
+        .map_err(|e| Problem::bad_request(format!("unreadable body: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(String::new())
+    } else {
+        Err(Problem::bad_request(
+            "send the note as JSON (Content-Type: application/json, {\"note\": \"...\"}) or as a form field `note`",
+        ))
+    }
+}
+
+async fn pause_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<Json<Value>> {
+    let note = note_of(req).await?;
+    schedules::pause(&state, &name, &note).await?;
+    Ok(Json(json!({"name": name, "paused": true})))
+}
+
+async fn resume_schedule(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    schedules::resume(&state, &name).await?;
+    Ok(Json(json!({"name": name, "paused": false})))
 }

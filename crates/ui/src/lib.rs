@@ -7,7 +7,7 @@
 //! - [`serve`] / [`router`]: the entry points; [`AppState`] is what every
 //!   handler shares.
 //! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
-//!   `workers`), each with its loaders, its fragments and its form actions.
+//!   `schedules`, `workers`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
 //! - `actions`: start, retry, cancel through the producer
 //!   (`scheduler_producer`), its typed errors turned into 404/409/422/502/503;
@@ -172,7 +172,7 @@ pub async fn serve(
 
 /// Every route, with auth, the cross-site check and security headers.
 pub fn router(state: AppState) -> Router {
-    use pages::{run, runs, sequences, workers};
+    use pages::{run, runs, schedules, sequences, workers};
     Router::new()
         .route("/", get(runs::page))
         .route("/runs", post(runs::start))
@@ -185,6 +185,9 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/sequences", get(sequences::page))
         .route("/sequences/{name}/start", post(sequences::start))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/pause", post(schedules::pause_form))
+        .route("/schedules/{name}/resume", post(schedules::resume_form))
         .route("/workers", get(workers::page))
         .nest("/api/v1", api::router())
         .route("/metrics", get(metrics::render))

@@ -6,6 +6,7 @@
 
 pub(crate) mod run;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod sequences;
 pub(crate) mod workers;
 

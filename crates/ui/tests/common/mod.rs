@@ -157,6 +157,25 @@ impl TestApp {
         }
     }
 
+    /// Writes the project's `schedules.json` (read on every request).
+    pub fn write_schedules(&self, text: &str) {
+        std::fs::write(self.project.join("schedules.json"), text).unwrap();
+    }
+
+    /// A POST of a form, as a browser without htmx sends it (same-origin).
+    pub async fn post_form(&self, uri: &str, body: &str) -> Reply {
+        self.request(
+            Method::POST,
+            uri,
+            &[
+                ("origin", "http://127.0.0.1:8080"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            body,
+        )
+        .await
+    }
+
     /// The queue the `unserved` sequence's second step goes to, which no
     /// worker serves unless a test starts one on it.
     pub fn nobody_queue(&self) -> String {
