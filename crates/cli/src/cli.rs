@@ -60,6 +60,10 @@ pub enum Command {
         /// Recorded as who/what triggered the run (default cli:<user>@<host>).
         #[arg(long, env = "SCHEDULER_TRIGGER")]
         trigger: Option<String>,
+        /// The run's logical date for its placeholders and ETL_LOGICAL_DATE:
+        /// a day (2026-11-01, midnight UTC) or an RFC 3339 time; default now.
+        #[arg(long)]
+        logical_date: Option<String>,
     },
     /// Consume the queue and run modules until SIGTERM / Ctrl-C.
     Worker(WorkerArgs),

@@ -285,7 +285,23 @@ fn a_scheduled_run_gets_its_logical_date_in_placeholders_and_environment() {
              --config 2026-10-31..2026-11-02|2026-11-01T06:00:00+01:00|tick"
         )
     );
-    // A manual start fills them with the current time; a bad one is refused.
+    // A manual start for a given day fills them with that day.
+    let out = env.run(&["start", "tick", "--logical-date", "2026-11-01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manual: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let v = env.wait_final(manual, Duration::from_secs(60));
+    assert_eq!(
+        (&v["logical_date"], &v["schedule"]),
+        (&serde_json::json!("2026-11-01T00:00:00Z"), &serde_json::Value::Null)
+    );
+    let line = env.read("ledger.txt").lines().nth(1).unwrap().to_string();
+    assert!(
+        line.starts_with("2026-11-01T00:00:00+00:00  ") && line.contains("--input in/2026-11-01.csv"),
+        "{line}"
+    );
+    let out = env.run(&["start", "tick", "--logical-date", "last tuesday"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--logical-date \"last tuesday\": write a day"));
+    // A bad placeholder is refused.
     std::fs::write(
         env.project.join("etl_sequences/bad.json"),
         r#"[{"module_name": "m", "output": "out/{{ dss }}"}]"#,

@@ -88,7 +88,23 @@ pub async fn record_run(
     start_queue: &str,
     trigger: &str,
 ) -> Result<Recorded, ProducerError> {
-    let (run, queues) = prepare(project, sequence, start_queue, trigger, None)?;
+    record_run_for(project, store, sequence, start_queue, trigger, None).await
+}
+
+/// [`record_run`] for a given logical date (`scheduler start
+/// --logical-date`) instead of the current time.
+pub async fn record_run_for(
+    project: &Project,
+    store: &dyn Store,
+    sequence: &str,
+    start_queue: &str,
+    trigger: &str,
+    logical: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> Result<Recorded, ProducerError> {
+    let (mut run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
+    if let Some(at) = logical {
+        run.logical_date = Some(at.to_utc());
+    }
     let admitted = store.create_run(&run).await?;
     Ok(Recorded {
         run_id: run.id,
@@ -109,6 +125,14 @@ pub struct Slot<'a> {
     pub fate: &'a str,
 }
 
+/// What a run's logical date comes from.
+enum Logical<'a> {
+    /// A schedule's slot.
+    Slot(&'a Slot<'a>),
+    /// A manual start: the date asked for, or now.
+    Manual(Option<chrono::DateTime<chrono::FixedOffset>>),
+}
+
 /// Validates `sequence` and builds the run to record, with every queue it
 /// uses (the run's own first).
 fn prepare(
@@ -116,8 +140,12 @@ fn prepare(
     sequence: &str,
     start_queue: &str,
     trigger: &str,
-    slot: Option<&Slot<'_>>,
+    logical: Logical<'_>,
 ) -> Result<(NewRun, Vec<String>), ProducerError> {
+    let slot = match &logical {
+        Logical::Slot(slot) => Some(*slot),
+        Logical::Manual(_) => None,
+    };
     let modules = project.modules()?;
     let seq = project.sequence(sequence, &modules)?;
     scheduler_core::policy::check_queue(start_queue).map_err(|e| {
@@ -127,7 +155,10 @@ fn prepare(
     })?;
     let queue = seq.run_queue(start_queue);
     let id = Uuid::now_v7();
-    let logical = slot.map_or_else(|| chrono::Utc::now().fixed_offset(), |s| s.local);
+    let logical = match logical {
+        Logical::Slot(slot) => slot.local,
+        Logical::Manual(at) => at.unwrap_or_else(|| chrono::Utc::now().fixed_offset()),
+    };
     let mut snapshot = seq.snapshot_for(&modules, &queue, &placeholder_values(logical, id, sequence));
     snapshot.schedule = slot.map(|s| s.schedule.to_string());
     let mut queues = vec![queue.clone()];
@@ -183,7 +214,7 @@ pub async fn fire_slot(
     slot: &Slot<'_>,
 ) -> Result<Option<Recorded>, ProducerError> {
     let trigger = format!("schedule:{}", slot.schedule);
-    let (run, queues) = prepare(project, sequence, start_queue, &trigger, Some(slot))?;
+    let (run, queues) = prepare(project, sequence, start_queue, &trigger, Logical::Slot(slot))?;
     let Some(admitted) = store.fire_slot(slot.schedule, slot.at, slot.fate, &run).await? else {
         return Ok(None);
     };

@@ -17,7 +17,11 @@ use std::process::ExitCode;
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Start { sequence, trigger } => start::start(&g, &sequence, trigger).await,
+        Command::Start {
+            sequence,
+            trigger,
+            logical_date,
+        } => start::start(&g, &sequence, trigger, logical_date).await,
         Command::Worker(args) => worker::worker(&g, &args).await,
         Command::Backfill { schedule, from, to } => backfill::backfill(&g, &schedule, &from, &to).await,
         Command::Schedules { action, json } => schedules::schedules(&g, action, json).await,

@@ -9,18 +9,24 @@
 
 use crate::cli::Global;
 use crate::connect;
-use scheduler_producer::{default_trigger, publish_start, record_run};
+use scheduler_producer::{default_trigger, publish_start, record_run_for};
 use scheduler_tracker::Admitted;
 use std::process::ExitCode;
 
-pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn start(
+    g: &Global,
+    sequence: &str,
+    trigger: Option<String>,
+    logical_date: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let project = connect::project(g)?;
+    let logical = logical_date.as_deref().map(parse_logical_date).transpose()?;
     // Fail fast on a bad definition before touching any service.
     let modules = project.modules()?;
     project.sequence(sequence, &modules)?;
     let store = connect::store(g, 2).await?;
     let trigger = trigger.unwrap_or_else(|| default_trigger("cli"));
-    let recorded = record_run(&project, &*store, sequence, &g.queue, &trigger).await?;
+    let recorded = record_run_for(&project, &*store, sequence, &g.queue, &trigger, logical).await?;
     let run_id = recorded.run_id;
     let published = match connect::transport(g, "scheduler start").await {
         Ok(transport) => {
@@ -59,4 +65,20 @@ pub async fn start(g: &Global, sequence: &str, trigger: Option<String>) -> anyho
     }
     println!("{run_id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--logical-date`: a day (midnight UTC) or an RFC 3339 time.
+fn parse_logical_date(text: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t);
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().fixed_offset())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--logical-date {text:?}: write a day (2026-11-01) or an RFC 3339 time (2026-11-01T02:30:00+01:00)"
+            )
+        })
 }
