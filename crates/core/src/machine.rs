@@ -5,17 +5,20 @@
 //! view simply does not apply.
 //!
 //! ```text
-//!             start_etl            last step ok -> end_etl
-//!   queued ─────────────▶ running ─────────────────────────▶ succeeded
-//!     │                    │  │ step failed -> error_handler
-//!     │ cancel             │  └────────────────────────────▶ failed ──┐
-//!     ▼                    │ cancel                                   │ retry
-//!  canceled ◀──────────────┘                         running ◀────────┘
+//!   waiting ──slot frees──▶ queued          (a new run of a limited sequence
+//!     │ cancel                 │             may also be recorded `skipped`)
+//!     ▼                        │ start_etl            last step ok -> end_etl
+//!  canceled ◀── cancel ── queued/running ─────────────────────────▶ succeeded
+//!                              │ step failed, retries spent -> error_handler
+//!                              └──────────────────────────────────▶ failed ──┐
+//!                                                      running ◀── retry ────┘
 //! ```
 //!
-//! Who moves a run out of each state: `queued` — the worker handling
-//! `start_etl` (or a cancel); `running` — the worker handling `end_etl` or
-//! `error_handler` (or a cancel); `failed` — only an operator's retry.
+//! Who moves a run out of each state: `waiting` — the hand-over of a freed
+//! slot (the tracker's admission, not this module), or a cancel; `queued` —
+//! the worker handling `start_etl` (or a cancel); `running` — the worker
+//! handling `end_etl` or `error_handler` (or a cancel); `failed` — only an
+//! operator's retry (within the sequence's limit). `skipped` is final.
 
 use crate::message::Message;
 use crate::retry::RetryPolicy;
@@ -165,6 +168,7 @@ pub fn on_start(run: RunView) -> Decision {
             ..Plan::default()
         }),
         RunState::Running => Decision::Drop("run already started (duplicate start_etl)"),
+        RunState::Waiting => Decision::Drop("run waits for a slot (stale start_etl); it starts when admitted"),
         _ => Decision::Drop("run already finished"),
     }
 }
