@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use scheduler_broker::Transport;
 use scheduler_producer::{Project, Slot};
 use scheduler_schedule::{Fate, Schedule, catch_up, fire_at, slots_between};
-use scheduler_tracker::{Admitted, Store};
+use scheduler_tracker::{Admitted, Cursor, Store};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,7 @@ pub async fn run(
     reload: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let mut schedules = load(&project)?;
+    let mut registered = false;
     tracing::info!(schedules = schedules.len(), "beat started");
     let mut ticker = tokio::time::interval(config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -91,6 +92,7 @@ pub async fn run(
                     Ok(s) => {
                         tracing::info!(schedules = s.len(), "schedules.json re-read");
                         schedules = s;
+                        registered = false;
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "schedules.json not re-read; keeping the schedules read before"),
                 }
@@ -100,10 +102,37 @@ pub async fn run(
         }
         if late_look.elapsed() >= config.late_after.min(std::time::Duration::from_secs(10)) {
             late_look = tokio::time::Instant::now();
-            flag_late(&*store, &schedules, config.late_after).await;
+            flag_late(&*store, config.late_after).await;
         }
-        for schedule in schedules.iter().filter(|s| s.enabled) {
-            match pass(&*store, &*transport, &project, &config, schedule, Utc::now()).await {
+        let enabled: Vec<&Schedule> = schedules.iter().filter(|s| s.enabled).collect();
+        if enabled.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = enabled.iter().map(|s| s.name.clone()).collect();
+        if !registered {
+            match store.register_schedules(&names).await {
+                Ok(()) => registered = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not register the schedules; trying again");
+                    continue;
+                }
+            }
+        }
+        // Every cursor in one query per tick, whatever the number of schedules.
+        let cursors = match store.schedule_cursors(&names).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the schedules' cursors; trying again");
+                continue;
+            }
+        };
+        for schedule in enabled {
+            let Some((_, cursor)) = cursors.iter().find(|(n, _)| *n == schedule.name) else {
+                // Removed from the record under us (a test's cleanup): register again.
+                registered = false;
+                continue;
+            };
+            match pass(&*store, &*transport, &project, &config, schedule, cursor, Utc::now()).await {
                 Ok(p) if p != Pass::default() => tracing::debug!(schedule = %schedule.name, ?p, "slots recorded"),
                 Ok(_) => {}
                 Err(e) => {
@@ -116,23 +145,21 @@ pub async fn run(
 
 /// Flags the slots whose run has not started `after` they fired, once,
 /// with a warning an operator (or a log alert) sees.
-async fn flag_late(store: &dyn Store, schedules: &[Schedule], after: std::time::Duration) {
-    for schedule in schedules {
-        match store.flag_late_slots(&schedule.name, after).await {
-            Ok(late) => {
-                for slot in late {
-                    tracing::warn!(
-                        schedule = %schedule.name,
-                        slot = %slot.slot_at,
-                        run_id = %slot.run_id,
-                        state = %slot.state,
-                        late_after_secs = after.as_secs(),
-                        "slot late: its run has not started (every worker busy or down?)"
-                    );
-                }
+async fn flag_late(store: &dyn Store, after: std::time::Duration) {
+    match store.flag_late_slots(after).await {
+        Ok(late) => {
+            for slot in late {
+                tracing::warn!(
+                    schedule = %slot.schedule,
+                    slot = %slot.slot_at,
+                    run_id = %slot.run_id,
+                    state = %slot.state,
+                    late_after_secs = after.as_secs(),
+                    "slot late: its run has not started (every worker busy or down?)"
+                );
             }
-            Err(e) => tracing::debug!(error = %e, "could not look for late slots"),
         }
+        Err(e) => tracing::debug!(error = %e, "could not look for late slots"),
     }
 }
 
@@ -143,9 +170,9 @@ pub async fn pass(
     project: &Project,
     config: &BeatConfig,
     schedule: &Schedule,
+    cursor: &Cursor,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Pass> {
-    let cursor = store.schedule_cursor(&schedule.name).await?;
     let after = cursor.last_slot.unwrap_or(cursor.first_seen);
     // The newest due slots only, if a scheduler was away for very long.
     let due: Vec<DateTime<Utc>> = slots_between(schedule, after, now, 10_000)

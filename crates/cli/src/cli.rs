@@ -117,6 +117,9 @@ pub enum Command {
         limit: u32,
         #[arg(long)]
         sequence: Option<String>,
+        /// Only the runs this schedule started (its slots and backfills).
+        #[arg(long)]
+        schedule: Option<String>,
         /// waiting, queued, running, succeeded, failed, canceled or skipped
         #[arg(long)]
         state: Option<String>,

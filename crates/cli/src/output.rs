@@ -38,6 +38,10 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             _ => format!("-/{}", r.step_count),
         };
         let note = run_note(r);
+        let trigger = match r.logical_date {
+            Some(at) => format!("{} for {}", r.trigger, time(Some(at))),
+            None => r.trigger.clone(),
+        };
         let _ = writeln!(
             out,
             "{:<36}  {:<20}  {:<9}  {:<19}  {:>8}  {:<6}  {note:<28}  {}",
@@ -47,7 +51,7 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
             time(Some(r.created_at)),
             duration(r.duration_ms),
             step,
-            r.trigger
+            trigger
         );
     }
     out
@@ -76,12 +80,18 @@ pub fn run_detail(d: &RunDetail) -> String {
     let _ = writeln!(out, "sequence  {}", r.sequence);
     let _ = writeln!(out, "state     {}", r.state);
     let _ = writeln!(out, "trigger   {}", r.trigger);
-    if let (Some(schedule), Some(slot)) = (&r.schedule, r.logical_date) {
-        let _ = writeln!(
-            out,
-            "schedule  {schedule}, slot {} UTC (its logical date)",
-            time(Some(slot))
-        );
+    match (&r.schedule, r.logical_date) {
+        (Some(schedule), Some(slot)) => {
+            let _ = writeln!(
+                out,
+                "schedule  {schedule}, slot {} UTC (its logical date)",
+                time(Some(slot))
+            );
+        }
+        (None, Some(at)) => {
+            let _ = writeln!(out, "logical   {} UTC (given at start)", time(Some(at)));
+        }
+        _ => {}
     }
     let _ = writeln!(
         out,

@@ -235,6 +235,14 @@ fn a_backfill_creates_one_run_per_slot_once_and_obeys_the_concurrency_policy() {
     assert_eq!(runs.len(), 7);
     // 06:00 in Madrid is 05:00 UTC in November.
     assert_eq!(slots[0].1.to_rfc3339(), "2026-11-01T05:00:00+00:00");
+    // `runs --schedule` lists that schedule's runs only, with their slot.
+    let listed: serde_json::Value =
+        serde_json::from_slice(&env.run(&["runs", "--schedule", "daily", "--json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 7, "{listed:#}");
+    let table = String::from_utf8_lossy(&env.run(&["runs", "--schedule", "daily"]).stdout).into_owned();
+    assert!(table.contains("schedule:daily for 2026-11-07 05:00:00"), "{table}");
+    let none = String::from_utf8_lossy(&env.run(&["runs", "--schedule", "daily_one"]).stdout).into_owned();
+    assert!(none.contains("no runs recorded yet"), "{none}");
     // With no worker, the first run holds the only slot: the others are skipped.
     let out = env.run(&["backfill", "daily_one", "--from", "2026-11-01", "--to", "2026-11-03"]);
     let said = String::from_utf8_lossy(&out.stdout);

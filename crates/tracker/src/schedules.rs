@@ -62,31 +62,52 @@ pub struct SlotView {
     pub late_at: Option<DateTime<Utc>>,
 }
 
-/// The schedule's cursor, registering the schedule on first sight.
-pub(crate) async fn schedule_cursor(t: &Tracker, name: &str) -> Result<Cursor> {
-    sqlx::query("INSERT INTO schedules (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
+/// Registers schedules on first sight (their `first_seen` is now: slots
+/// before it are not caught up); those known already are left alone.
+pub(crate) async fn register_schedules(t: &Tracker, names: &[String]) -> Result<()> {
+    sqlx::query("INSERT INTO schedules (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING")
+        .bind(names)
         .execute(&t.pool)
         .await?;
-    let row: CursorRow = sqlx::query_as(
-        "SELECT s.first_seen, s.paused, s.paused_at, s.resumed_at,
-                (SELECT max(slot_at) FROM schedule_slots WHERE schedule = $1) AS last_slot
-           FROM schedules s WHERE s.name = $1",
+    Ok(())
+}
+
+/// The cursors of the registered schedules among `names`, in one query.
+pub(crate) async fn schedule_cursors(t: &Tracker, names: &[String]) -> Result<Vec<(String, Cursor)>> {
+    let rows: Vec<CursorRow> = sqlx::query_as(
+        "SELECT s.name, s.first_seen, s.paused, s.paused_at, s.resumed_at,
+                (SELECT max(slot_at) FROM schedule_slots WHERE schedule = s.name) AS last_slot
+           FROM schedules s WHERE s.name = ANY($1)",
     )
-    .bind(name)
-    .fetch_one(&t.pool)
+    .bind(names)
+    .fetch_all(&t.pool)
     .await?;
-    Ok(Cursor {
-        first_seen: row.first_seen,
-        last_slot: row.last_slot,
-        paused: row.paused,
-        paused_at: row.paused_at,
-        resumed_at: row.resumed_at,
-    })
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let cursor = Cursor {
+                first_seen: row.first_seen,
+                last_slot: row.last_slot,
+                paused: row.paused,
+                paused_at: row.paused_at,
+                resumed_at: row.resumed_at,
+            };
+            (row.name, cursor)
+        })
+        .collect())
+}
+
+/// One schedule's cursor, registering it on first sight.
+pub(crate) async fn schedule_cursor(t: &Tracker, name: &str) -> Result<Cursor> {
+    let names = [name.to_string()];
+    register_schedules(t, &names).await?;
+    let mut found = schedule_cursors(t, &names).await?;
+    Ok(found.pop().map(|(_, c)| c).ok_or(sqlx::Error::RowNotFound)?)
 }
 
 #[derive(FromRow)]
 struct CursorRow {
+    name: String,
     first_seen: DateTime<Utc>,
     paused: bool,
     paused_at: Option<DateTime<Utc>>,
@@ -213,23 +234,26 @@ pub(crate) async fn schedule_slots(t: &Tracker, schedule: &str, limit: i64) -> R
 /// A slot flagged late: its run had not started `after` its recording.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct LateSlot {
+    pub schedule: String,
     pub slot_at: DateTime<Utc>,
     pub run_id: Uuid,
     pub state: String,
 }
 
-/// Flags (once) the slots of `schedule` whose run is still `queued` or
-/// `waiting` more than `after` after the slot was recorded; returns them.
-pub(crate) async fn flag_late_slots(t: &Tracker, schedule: &str, after: std::time::Duration) -> Result<Vec<LateSlot>> {
+/// Flags (once) the slots whose run is still `queued` or `waiting` more
+/// than `after` after the slot was recorded; returns them. It starts from
+/// the runs that have not started (few), not from the ledger (every slot
+/// ever fired).
+pub(crate) async fn flag_late_slots(t: &Tracker, after: std::time::Duration) -> Result<Vec<LateSlot>> {
     Ok(sqlx::query_as::<_, LateSlot>(
         "UPDATE schedule_slots s SET late_at = now()
            FROM runs r
-          WHERE s.schedule = $1 AND s.run_id = r.id AND s.late_at IS NULL
-            AND s.fate IN ('started', 'backfilled') AND r.state IN ('queued', 'waiting')
-            AND s.recorded_at < now() - make_interval(secs => $2)
-      RETURNING s.slot_at, r.id AS run_id, r.state",
+          WHERE r.state IN ('queued', 'waiting') AND r.schedule IS NOT NULL
+            AND s.run_id = r.id AND s.late_at IS NULL
+            AND s.fate IN ('started', 'backfilled')
+            AND s.recorded_at < now() - make_interval(secs => $1)
+      RETURNING s.schedule, s.slot_at, r.id AS run_id, r.state",
     )
-    .bind(schedule)
     .bind(after.as_secs_f64())
     .fetch_all(&t.pool)
     .await?)

@@ -51,6 +51,10 @@ pub trait Store: Send + Sync + 'static {
     // --- schedules
     /// Where a schedule stands (registered on first sight).
     async fn schedule_cursor(&self, name: &str) -> Result<Cursor>;
+    /// Registers schedules on first sight; the known ones are left alone.
+    async fn register_schedules(&self, names: &[String]) -> Result<()>;
+    /// The cursors of the registered schedules among `names`, in one query.
+    async fn schedule_cursors(&self, names: &[String]) -> Result<Vec<(String, Cursor)>>;
     /// Records the fate of a slot that starts no run; false if recorded already.
     async fn record_slot(&self, schedule: &str, slot: DateTime<Utc>, fate: &str, note: Option<&str>) -> Result<bool>;
     /// Fires a slot: its ledger row and its run in one transaction; `None`
@@ -72,7 +76,7 @@ pub trait Store: Send + Sync + 'static {
     async fn schedule_states(&self) -> Result<Vec<ScheduleState>>;
     /// Flags (once) the slots whose run has not started `after` the slot
     /// was recorded; returns them.
-    async fn flag_late_slots(&self, schedule: &str, after: Duration) -> Result<Vec<LateSlot>>;
+    async fn flag_late_slots(&self, after: Duration) -> Result<Vec<LateSlot>>;
     /// [`Store::apply`] for a decision that restarts a run (an operator's
     /// retry): applied only if the run's sequence has a free slot, atomically
     /// with every start of the sequence; `Ok(Err(why))` when it has none.
@@ -171,6 +175,12 @@ impl Store for Tracker {
     async fn schedule_cursor(&self, name: &str) -> Result<Cursor> {
         crate::schedules::schedule_cursor(self, name).await
     }
+    async fn register_schedules(&self, names: &[String]) -> Result<()> {
+        crate::schedules::register_schedules(self, names).await
+    }
+    async fn schedule_cursors(&self, names: &[String]) -> Result<Vec<(String, Cursor)>> {
+        crate::schedules::schedule_cursors(self, names).await
+    }
     async fn record_slot(&self, schedule: &str, slot: DateTime<Utc>, fate: &str, note: Option<&str>) -> Result<bool> {
         crate::schedules::record_slot(self, schedule, slot, fate, note).await
     }
@@ -195,8 +205,8 @@ impl Store for Tracker {
     async fn schedule_states(&self) -> Result<Vec<ScheduleState>> {
         crate::schedules::schedule_states(self).await
     }
-    async fn flag_late_slots(&self, schedule: &str, after: Duration) -> Result<Vec<LateSlot>> {
-        crate::schedules::flag_late_slots(self, schedule, after).await
+    async fn flag_late_slots(&self, after: Duration) -> Result<Vec<LateSlot>> {
+        crate::schedules::flag_late_slots(self, after).await
     }
     async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
         crate::slots::apply_within_limit(self, write).await

@@ -105,6 +105,8 @@ pub struct WorkerView {
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub sequence: Option<String>,
+    /// The runs one schedule started (its slots and backfills).
+    pub schedule: Option<String>,
     pub state: Option<RunState>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -144,6 +146,9 @@ pub(crate) async fn list_runs(t: &Tracker, f: &RunFilter) -> Result<Vec<RunSumma
     q.push(RUN_COLUMNS).push(" FROM runs WHERE true");
     if let Some(s) = &f.sequence {
         q.push(" AND sequence = ").push_bind(s.clone());
+    }
+    if let Some(s) = &f.schedule {
+        q.push(" AND schedule = ").push_bind(s.clone());
     }
     if let Some(s) = f.state {
         q.push(" AND state = ").push_bind(s.as_str());

@@ -16,6 +16,14 @@
   document.addEventListener("htmx:sseOpen", function () {
     document.body.classList.add("live-on");
   });
+  // A live refresh of the schedules never wipes a note being typed.
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var el = e.detail.elt;
+    var active = document.activeElement;
+    if (el && el.id === "schedule-cards" && active && el.contains(active) && active.value) {
+      e.preventDefault();
+    }
+  });
   document.addEventListener("htmx:sseError", function () {
     document.body.classList.remove("live-on");
   });

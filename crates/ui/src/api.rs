@@ -1,7 +1,7 @@
 //! The JSON API under `/api/v1`, over the same loaders and actions as the
 //! pages. Shapes:
 //!
-//! - `GET  /runs?sequence=&state=&since=&until=&before=&limit=` →
+//! - `GET  /runs?sequence=&schedule=&state=&since=&until=&before=&limit=` →
 //!   `{"runs": [RunSummary], "next": "<cursor>" | null}`; pass `next` back as
 //!   `before` for the next (older) page. `limit` is 1..=200 (default 50).
 //!   A `RunSummary`'s `state` is one of `waiting` (for a slot of its

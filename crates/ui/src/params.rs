@@ -26,6 +26,7 @@ pub(crate) fn run_id(raw: &str) -> Result<Uuid, Problem> {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub(crate) struct RunsQuery {
     pub sequence: Option<String>,
+    pub schedule: Option<String>,
     pub state: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -58,6 +59,7 @@ impl RunsQuery {
         };
         let filter = RunFilter {
             sequence: given(&self.sequence).map(str::to_string),
+            schedule: given(&self.schedule).map(str::to_string),
             state,
             since: given(&self.since).map(|s| time("since", s)).transpose()?,
             until: given(&self.until).map(|s| time("until", s)).transpose()?,
@@ -81,6 +83,7 @@ impl RunsQuery {
         };
         let pairs: Vec<(&str, &str)> = [
             ("sequence", given(&q.sequence)),
+            ("schedule", given(&q.schedule)),
             ("state", given(&q.state)),
             ("since", given(&q.since)),
             ("until", given(&q.until)),

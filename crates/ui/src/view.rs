@@ -31,6 +31,10 @@ pub(crate) struct RunRow {
     /// `(step number, queue)`: its next step waits on a queue no live
     /// worker serves.
     pub waiting_on: Option<(i32, String)>,
+    /// The schedule that started it, if one did.
+    pub schedule: Option<String>,
+    /// Its logical date (a scheduled or backfilled slot, or `--logical-date`).
+    pub logical_date: Option<String>,
 }
 
 impl RunRow {
@@ -64,6 +68,8 @@ impl RunRow {
             // The step that waits is the last one queued: one past the
             // steps done.
             waiting_on: r.waiting_on.clone().map(|q| (r.current_step.map_or(1, |s| s + 1), q)),
+            schedule: r.schedule.clone(),
+            logical_date: r.logical_date.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
         }
     }
 }

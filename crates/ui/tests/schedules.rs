@@ -228,8 +228,40 @@ async fn recorded_slots_are_cells_coloured_by_fate_linking_to_their_runs() {
             .unwrap()
     );
 
+    // The started slot's run was late, and it is the schedule's.
+    sqlx::query("UPDATE schedule_slots SET late_at = $2 WHERE slot_at = $1")
+        .bind(at(3))
+        .bind(at(3) + Duration::seconds(75))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET schedule = 'every_two', logical_date = $2 WHERE id = $1")
+        .bind(run)
+        .bind(at(3))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let other = app.start("quick").await;
+    let runs = app.get("/?schedule=every_two").await;
+    assert!(
+        runs.body.contains("⏱ every_two</a>") && runs.body.contains("for 2026-11-27 10:06 UTC"),
+        "{}",
+        runs.body
+    );
+    assert!(runs.body.contains(&run.to_string()) && !runs.body.contains(&other.to_string()));
+    let api = app.get("/api/v1/runs?schedule=every_two").await.json();
+    assert_eq!(api["runs"].as_array().map(Vec::len), Some(1), "{api}");
+    assert!(
+        app.get("/?schedule=nope")
+            .await
+            .body
+            .contains("No runs match this filter.")
+    );
+
     let page = app.get("/schedules").await;
     assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("1 of the last 5 slots late"), "{}", page.body);
+    assert!(page.body.contains("href=\"/?schedule=every_two\""));
     let body = &page.body[page.body.find("<div class=\"slot-strip\">").expect("a strip of slots")..];
     let pos = |needle: &str| {
         body.find(needle)
@@ -239,7 +271,7 @@ async fn recorded_slots_are_cells_coloured_by_fate_linking_to_their_runs() {
         pos("<span class=\"slot-cell f-missed\" title=\"Fri 2026-11-27 11:00:00 CET · missed · no scheduler ran\"");
     let coalesced = pos("<span class=\"slot-cell f-coalesced\" title=\"Fri 2026-11-27 11:02:00 CET · coalesced\"");
     let paused = pos("<span class=\"slot-cell f-paused\"");
-    let started = pos(&format!("<a class=\"slot-cell f-started\" href=\"/runs/{run}\""));
+    let started = pos(&format!("<a class=\"slot-cell f-started late\" href=\"/runs/{run}\""));
     let skipped = pos(
         "<span class=\"slot-cell f-skipped\" title=\"Fri 2026-11-27 11:08:00 CET · skipped · held by &#60;another&#62; run\"",
     );

@@ -13,6 +13,7 @@ pub async fn runs(
     g: &Global,
     limit: u32,
     sequence: Option<String>,
+    schedule: Option<String>,
     state: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -27,6 +28,7 @@ pub async fn runs(
     let runs = store
         .list_runs(&RunFilter {
             sequence,
+            schedule,
             state,
             limit,
             ..RunFilter::default()

@@ -38,9 +38,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs {
             limit,
             sequence,
+            schedule,
             state,
             json,
-        } => inspect::runs(&g, limit, sequence, state, json).await,
+        } => inspect::runs(&g, limit, sequence, schedule, state, json).await,
         Command::Show { run_id, json } => inspect::show(&g, &run_id, json).await,
         Command::Validate => validate::validate(&g),
         Command::Migrate => {

@@ -90,6 +90,7 @@ async fn table(state: &AppState, q: &RunsQuery) -> Result<RunsTable, Problem> {
         older,
         paged: filter.before.is_some(),
         filtered: filter.sequence.is_some()
+            || filter.schedule.is_some()
             || filter.state.is_some()
             || filter.since.is_some()
             || filter.until.is_some(),

@@ -204,6 +204,9 @@ struct Card {
     /// How many slots the record holds in all (at most [`RECENT_SLOTS`]).
     slot_count: usize,
     last: Option<String>,
+    /// The recent slots whose run had not started a while after they
+    /// fired, said in words; `None` when there were none.
+    late: Option<String>,
 }
 
 struct NextFire {
@@ -223,6 +226,7 @@ struct SlotCell {
     /// The tooltip: slot time, fate, note.
     title: String,
     run: Option<String>,
+    late: bool,
 }
 
 fn local(t: DateTime<Utc>, tz: Tz) -> String {
@@ -244,6 +248,17 @@ fn card(s: ScheduleInfo, now: DateTime<Utc>) -> Card {
             sl.fate
         )
     });
+    let late_slots: Vec<&SlotView> = s.recent_slots.iter().filter(|sl| sl.late_at.is_some()).collect();
+    let late = late_slots.first().map(|newest| {
+        format!(
+            "{} of the last {} slots late: their run had not started a while after the slot fired \
+             (every worker busy or down?); the newest, {}, was flagged {}",
+            late_slots.len(),
+            s.recent_slots.len(),
+            local(newest.slot_at, tz),
+            newest.late_at.map(|t| ago(t, now)).unwrap_or_default()
+        )
+    });
     let slots = s
         .recent_slots
         .iter()
@@ -254,6 +269,9 @@ fn card(s: ScheduleInfo, now: DateTime<Utc>) -> Card {
                 title.push_str(" · ");
                 title.push_str(note);
             }
+            if let Some(at) = sl.late_at {
+                title.push_str(&format!(" · late: its run had not started at {}", local(at, tz)));
+            }
             if sl.run_id.is_some() {
                 title.push_str(" · open its run");
             }
@@ -261,6 +279,7 @@ fn card(s: ScheduleInfo, now: DateTime<Utc>) -> Card {
                 fate: sl.fate.clone(),
                 title,
                 run: sl.run_id.map(|id| id.to_string()),
+                late: sl.late_at.is_some(),
             }
         })
         .collect();
@@ -278,6 +297,7 @@ fn card(s: ScheduleInfo, now: DateTime<Utc>) -> Card {
         slot_count: s.recent_slots.len(),
         slots,
         last,
+        late,
         name: s.name,
         sequence: s.sequence,
         cron: s.cron,
