@@ -92,8 +92,8 @@ impl Step {
 }
 
 /// How to run one module: the program (and fixed leading arguments), an
-/// optional timeout after which the whole process group is killed, and its
-/// retry policy.
+/// optional timeout after which the whole process group is killed, its
+/// retry policy, and where and with what environment it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModuleDef {
     /// `cmd[0]` is the program; the rest are fixed arguments placed before
@@ -107,6 +107,13 @@ pub struct ModuleDef {
     /// The queue its steps run on unless a step names another.
     #[serde(default)]
     pub queue: Option<String>,
+    /// The working directory, absolute or relative to the project directory
+    /// (which it replaces); a relative program path resolves against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Added to the module's environment (the worker's `ETL_*` win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +124,10 @@ struct RawModule {
     timeout_secs: Option<u64>,
     #[serde(default)]
     queue: Option<String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +144,8 @@ pub struct Modules(BTreeMap<String, ModuleDef>);
 impl Modules {
     /// Parses `modules.json`: `{"<name>": {"cmd": "./x.sh"}}`, where `cmd` is
     /// one program path (taken verbatim, never split on spaces) or a list
-    /// `["python3", "load.py"]`, and `timeout_secs` is optional.
+    /// `["python3", "load.py"]`; `timeout_secs`, `queue`, `cwd` (a directory)
+    /// and `env` (an object of strings) are optional.
     pub fn parse(file: &str, text: &str) -> Result<Modules, DefinitionError> {
         let raw: BTreeMap<String, serde_json::Value> = parse_json(
             file,
@@ -157,7 +169,10 @@ impl Modules {
             };
             RetryPolicy::default().with(&retry).map_err(&bad)?;
             let module: RawModule = serde_json::from_value(value).map_err(|e| {
-                bad(format!("{e}; expected {{\"cmd\": \"./program\"}} or {{\"cmd\": [\"program\", \"arg\"], \"timeout_secs\": 600}}"))
+                bad(format!(
+                    "{e}; expected {{\"cmd\": \"./program\"}} or {{\"cmd\": [\"program\", \"arg\"], \"timeout_secs\": 600, \
+                     \"cwd\": \"dir\", \"env\": {{\"NAME\": \"value\"}}}}"
+                ))
             })?;
             let cmd = match module.cmd {
                 RawCmd::Program(p) => vec![p],
@@ -174,6 +189,7 @@ impl Modules {
             if let Some(queue) = &module.queue {
                 check_queue(queue).map_err(|e| bad(format!("\"queue\": {e}")))?;
             }
+            check_cwd_and_env(module.cwd.as_deref(), &module.env).map_err(&bad)?;
             modules.insert(
                 name,
                 ModuleDef {
@@ -181,6 +197,8 @@ impl Modules {
                     timeout_secs: module.timeout_secs,
                     retry,
                     queue: module.queue,
+                    cwd: module.cwd,
+                    env: module.env,
                 },
             );
         }
@@ -215,6 +233,8 @@ impl Modules {
                             timeout_secs: None,
                             retry: RetrySettings::default(),
                             queue: None,
+                            cwd: None,
+                            env: BTreeMap::new(),
                         },
                     )
                 })
@@ -349,6 +369,8 @@ impl Sequence {
                     timeout_secs: None,
                     retry: RetrySettings::default(),
                     queue: None,
+                    cwd: None,
+                    env: BTreeMap::new(),
                 });
                 let queue = step
                     .queue
@@ -378,6 +400,8 @@ impl Sequence {
                     timeout_secs: module.timeout_secs,
                     retry,
                     queue: Some(queue),
+                    cwd: module.cwd,
+                    env: module.env,
                 }
             })
             .collect();
@@ -427,10 +451,40 @@ pub struct SnapshotStep {
     /// have none: the run's queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// The module's working directory (absolute, or relative to the
+    /// worker's project directory); none: the project directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The module's own environment additions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 fn no_retry() -> RetryPolicy {
     RetryPolicy::default()
+}
+
+/// A module's `cwd` and `env`: what `chdir` and the environment can take.
+fn check_cwd_and_env(cwd: Option<&str>, env: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(cwd) = cwd {
+        if cwd.trim().is_empty() {
+            return Err("\"cwd\" is empty; give a directory, or leave it out to run in the project directory".into());
+        }
+        if cwd.contains('\0') {
+            return Err("\"cwd\" contains a NUL byte".into());
+        }
+    }
+    for (name, value) in env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "\"env\": {name:?} is not a variable name; a name is not empty and has no '=' or NUL"
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!("\"env\": the value of {name} contains a NUL byte"));
+        }
+    }
+    Ok(())
 }
 
 /// One step of a sequence file, checked against `modules`.
@@ -702,12 +756,44 @@ mod tests {
     }
 
     #[test]
+    fn a_module_cwd_and_env_reach_the_snapshot_and_old_snapshots_still_read() {
+        let mods = Modules::parse(
+            "modules.json",
+            r#"{"job":{"cmd":["./job.sh","hello"],"cwd":"sub dir","env":{"FOO":"bar","PATH":"/bin"}},"plain":{"cmd":"./p"}}"#,
+        )
+        .unwrap();
+        let seq = Sequence::parse("s", "f", r#"[{"module_name":"job"},{"module_name":"plain"}]"#, &mods).unwrap();
+        let snap = seq.snapshot(&mods, "etl");
+        assert_eq!(snap.steps[0].cwd.as_deref(), Some("sub dir"));
+        assert_eq!(snap.steps[0].env["FOO"], "bar");
+        assert_eq!(snap.steps[0].argv, ["./job.sh", "hello"]);
+        // Steps without them say nothing, so the stored JSON is unchanged.
+        let json = serde_json::to_value(&snap).unwrap();
+        assert!(json["steps"][1].get("cwd").is_none() && json["steps"][1].get("env").is_none());
+        assert_eq!(json["steps"][0]["env"]["PATH"], "/bin");
+        let back: Snapshot = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, snap);
+        let mut old = json;
+        for step in old["steps"].as_array_mut().unwrap() {
+            let step = step.as_object_mut().unwrap();
+            step.remove("cwd");
+            step.remove("env");
+        }
+        let old: Snapshot = serde_json::from_value(old).unwrap();
+        assert_eq!((old.steps[0].cwd.as_ref(), old.steps[0].env.len()), (None, 0));
+    }
+
+    #[test]
     fn bad_modules_say_which_module_and_what_to_fix() {
         let err = |t: &str| Modules::parse("modules.json", t).unwrap_err().to_string();
         assert!(err(r#"{"a":{"cmd":""}}"#).contains("module \"a\": \"cmd\" is empty"));
         assert!(err(r#"{"a":{"command":"x"}}"#).contains("module \"a\""));
         assert!(err(r#"{"a":{"cmd":"x","timeout_secs":0}}"#).contains("at least 1"));
         assert!(err(r#"{"a":{"cmd":"x","queue":""}}"#).contains("module \"a\": \"queue\""));
+        assert!(err(r#"{"a":{"cmd":"x","cwd":" "}}"#).contains("module \"a\": \"cwd\" is empty"));
+        assert!(err(r#"{"a":{"cmd":"x","env":{"A=B":"c"}}}"#).contains("\"env\": \"A=B\" is not a variable name"));
+        assert!(err(r#"{"a":{"cmd":"x","env":{"":"c"}}}"#).contains("is not a variable name"));
+        assert!(err(r#"{"a":{"cmd":"x","env":{"A":1}}}"#).contains("module \"a\""));
         assert!(err(r#"["a"]"#).contains("expected an object"));
         assert!(err("{").contains("modules.json: invalid JSON at line 1"));
     }
