@@ -138,6 +138,8 @@ struct Row {
     limited: Option<bool>,
     logical_date: Option<String>,
     schedule: Option<String>,
+    cwd: Option<String>,
+    env: Option<crate::executions::ModuleEnv>,
 }
 
 // The statement, assembled from one copy of each fragment into the shape a
@@ -225,7 +227,8 @@ const CANCEL_QUEUED: &str = "c AS (
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
        q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue,
        q.queue AS exec_queue, q.state AS exec_state, r.snapshot->'concurrency' ? 'max_concurrent' AS limited,
-       r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule
+       r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule,
+       r.snapshot->'steps'->($19::int)->>'cwd' AS cwd, r.snapshot->'steps'->($19::int)->'env' AS env
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -342,6 +345,8 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
             retry: row.retry.unwrap_or(0).max(0) as u32,
             logical_date: row.logical_date.clone(),
             schedule: row.schedule.clone(),
+            cwd: row.cwd.clone(),
+            env: crate::executions::env_pairs(row.env.clone()),
         }),
         _ => None,
     };

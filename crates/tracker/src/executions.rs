@@ -37,6 +37,10 @@ pub struct Claimed {
     /// `ETL_LOGICAL_DATE` and `ETL_SCHEDULE`.
     pub logical_date: Option<String>,
     pub schedule: Option<String>,
+    /// The module's working directory and environment additions, from the
+    /// run's snapshot (none: the project directory, nothing added).
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// [`Claimed`] as a statement returns it.
@@ -50,6 +54,17 @@ pub(crate) struct ClaimedRow {
     pub retry: i32,
     pub logical_date: Option<String>,
     pub schedule: Option<String>,
+    pub cwd: Option<String>,
+    pub env: Option<ModuleEnv>,
+}
+
+/// A snapshot step's `env` object, decoded strictly (a value that is not a
+/// string is an error, never a guess).
+pub(crate) type ModuleEnv = sqlx::types::Json<std::collections::BTreeMap<String, String>>;
+
+/// The pairs of a snapshot step's `env`, in name order.
+pub(crate) fn env_pairs(env: Option<ModuleEnv>) -> Vec<(String, String)> {
+    env.map(|e| e.0.into_iter().collect()).unwrap_or_default()
 }
 
 impl From<ClaimedRow> for Claimed {
@@ -63,6 +78,8 @@ impl From<ClaimedRow> for Claimed {
             retry: r.retry.max(0) as u32,
             logical_date: r.logical_date,
             schedule: r.schedule,
+            cwd: r.cwd,
+            env: env_pairs(r.env),
         }
     }
 }
@@ -109,7 +126,8 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
           WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state = 'queued'
             AND r.id = e.run_id AND r.state = 'running'
       RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
-                r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule",
+                r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule,
+                r.snapshot->'steps'->(e.step)->>'cwd' AS cwd, r.snapshot->'steps'->(e.step)->'env' AS env",
     )
     .bind(key.run_id)
     .bind(key.step as i32)

@@ -10,9 +10,12 @@ use scheduler_executor::{Ending, Outcome, Spec};
 use scheduler_tracker::{Claimed, ExecKey, ExecResult};
 use std::time::Duration;
 
-/// The process spec of a claimed step.
+/// The process spec of a claimed step: it runs in the module's `cwd`
+/// (relative to the project directory, which is the default), where a
+/// relative program path is also resolved, with the module's `env` added
+/// and the `ETL_*` variables over it.
 pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
-    let mut env = vec![
+    let mut etl = vec![
         ("ETL_RUN_ID".into(), key.run_id.to_string()),
         ("ETL_SEQUENCE".into(), claimed.sequence.clone()),
         ("ETL_STEP".into(), key.step.to_string()),
@@ -21,14 +24,29 @@ pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
         (WORKER_ENV.into(), ctx.worker_id.to_string()),
     ];
     if let Some(date) = &claimed.logical_date {
-        env.push(("ETL_LOGICAL_DATE".into(), date.clone()));
+        etl.push(("ETL_LOGICAL_DATE".into(), date.clone()));
     }
     if let Some(schedule) = &claimed.schedule {
-        env.push(("ETL_SCHEDULE".into(), schedule.clone()));
+        etl.push(("ETL_SCHEDULE".into(), schedule.clone()));
     }
+    // The module's own names are left out rather than overridden: the
+    // executor also finds an escaped daemon by every pair of `env`, so each
+    // name appears once, with the value the module really gets.
+    let mut env: Vec<(String, String)> = claimed
+        .env
+        .iter()
+        .filter(|(name, _)| !etl.iter().any(|(n, _)| n == name))
+        .cloned()
+        .collect();
+    env.extend(etl);
+    let cwd = match &claimed.cwd {
+        // `join` keeps an absolute cwd as it is.
+        Some(dir) => ctx.project.dir().join(dir),
+        None => ctx.project.dir().to_path_buf(),
+    };
     Spec {
         argv: claimed.argv.clone(),
-        cwd: ctx.project.dir().to_path_buf(),
+        cwd,
         env,
         timeout: claimed
             .timeout_secs
