@@ -1,9 +1,11 @@
 //! Schedules, pure: `schedules.json` parsed and validated (`definition`),
-//! and the slot arithmetic (`slots`): fire times in a schedule's timezone,
+//! the slot arithmetic (`slots`): fire times in a schedule's timezone,
 //! the jitter offset every instance agrees on, and the fate of the slots a
-//! scheduler finds due. No I/O and no clock: callers pass text and times in,
-//! so daylight-saving days are unit-tested with fixed dates.
+//! scheduler finds due; and the plan that replaces a crontab (`crontab`).
+//! No I/O and no clock: callers pass text and times in, so daylight-saving
+//! days are unit-tested with fixed dates.
 
+pub mod crontab;
 pub mod definition;
 pub mod slots;
 
