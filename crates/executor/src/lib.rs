@@ -2,8 +2,8 @@
 //!
 //! Every process the scheduler starts is started here. A module is any executable, run as
 //! `argv[0] argv[1..]` with no shell in between, in a process group of its own. While it runs, each
-//! line it writes is forwarded to `tracing` (target `module_output`) and the last bytes of each stream
-//! are kept for the run record. A timeout or a cancellation kills the whole group (SIGTERM, a grace
+//! line it writes is forwarded to `tracing` (target `module_output`), every byte goes to the spec's
+//! [`LogSink`] (if any), and the last bytes of each stream are kept for the run record. A timeout or a cancellation kills the whole group (SIGTERM, a grace
 //! period, SIGKILL), and whatever the module left behind in its group when it exited is killed and
 //! reported too.
 //!
@@ -76,6 +76,44 @@ pub struct Spec {
     /// Put into the `label` field of every forwarded output line, so log lines can be told apart
     /// (e.g. `run=<uuid> step=1 module=extract`).
     pub log_label: String,
+    /// Receives every byte the module writes, as it is read; `None` keeps only the tails.
+    pub log: Option<LogTap>,
+}
+
+/// Which pipe a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a module's whole output goes while it runs (the worker ships it to
+/// the record). `write` is called from the pipe readers for every read, so
+/// it must not block: a sink that cannot keep up drops bytes and counts
+/// them, it never slows the module down. Each reader holds a clone of the
+/// [`LogTap`] and drops it when its pipe is done: a sink learns that the
+/// output has ended from its own `Drop` (once the spec's clone is gone too).
+pub trait LogSink: Send + Sync {
+    fn write(&self, stream: Stream, bytes: &[u8], at: std::time::SystemTime);
+}
+
+/// A shared [`LogSink`] in a [`Spec`].
+#[derive(Clone)]
+pub struct LogTap(pub std::sync::Arc<dyn LogSink>);
+
+impl std::fmt::Debug for LogTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogTap")
+    }
 }
 
 /// Kills a module's whole process group at once (SIGKILL), for a worker that

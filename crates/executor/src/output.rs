@@ -10,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::{LogTap, Stream};
+
 /// Longest line forwarded to `tracing`; the rest of a longer line is dropped.
 pub(crate) const MAX_LINE: usize = 4096;
 const CHUNK: usize = 64 * 1024;
@@ -129,7 +131,7 @@ pub(crate) struct Readers {
 }
 
 impl Readers {
-    pub(crate) fn start<O, E>(stdout: O, stderr: E, tail_bytes: usize, label: &str) -> Self
+    pub(crate) fn start<O, E>(stdout: O, stderr: E, tail_bytes: usize, label: &str, log: Option<LogTap>) -> Self
     where
         O: AsyncRead + Unpin + Send + 'static,
         E: AsyncRead + Unpin + Send + 'static,
@@ -138,20 +140,24 @@ impl Readers {
         let (stdout_eof, stderr_eof) = (CancellationToken::new(), CancellationToken::new());
         let stdout = tokio::spawn(read(
             stdout,
-            "stdout",
+            Stream::Stdout,
             tail_bytes,
             label.to_owned(),
+            log.clone(),
             stop.clone(),
             stdout_eof.clone(),
         ));
         let stderr = tokio::spawn(read(
             stderr,
-            "stderr",
+            Stream::Stderr,
             tail_bytes,
             label.to_owned(),
+            log.clone(),
             stop.clone(),
             stderr_eof.clone(),
         ));
+        // Each reader drops its clone of the sink when its pipe is done.
+        drop(log);
         Readers {
             stdout,
             stderr,
@@ -190,18 +196,19 @@ async fn join(handle: JoinHandle<Captured>) -> Captured {
 
 async fn read<R: AsyncRead + Unpin>(
     mut pipe: R,
-    stream: &'static str,
+    stream: Stream,
     tail_bytes: usize,
     label: String,
+    log: Option<LogTap>,
     stop: CancellationToken,
     eof: CancellationToken,
 ) -> Captured {
     let mut buf = vec![0u8; CHUNK];
     let mut tail = Tail::new(tail_bytes);
     let mut lines = Lines::default();
-    let log = |line: &[u8]| {
+    let trace = |line: &[u8]| {
         let line = String::from_utf8_lossy(line);
-        tracing::info!(target: "module_output", label = %label, stream, "{line}");
+        tracing::info!(target: "module_output", label = %label, stream = stream.as_str(), "{line}");
     };
     loop {
         let n = tokio::select! {
@@ -216,22 +223,25 @@ async fn read<R: AsyncRead + Unpin>(
             }
             Ok(n) => {
                 tail.push(&buf[..n]);
+                if let Some(tap) = &log {
+                    tap.0.write(stream, &buf[..n], std::time::SystemTime::now());
+                }
                 // Checked per chunk so a flood costs nothing when module output is filtered out.
                 if tracing::enabled!(target: "module_output", tracing::Level::INFO) {
-                    lines.feed(&buf[..n], log);
+                    lines.feed(&buf[..n], trace);
                 } else {
                     lines.reset();
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                tracing::warn!(label = %label, stream, error = %e, "could not read module output");
+                tracing::warn!(label = %label, stream = stream.as_str(), error = %e, "could not read module output");
                 eof.cancel();
                 break;
             }
         }
     }
-    lines.flush(log);
+    lines.flush(trace);
     let (tail, bytes) = tail.finish();
     Captured { tail, bytes }
 }

@@ -192,7 +192,7 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
     tracing::debug!(label = %spec.log_label, pid, program = %resolved.display(), "module started");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label);
+    let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label, spec.log.clone());
     Ok(Running::new(child, pid, started, &spec, readers))
 }
 

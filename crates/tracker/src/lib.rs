@@ -14,6 +14,7 @@
 //! - [`executions`]: claiming, leasing and the bookkeeping of one execution.
 //! - [`workers`]: registration and heartbeats (which also renew leases).
 //! - [`recovery`]: the reaper's lease and what it looks for.
+//! - [`retention`]: pruning finished runs in small batches; storage figures.
 //! - [`views`], [`ui_queries`]: read models for the CLI and the UI.
 //!
 //! Architecture invariants: all SQL of the project lives in this crate. Every
@@ -26,7 +27,9 @@
 pub mod apply;
 pub mod connect;
 pub mod executions;
+pub mod logs;
 pub mod recovery;
+pub mod retention;
 pub mod runs;
 pub mod schedules;
 pub mod slots;
@@ -38,7 +41,9 @@ pub mod workers;
 pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
 pub use executions::{Claimed, ExecKey, ExecResult};
+pub use logs::{LogPiece, LogRow, LogState, omitted_line};
 pub use recovery::{Expired, Stuck};
+pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
 pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
 pub use store::Store;

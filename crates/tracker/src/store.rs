@@ -22,7 +22,9 @@
 
 use crate::apply::{Write, Written};
 use crate::executions::{Claimed, ExecKey};
+use crate::logs::{LogPiece, LogRow, LogState};
 use crate::recovery::{Expired, Stuck};
+use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::{DurationHistogram, StateCounts};
@@ -47,6 +49,18 @@ pub trait Store: Send + Sync + 'static {
     async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>>;
     /// Sequences that have runs waiting for a slot.
     async fn waiting_sequences(&self) -> Result<Vec<String>>;
+
+    // --- logs
+    /// Records a batch of output pieces (of any executions) in one statement.
+    async fn append_logs(&self, pieces: &[LogPiece]) -> Result<()>;
+    /// Deletes a long log's middle: rows past `head_end` that end before `keep_from`.
+    async fn trim_log(&self, key: ExecKey, head_end: i64, keep_from: i64) -> Result<u64>;
+    /// Marks an execution's log complete: `total` bytes written.
+    async fn finish_log(&self, key: ExecKey, total: i64) -> Result<()>;
+    /// An execution's log rows from byte `from` on, at most `limit` rows.
+    async fn read_log(&self, key: ExecKey, from: i64, limit: i64) -> Result<Vec<LogRow>>;
+    /// Every execution of a run, with where its log stands.
+    async fn log_states(&self, run_id: Uuid) -> Result<Vec<LogState>>;
 
     // --- schedules
     /// Where a schedule stands (registered on first sight).
@@ -159,6 +173,22 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
     async fn close(&self);
+
+    // --- retention
+    /// Deletes (or, `dry_run`, counts) one batch of at most `limit` runs of
+    /// `retention`, after `from` (`None`: from the oldest), with their
+    /// executions and logs, in one short statement; never a run that is not
+    /// final, checked under the row lock. Call again with `next` until it
+    /// is `None`.
+    async fn prune_batch(
+        &self,
+        retention: &Retention,
+        from: Option<PruneCursor>,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<PruneBatch>;
+    /// How much is stored (runs, executions, logs), cheap at any size.
+    async fn storage_figures(&self) -> Result<StorageFigures>;
 }
 
 #[async_trait::async_trait]
@@ -171,6 +201,21 @@ impl Store for Tracker {
     }
     async fn waiting_sequences(&self) -> Result<Vec<String>> {
         crate::slots::waiting_sequences(self).await
+    }
+    async fn append_logs(&self, pieces: &[LogPiece]) -> Result<()> {
+        crate::logs::append_logs(self, pieces).await
+    }
+    async fn trim_log(&self, key: ExecKey, head_end: i64, keep_from: i64) -> Result<u64> {
+        crate::logs::trim_log(self, key, head_end, keep_from).await
+    }
+    async fn finish_log(&self, key: ExecKey, total: i64) -> Result<()> {
+        crate::logs::finish_log(self, key, total).await
+    }
+    async fn read_log(&self, key: ExecKey, from: i64, limit: i64) -> Result<Vec<LogRow>> {
+        crate::logs::read_log(self, key, from, limit).await
+    }
+    async fn log_states(&self, run_id: Uuid) -> Result<Vec<LogState>> {
+        crate::logs::log_states(self, run_id).await
     }
     async fn schedule_cursor(&self, name: &str) -> Result<Cursor> {
         crate::schedules::schedule_cursor(self, name).await
@@ -315,5 +360,19 @@ impl Store for Tracker {
     }
     async fn close(&self) {
         Tracker::close(self).await
+    }
+
+    // --- retention
+    async fn prune_batch(
+        &self,
+        retention: &Retention,
+        from: Option<PruneCursor>,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<PruneBatch> {
+        crate::retention::prune_batch(self, retention, from, limit, dry_run).await
+    }
+    async fn storage_figures(&self) -> Result<StorageFigures> {
+        crate::retention::storage_figures(self).await
     }
 }

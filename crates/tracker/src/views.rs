@@ -65,6 +65,11 @@ pub struct ExecutionView {
     pub due_at: Option<DateTime<Utc>>,
     /// The queue it was sent to.
     pub queue: String,
+    /// Once its whole log is recorded: every byte it wrote, and how many
+    /// of them the cap left out (`None` while it runs, or if its worker
+    /// died before the last of it was written).
+    pub log_bytes: Option<i64>,
+    pub log_omitted: Option<i64>,
 }
 
 /// One queue as the record sees it: the work waiting on it and the live
@@ -194,7 +199,7 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
                 e.queued_at, e.started_at, e.finished_at, e.lease_until,
                 coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
                 e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes,
-                e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue
+                e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue, e.log_bytes, e.log_omitted
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.run_id = $1
        ORDER BY e.step, e.attempt",

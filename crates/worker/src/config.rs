@@ -20,8 +20,10 @@ pub struct WorkerConfig {
     pub default_timeout: Option<Duration>,
     /// Between SIGTERM and SIGKILL of a module's process group.
     pub kill_grace: Duration,
-    /// Bytes of each of stdout/stderr kept in the database.
+    /// Bytes of each of stdout/stderr kept with the execution record.
     pub tail_bytes: usize,
+    /// The whole log of each execution: its cap and how often it is written.
+    pub logs: crate::logs::LogLimits,
     /// How often recovery runs (on the one worker holding the reaper lease).
     pub reap_every: Duration,
     /// How old unpublished or stuck work must be before recovery acts on it.
@@ -50,6 +52,7 @@ impl Default for WorkerConfig {
             default_timeout: None,
             kill_grace: Duration::from_secs(10),
             tail_bytes: 16 * 1024,
+            logs: crate::logs::LogLimits::default(),
             reap_every: Duration::from_secs(5),
             republish_after: Duration::from_secs(10),
             max_attempts: 3,

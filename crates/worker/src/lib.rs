@@ -14,6 +14,8 @@
 //! - [`clock`]: the time the worker's own timers read, given to it.
 //! - [`heartbeat`]: worker liveness, lease renewal, cancel and lease-loss kills.
 //! - [`keeper`]: starting and minding the keeper process beside the worker.
+//! - [`logs`]: shipping every byte of module output to the record, in
+//!   batches, apart from the step's commit.
 //! - [`watchdog`]: rebuilding a consumer that silently stopped receiving.
 //! - [`reaper`]: recovery: unpublished work, expired leases, stuck runs.
 //!
@@ -33,6 +35,7 @@ pub mod config;
 pub mod handlers;
 pub mod heartbeat;
 pub mod keeper;
+pub mod logs;
 pub mod module;
 pub mod reaper;
 pub mod step;

@@ -55,6 +55,7 @@ pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
         kill_grace: ctx.config.kill_grace,
         tail_bytes: ctx.config.tail_bytes,
         log_label: format!("run={} step={} module={}", key.run_id, key.step, claimed.module),
+        log: ctx.logs.open(key),
     }
 }
 

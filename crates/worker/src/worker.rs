@@ -60,6 +60,8 @@ pub struct Ctx {
     pub last_delivery: Mutex<Instant>,
     /// What the worker's own timers read.
     pub clock: Arc<dyn Clock>,
+    /// Where its modules' output goes.
+    pub logs: Arc<crate::logs::Shipper>,
 }
 
 impl Ctx {
@@ -75,6 +77,7 @@ impl Ctx {
         clock: Arc<dyn Clock>,
     ) -> Ctx {
         Ctx {
+            logs: crate::logs::Shipper::new(store.clone(), config.logs),
             store,
             transport,
             project,
@@ -183,6 +186,8 @@ pub async fn run(
     let watch = tokio::spawn(watchdog::run(ctx.clone(), beat_stop.clone()));
     consume(&ctx, &mut inbox, &tasks, &shutdown).await;
     drain(&ctx, &mut inbox, &tasks).await;
+    // The last output of the modules that just ended.
+    ctx.logs.flush(std::time::Duration::from_secs(5)).await;
     beat_stop.cancel();
     let _ = beat.await;
     let _ = watch.await;

@@ -260,6 +260,7 @@ async fn executor_spawn_rate(dir: &Path, total: usize) -> anyhow::Result<f64> {
             kill_grace: Duration::from_secs(1),
             tail_bytes: 16 * 1024,
             log_label: "bench".into(),
+            log: None,
         };
         let outcome = scheduler_executor::spawn(spec)
             .await?

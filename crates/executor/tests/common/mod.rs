@@ -52,6 +52,7 @@ impl TestDir {
             kill_grace: Duration::from_secs(2),
             tail_bytes: 64 * 1024,
             log_label: "test".to_owned(),
+            log: None,
         }
     }
 }
