@@ -102,6 +102,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the modules, sequences and schedules that would replace a
+    /// crontab, with a report line per crontab line; --write adds them to
+    /// the project, never overwriting a name. Exit 1 if nothing is importable.
+    ImportCrontab {
+        /// The crontab file (`crontab -l > FILE`).
+        file: PathBuf,
+        /// Write them into the project (--project) instead of printing them.
+        #[arg(long)]
+        write: bool,
+        /// The IANA zone cron ran the jobs in, for schedules whose crontab
+        /// sets no CRON_TZ (default: the host's zone, else UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+    },
     /// Start a run and work on it in this process until it ends (exit 0 if it succeeded).
     Run {
         sequence: String,

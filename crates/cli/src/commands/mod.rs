@@ -3,6 +3,7 @@
 mod backfill;
 pub mod beat;
 pub mod bench;
+mod import_crontab;
 mod inspect;
 pub mod keeper;
 mod schedules;
@@ -25,6 +26,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::worker(&g, &args).await,
         Command::Backfill { schedule, from, to } => backfill::backfill(&g, &schedule, &from, &to).await,
         Command::Schedules { action, json } => schedules::schedules(&g, action, json).await,
+        Command::ImportCrontab { file, write, timezone } => import_crontab::import_crontab(&g, &file, write, timezone),
         Command::Beat {
             tick_ms,
             on_time_secs,

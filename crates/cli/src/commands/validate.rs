@@ -3,12 +3,18 @@
 
 use crate::cli::Global;
 use crate::connect;
+use scheduler_producer::Project;
 use std::process::ExitCode;
 
 pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
     let project = connect::project(g)?;
-    let (mut problems, sequences) =
-        project.validate(|program, dir| scheduler_executor::resolve_program(program, dir).map(drop));
+    // Programs are checked below, each from its module's own directory.
+    let (mut problems, sequences) = project.validate(|_, _| Ok::<(), std::convert::Infallible>(()));
+    let (programs, warnings) = check_programs(&project);
+    problems.splice(0..0, programs);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let schedules = match scheduler_beat::load(&project) {
         Ok(s) => s,
         Err(e) => {
@@ -45,4 +51,39 @@ pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{} problem(s) found", problems.len());
     Ok(ExitCode::from(1))
+}
+
+/// Whether each module's program exists and is executable, resolved the way
+/// the worker will: from the module's `cwd` (relative to the project
+/// directory) or the project directory. A `cwd` missing on this host is a
+/// warning, not a problem: it may exist on the workers' hosts (an imported
+/// crontab names the directories of the host it came from); a relative
+/// program inside it cannot be checked then.
+fn check_programs(project: &Project) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    let Ok(modules) = project.modules() else {
+        // `Project::validate` reported why.
+        return (problems, warnings);
+    };
+    for (name, module) in modules.iter() {
+        let dir = match &module.cwd {
+            Some(cwd) => project.dir().join(cwd),
+            None => project.dir().to_path_buf(),
+        };
+        let program = &module.cmd[0];
+        if module.cwd.is_some() && !dir.is_dir() {
+            warnings.push(format!(
+                "modules.json: module {name:?}: its cwd {} does not exist here (or is not a directory); \
+                 the module cannot start on a host without it",
+                dir.display()
+            ));
+            if program.contains('/') && !program.starts_with('/') {
+                continue;
+            }
+        }
+        if let Err(e) = scheduler_executor::resolve_program(program, &dir) {
+            problems.push(format!("modules.json: module {name:?}: {e}"));
+        }
+    }
+    (problems, warnings)
 }
