@@ -146,6 +146,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a run's module output from the record (any host, while it runs
+    /// and after): every step in order, or one step's latest (or given) attempt.
+    Logs {
+        run_id: String,
+        /// The step, from 1 as `show` numbers them.
+        #[arg(long)]
+        step: Option<u32>,
+        /// The attempt of that step (default its latest).
+        #[arg(long, requires = "step")]
+        attempt: Option<u32>,
+        /// Keep printing as the modules write, until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only stdout or only stderr.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// Delete finished runs older than a bound, with their executions and logs,
+    /// in small batches that never lock out running work (never a run that is
+    /// not final); --dry-run says what it would delete.
+    Prune(crate::commands::prune::PruneArgs),
     /// Check modules.json, every sequence, and every module's command.
     Validate,
     /// Apply the database migrations (every command also does this on start).
@@ -217,6 +238,11 @@ pub struct WorkerArgs {
     /// Default module timeout in seconds (0 = none); modules.json "timeout_secs" overrides it.
     #[arg(long, env = "SCHEDULER_MODULE_TIMEOUT", default_value_t = 0)]
     pub module_timeout: u64,
+    /// Bytes of each execution's whole log recorded (its first and last
+    /// halves; the middle of a longer one is counted, not kept); 0 records
+    /// only the last 16 KiB of each stream with the execution.
+    #[arg(long, env = "SCHEDULER_LOG_CAP", default_value_t = 16 * 1024 * 1024)]
+    pub log_cap: u64,
     /// Seconds between SIGTERM and SIGKILL when a module's process group is stopped.
     #[arg(long, env = "SCHEDULER_KILL_GRACE", default_value_t = 10)]
     pub kill_grace: u64,
@@ -235,4 +261,14 @@ pub struct WorkerArgs {
     /// before it is rebuilt.
     #[arg(long, env = "SCHEDULER_STALL_AFTER", default_value_t = 30, hide = true)]
     pub stall_after: u64,
+    /// Delete finished runs older than this (30d, 12h, 90m, 45s) from the recovery loop:
+    /// a few batches every few minutes, by one worker at a time. Off unless set.
+    #[arg(long, env = "SCHEDULER_PRUNE_OLDER_THAN", value_parser = crate::commands::prune::parse_age)]
+    pub prune_older_than: Option<std::time::Duration>,
+    /// With --prune-older-than: keep the N newest runs of each sequence whatever their age.
+    #[arg(long, env = "SCHEDULER_PRUNE_KEEP_LAST")]
+    pub prune_keep_last: Option<u32>,
+    /// Seconds between two prune passes of the recovery loop.
+    #[arg(long, env = "SCHEDULER_PRUNE_EVERY", default_value_t = 300, hide = true)]
+    pub prune_every: u64,
 }

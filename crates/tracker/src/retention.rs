@@ -40,7 +40,8 @@ pub const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 /// Which runs retention deletes: final runs (succeeded, failed, canceled,
 /// skipped) that finished more than `older_than` ago (by the database's
 /// clock; a run that never started counts from its creation), except the
-/// `keep_last` newest runs of each sequence, whatever their age.
+/// `keep_last` newest runs of each sequence, whatever their age (`None` or
+/// 0: none kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub older_than: Duration,
@@ -195,7 +196,9 @@ pub(crate) async fn prune_batch(
     limit: u32,
     dry_run: bool,
 ) -> Result<PruneBatch> {
-    let sql = batch_sql(retention.keep_last.is_some(), !dry_run);
+    // Keeping none is keeping nothing: the statement then has no `kept`.
+    let keep_last = retention.keep_last.filter(|&n| n > 0);
+    let sql = batch_sql(keep_last.is_some(), !dry_run);
     // Before any run: the first day of year 1 (in PostgreSQL's range).
     let from = from.unwrap_or(PruneCursor {
         created_at: DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
@@ -207,8 +210,7 @@ pub(crate) async fn prune_batch(
         .bind(from.created_at)
         .bind(from.id)
         .bind(limit as i64)
-        // Keeping none is keeping nothing: the statement then has no `kept`.
-        .bind(retention.keep_last.map(|n| n.max(1) as i64))
+        .bind(keep_last.map(i64::from))
         .fetch_one(&t.pool)
         .await?;
     let next = match (row.last_at, row.last_id) {

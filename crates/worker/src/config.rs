@@ -30,6 +30,12 @@ pub struct WorkerConfig {
     pub republish_after: Duration,
     /// Executions of one step before a lost worker fails the run.
     pub max_attempts: u32,
+    /// Retention the recovery loop applies on its own (`None`, the
+    /// default: it deletes nothing): finished runs older than a bound go, a
+    /// bounded number of batches per pass.
+    pub prune: Option<scheduler_tracker::Retention>,
+    /// How often the worker holding the reaper lease prunes.
+    pub prune_every: Duration,
     /// How long a consumer with free slots may receive nothing while its
     /// queue has ready messages before it is considered stalled and rebuilt.
     pub stall_after: Duration,
@@ -56,6 +62,8 @@ impl Default for WorkerConfig {
             reap_every: Duration::from_secs(5),
             republish_after: Duration::from_secs(10),
             max_attempts: 3,
+            prune: None,
+            prune_every: Duration::from_secs(300),
             stall_after: Duration::from_secs(30),
             keeper: None,
             keeper_env: Vec::new(),

@@ -10,11 +10,13 @@
 //! - stored: the first half of `cap` bytes (the head) and the last half (the
 //!   tail); rows in between are deleted as the tail moves on, and a reader
 //!   sees the gap in offsets as "… N bytes omitted …";
-//! - in memory: while the database is away, the head not yet written (at
-//!   most half of `cap`) and at most [`PENDING_TAIL`] bytes of the rest; past
-//!   that the oldest waiting bytes after the head are dropped, which a
-//!   reader sees as omitted too. Nothing else is lost while the database is
-//!   away: the batch is kept and written once it is back.
+//! - in memory: the head not yet written (at most half of `cap`, only while
+//!   the database is away) and at most the tail's size of the rest; past
+//!   that the oldest waiting bytes after the head are dropped. Those are
+//!   older than the newest half-cap bytes, so the cap would have left them
+//!   out anyway: a flood faster than the database, or an outage, still
+//!   leaves one gap, between head and tail. Nothing else is lost while the
+//!   database is away: the batch is kept and written once it is back.
 //!
 //! A worker that dies loses what it had not written yet (at most
 //! `flush_every` of output); its executions' logs stay without a total
@@ -30,9 +32,6 @@ use tokio::sync::Notify;
 
 /// Longest row written: a longer burst of one stream becomes several rows.
 const ROW_BYTES: usize = 64 * 1024;
-/// Bytes after the head an execution may hold in memory while they cannot
-/// be written.
-pub const PENDING_TAIL: usize = 4 * 1024 * 1024;
 /// Two reads of one stream this close together share a row (and its time).
 const SAME_ROW_WITHIN: Duration = Duration::from_millis(50);
 /// Statement size: a batch larger than this is written in several.
@@ -99,6 +98,7 @@ impl Shipper {
         let log = Arc::new(ExecLog {
             key,
             head: self.limits.head(),
+            pending_cap: self.limits.tail() as usize,
             buf: Mutex::new(Buf::default()),
             closed: AtomicBool::new(false),
         });
@@ -161,10 +161,16 @@ impl Shipper {
                 (log, closed, pieces)
             })
             .collect();
+        // The pieces move into the batch (a flood is not copied); what is
+        // sent is kept until the statement succeeds.
+        let mut ends: Vec<Option<i64>> = Vec::with_capacity(taken.len());
         let mut batch: Vec<LogPiece> = Vec::new();
+        let mut sent: Vec<LogPiece> = Vec::new();
         let mut size = 0;
         let mut result = Ok(());
-        for (log, _, pieces) in &taken {
+        let mut logs = Vec::with_capacity(taken.len());
+        for (log, closed, pieces) in taken {
+            ends.push(pieces.last().map(|p| p.pos + p.data.len() as i64));
             for p in pieces {
                 size += p.data.len();
                 batch.push(LogPiece {
@@ -172,14 +178,15 @@ impl Shipper {
                     pos: p.pos,
                     stream: p.stream.as_str(),
                     at: p.at.into(),
-                    data: p.data.clone(),
+                    data: p.data,
                 });
-                if size >= BATCH_BYTES {
-                    result = result.and(self.store.append_logs(&batch).await);
-                    batch.clear();
+                if size >= BATCH_BYTES && result.is_ok() {
+                    result = self.store.append_logs(&batch).await;
+                    sent.append(&mut batch);
                     size = 0;
                 }
             }
+            logs.push((log, closed));
         }
         if result.is_ok() {
             result = self.store.append_logs(&batch).await;
@@ -187,13 +194,29 @@ impl Shipper {
         if let Err(e) = result {
             // Keep everything for the next pass (rows written already are
             // skipped then: the insert ignores a row it holds).
-            for (log, _, pieces) in taken {
-                log.put_back(pieces);
+            sent.append(&mut batch);
+            for (log, _) in &logs {
+                let mine = sent
+                    .iter()
+                    .filter(|p| p.key == log.key)
+                    .map(|p| Piece {
+                        stream: if p.stream == "stderr" {
+                            Stream::Stderr
+                        } else {
+                            Stream::Stdout
+                        },
+                        at: p.at.into(),
+                        pos: p.pos,
+                        data: p.data.clone(),
+                    })
+                    .collect();
+                log.put_back(mine);
             }
             return Err(e);
         }
-        for (log, closed, pieces) in &taken {
-            if let Some(end) = pieces.last().map(|p| p.pos + p.data.len() as i64) {
+        drop(sent);
+        for ((log, closed), end) in logs.iter().zip(ends) {
+            if let Some(end) = end {
                 log.buf.lock().unwrap().written_to = end;
             }
             let slack = if *closed { 0 } else { TRIM_SLACK };
@@ -254,6 +277,8 @@ pub struct ExecLog {
     key: ExecKey,
     /// Bytes of the head: always kept.
     head: i64,
+    /// Bytes after the head it may hold while they cannot be written.
+    pending_cap: usize,
     buf: Mutex<Buf>,
     closed: AtomicBool,
 }
@@ -318,10 +343,10 @@ impl ExecLog {
     }
 
     /// Drops the oldest waiting pieces after the head while more than
-    /// [`PENDING_TAIL`] bytes of them wait (the database is away, or slower
+    /// `pending_cap` bytes of them wait (the database is away, or slower
     /// than a flood); a reader sees the gap as omitted bytes.
     fn bound(&self, b: &mut Buf) {
-        while b.pending_tail > PENDING_TAIL && b.pending.len() > 1 {
+        while b.pending_tail > self.pending_cap && b.pending.len() > 1 {
             let Some(i) = b.pending.iter().position(|p| p.pos >= self.head) else {
                 break;
             };
@@ -365,6 +390,7 @@ mod tests {
                 attempt: 1,
             },
             head,
+            pending_cap: 4 * ROW_BYTES,
             buf: Mutex::new(Buf::default()),
             closed: AtomicBool::new(false),
         }
@@ -423,7 +449,7 @@ mod tests {
         }
         let b = l.buf.lock().unwrap();
         let kept: usize = b.pending.iter().map(|p| p.data.len()).sum();
-        assert!(kept <= 1000 + PENDING_TAIL, "kept {kept}");
+        assert!(kept <= 1000 + 4 * ROW_BYTES, "kept {kept}");
         assert_eq!(b.pending.front().unwrap().pos, 0, "the head is never dropped");
         let last = b.pending.back().unwrap();
         assert_eq!(last.pos + last.data.len() as i64, 1000 + 200 * ROW_BYTES as i64);

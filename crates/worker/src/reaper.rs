@@ -12,12 +12,16 @@
 //!    worker on this host is killed first;
 //! 4. decides again runs left `running` with nothing in flight (the message
 //!    that should have followed their latest step was lost).
+//!
+//! With a retention set (`worker --prune-older-than`), the lease holder also
+//! prunes, every `prune_every` at most: [`prune_once`], a bounded number of
+//! small batches, so a pass (and the recovery it delays) stays short.
 
 use crate::worker::Ctx;
 use scheduler_core::Message;
 use scheduler_core::machine::{self, Decision, Plan};
 use scheduler_producer::{Effect, ProducerError, publish_noted, publish_written};
-use scheduler_tracker::{Close, Expired, Write};
+use scheduler_tracker::{Close, Expired, PRUNE_BATCH, PRUNE_PAUSE, PruneCounts, Retention, Write};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +47,8 @@ impl Report {
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut wait = std::time::Duration::ZERO;
+    // When this worker last pruned (only ever while holding the lease).
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -70,10 +76,56 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                 }
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed; retrying at the next tick"),
             },
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "could not take the reaper lease"),
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not take the reaper lease");
+                continue;
+            }
+        }
+        // Holding the lease: prune too, when it is time.
+        let Some(retention) = ctx.config.prune else { continue };
+        if pruned_at.is_some_and(|at| ctx.clock.now().saturating_duration_since(at) < ctx.config.prune_every) {
+            continue;
+        }
+        pruned_at = Some(ctx.clock.now());
+        match prune_once(&ctx, &retention).await {
+            Ok(c) if c.runs > 0 => tracing::info!(
+                runs = c.runs,
+                executions = c.executions,
+                log_rows = c.log_rows,
+                log_bytes = c.log_bytes,
+                older_than_secs = retention.older_than.as_secs(),
+                "retention: pruned finished runs"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; trying again at the next one"),
         }
     }
+}
+
+/// Batches one retention pass runs at most ([`PRUNE_BATCH`] runs each, a
+/// few hundred milliseconds in all): what is left goes at the next pass.
+/// 5,000 runs every 5 minutes is 60,000 an hour, far more than a
+/// deployment starts; a bigger backlog is `scheduler prune`'s job.
+pub const PRUNE_BATCHES_PER_PASS: u32 = 10;
+
+/// One retention pass: up to [`PRUNE_BATCHES_PER_PASS`] batches of
+/// `retention`, oldest runs first, a pause between them; what it deleted.
+pub async fn prune_once(ctx: &Ctx, retention: &Retention) -> scheduler_tracker::Result<PruneCounts> {
+    let mut total = PruneCounts::default();
+    let mut from = None;
+    for batch in 0..PRUNE_BATCHES_PER_PASS {
+        if batch > 0 {
+            tokio::time::sleep(PRUNE_PAUSE).await;
+        }
+        let done = ctx.store.prune_batch(retention, from, PRUNE_BATCH, false).await?;
+        total += done.counts;
+        match done.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    Ok(total)
 }
 
 /// The shortest wait between two recovery passes, however soon a retry is due.

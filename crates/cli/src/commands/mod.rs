@@ -6,6 +6,8 @@ pub mod bench;
 mod import_crontab;
 mod inspect;
 pub mod keeper;
+mod logs;
+pub mod prune;
 mod schedules;
 mod start;
 mod ui;
@@ -45,6 +47,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => inspect::runs(&g, limit, sequence, schedule, state, json).await,
         Command::Show { run_id, json } => inspect::show(&g, &run_id, json).await,
+        Command::Logs {
+            run_id,
+            step,
+            attempt,
+            follow,
+            stream,
+        } => {
+            let args = logs::LogsArgs {
+                run_id,
+                step,
+                attempt,
+                follow,
+                stream,
+            };
+            logs::logs(&g, args).await
+        }
+        Command::Prune(args) => prune::prune(&g, &args).await,
         Command::Validate => validate::validate(&g),
         Command::Migrate => {
             crate::connect::store(&g, 1).await?;

@@ -25,6 +25,9 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         anyhow::bail!("--lease must be at least 3 seconds");
     }
     let lease = Duration::from_secs(a.lease);
+    if a.prune_keep_last.is_some() && a.prune_older_than.is_none() {
+        anyhow::bail!("--prune-keep-last (SCHEDULER_PRUNE_KEEP_LAST) needs --prune-older-than: say which runs may go");
+    }
     Ok(WorkerConfig {
         concurrency: a.concurrency,
         queues: queues(&g.queue)?,
@@ -37,8 +40,17 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         reap_every: Duration::from_secs(a.reap_every.max(1)),
         republish_after: Duration::from_secs(a.republish_after),
         stall_after: Duration::from_secs(a.stall_after.max(1)),
+        prune: a.prune_older_than.map(|older_than| scheduler_tracker::Retention {
+            older_than,
+            keep_last: a.prune_keep_last,
+        }),
+        prune_every: Duration::from_secs(a.prune_every.max(1)),
         keeper: keeper_command(),
         keeper_env: vec![("DATABASE_URL".into(), g.database_url.clone().into())],
+        logs: scheduler_worker::logs::LogLimits {
+            cap: a.log_cap,
+            ..Default::default()
+        },
         ..WorkerConfig::default()
     })
 }
