@@ -15,7 +15,11 @@ const RETRIES: usize = 4;
 
 #[test]
 fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back() {
-    let module = "#!/bin/sh\necho \"start $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\nsleep 3\necho \"end $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n";
+    // It prints a line every 100 ms for 3 s, most of them while the
+    // database is down: the worker holds them and writes them once it is back.
+    let module = "#!/bin/sh\necho \"start $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n\
+                  i=1; while [ $i -le 30 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.1; done\n\
+                  echo \"end $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n";
     let mut env = Env::new(&[("m", module)], &[("s", &seq(&["m", "m"]))]);
     // Default lease (30 s): the outage is shorter, so nothing is taken over.
     let w = env.spawn_worker(&[]);
@@ -61,4 +65,11 @@ fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back(
         "start 0 1\nend 0 1\nstart 1 1\nend 1 1\n",
         "each step ran exactly once"
     );
+    // No line printed during the outage was lost.
+    let want: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    wait_until("step 1's whole log", MINUTE, || {
+        let out = env.run(&["logs", &run.to_string(), "--step", "1"]);
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got == want { Ok(()) } else { Err(got) }
+    });
 }

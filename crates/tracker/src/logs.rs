@@ -145,7 +145,8 @@ pub(crate) async fn read_log(t: &Tracker, key: ExecKey, from: i64, limit: i64) -
 
 /// Where each execution of a run stands for a log reader: its state and,
 /// once its log is complete, how many bytes it wrote and how many the cap
-/// left out.
+/// left out (0 and 0 for a module that printed nothing: no row, no total
+/// written, its execution's byte counts say so).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct LogState {
     pub run_id: Uuid,
@@ -161,7 +162,10 @@ pub struct LogState {
 
 pub(crate) async fn log_states(t: &Tracker, run_id: Uuid) -> Result<Vec<LogState>> {
     Ok(sqlx::query_as::<_, LogState>(
-        "SELECT e.run_id, e.step, e.attempt, e.module, e.state, e.log_bytes, e.log_omitted, r.state AS run_state
+        "SELECT e.run_id, e.step, e.attempt, e.module, e.state,
+                coalesce(e.log_bytes, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_bytes,
+                coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted,
+                r.state AS run_state
            FROM runs r JOIN executions e ON e.run_id = r.id
           WHERE r.id = $1 ORDER BY e.step, e.attempt",
     )

@@ -199,7 +199,9 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
                 e.queued_at, e.started_at, e.finished_at, e.lease_until,
                 coalesce(e.duration_ms, (extract(epoch FROM (now() - e.started_at)) * 1000)::bigint) AS duration_ms,
                 e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes,
-                e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue, e.log_bytes, e.log_omitted
+                e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue,
+                coalesce(e.log_bytes, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_bytes,
+                coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.run_id = $1
        ORDER BY e.step, e.attempt",
