@@ -63,9 +63,9 @@ pub struct Spec {
     /// Working directory of the module, and the base a relative program path is resolved against.
     pub cwd: PathBuf,
     /// Added to the inherited environment (`ETL_RUN_ID`, `ETL_STEP`, ...). A `PATH` here is also the
-    /// one used to look up a program without a `/`. Taken together these pairs must identify this
-    /// execution: a process outside the module's group that carries all of them and holds its pipes
-    /// is killed as the module's escaped daemon.
+    /// one used to look up a program without a `/`. The pairs named `ETL_*` (all of them when none
+    /// is) must identify this execution: a process outside the module's group that carries all of
+    /// them and holds its pipes is killed as the module's escaped daemon.
     pub env: Vec<(String, String)>,
     /// How long the module may run before its group is killed; `None` means no limit.
     pub timeout: Option<Duration>,

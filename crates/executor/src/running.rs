@@ -36,8 +36,8 @@ pub struct Running {
     timeout: Option<Duration>,
     kill_grace: Duration,
     label: String,
-    /// The module's own `NAME=value` environment additions: processes that
-    /// left its group (`setsid`) still carry them.
+    /// The `NAME=value` pairs that identify the execution (see [`marker`]):
+    /// processes that left its group (`setsid`) still carry them.
     marker: Vec<String>,
     readers: Readers,
     /// Disarmed only once the group is known to be empty.
@@ -54,7 +54,7 @@ impl Running {
             timeout: spec.timeout,
             kill_grace: spec.kill_grace,
             label: spec.log_label.clone(),
-            marker: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            marker: marker(&spec.env),
             readers,
             guard: KillOnDrop { pgid, armed: true },
         }
@@ -205,5 +205,22 @@ fn classify(
             group::signal(pgid, Signal::SIGKILL);
             (ending.unwrap_or(Ending::Signaled(Signal::SIGKILL as i32)), None, None)
         }
+    }
+}
+
+/// The pairs of `env` that identify one execution: those named `ETL_*` (the
+/// run, step and attempt the worker sets), or all of them when none is. A
+/// module's own variables (a `PATH` it sets) are left out, so a daemon that
+/// changes one is still found.
+fn marker(env: &[(String, String)]) -> Vec<String> {
+    let etl: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("ETL_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if etl.is_empty() {
+        env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    } else {
+        etl
     }
 }
