@@ -48,6 +48,12 @@
 //!   waits on it and nobody serves it (it waits until a worker for it
 //!   starts). A `.dead` queue has 0, `[]` and `false` there.
 //!
+//! - `GET  /storage` → `{"runs", "executions", "log_rows", "log_bytes",
+//!   "database_bytes", "estimated"}`: how much the record holds. Counts are
+//!   PostgreSQL's estimates (`estimated: true`) past 100,000 rows a table,
+//!   exact below; `log_bytes` is what the logs take on disk (table, TOAST,
+//!   index), `database_bytes` the whole database. Cheap at any size.
+//!
 //! Every error is `{"error": "<what to fix>"}` with a 4xx for bad input (400
 //! malformed, 404 unknown, 409 not possible in the run's state) and a 5xx
 //! only when PostgreSQL or RabbitMQ is unavailable. POSTs need the
@@ -81,6 +87,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/schedules/{name}/resume", post(resume_schedule))
         .route("/workers", get(list_workers))
         .route("/queues", get(queues))
+        .route("/storage", get(storage))
 }
 
 #[derive(Serialize)]
@@ -203,4 +210,8 @@ async fn pause_schedule(
 async fn resume_schedule(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     schedules::resume(&state, &name).await?;
     Ok(Json(json!({"name": name, "paused": false})))
+}
+
+async fn storage(State(state): State<AppState>) -> ApiResult<Json<scheduler_tracker::StorageFigures>> {
+    Ok(Json(state.store.storage_figures().await?))
 }

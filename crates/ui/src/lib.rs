@@ -177,6 +177,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(runs::page))
         .route("/runs", post(runs::start))
         .route("/fragments/runs", get(runs::fragment))
+        .route("/fragments/storage", get(pages::storage))
         .route("/events", get(sse::runs_events))
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/body", get(run::fragment))
