@@ -1,15 +1,17 @@
 //! Benchmarks, kept out of the production crates: the UI benchmark
 //! (`scheduler bench-ui`: a year of synthetic history, then the pages'
-//! server-side latency) and the SQL both benchmarks need beyond the store's
-//! contract (filling a database of their own, timing a set of runs,
-//! emptying it).
+//! server-side latency), the retention benchmark (`scheduler bench-prune`:
+//! half of that history pruned while a worker runs steps) and the SQL the
+//! benchmarks need beyond the store's contract (filling a database of their
+//! own, timing a set of runs, emptying it).
 //!
 //! Architecture invariant: nothing here is reachable from a worker or the
-//! UI; only the CLI's `bench` and `bench-ui` commands call it, and only on a
-//! database whose name says it is a benchmark's (or that the CLI's
-//! `bench` derives for itself).
+//! UI; only the CLI's `bench`, `bench-ui` and `bench-prune` commands call
+//! it, and only on a database whose name says it is a benchmark's (or that
+//! the CLI's `bench` derives for itself).
 
 pub mod fill;
+pub mod prune;
 pub mod stats;
 pub mod ui;
 

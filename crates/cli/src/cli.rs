@@ -192,6 +192,21 @@ pub enum Command {
         #[arg(long, env = "SCHEDULER_UI_BENCH_DATABASE_URL", default_value = scheduler_bench::ui::DEFAULT_DATABASE_URL)]
         bench_database_url: String,
     },
+    /// Fill a database with a million runs, then prune half of them while a worker runs a
+    /// stream of short runs: the prune's time, and step latencies before and during it.
+    #[command(hide = true)]
+    BenchPrune {
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+        #[arg(long, default_value_t = 10)]
+        steps_per_run: u32,
+        /// Seconds the stream runs before the prune starts (the baseline).
+        #[arg(long, default_value_t = 30)]
+        baseline_secs: u64,
+        /// The benchmark's own database (its name must contain "bench").
+        #[arg(long, env = "SCHEDULER_PRUNE_BENCH_DATABASE_URL", default_value = scheduler_bench::prune::DEFAULT_DATABASE_URL)]
+        bench_database_url: String,
+    },
     /// Measure dispatch throughput and overhead through the real broker and database.
     Bench(crate::commands::bench::BenchArgs),
     /// Started by each worker beside itself: when the worker dies (even by

@@ -12,7 +12,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
-        cli::Command::Bench(_) | cli::Command::BenchUi { .. } => "warn",
+        cli::Command::Bench(_) | cli::Command::BenchUi { .. } | cli::Command::BenchPrune { .. } => "warn",
         _ => "info",
     };
     logging::init(&cli.global, default_level);

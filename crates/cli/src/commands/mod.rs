@@ -74,6 +74,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::bench(&g, &args).await,
         // `main` runs the keeper before any runtime starts; never here.
         Command::Keeper { .. } => anyhow::bail!("the keeper cannot run inside the async runtime"),
+        Command::BenchPrune {
+            runs,
+            steps_per_run,
+            baseline_secs,
+            bench_database_url,
+        } => {
+            let args = scheduler_bench::prune::BenchPruneArgs {
+                runs,
+                steps_per_run,
+                baseline: std::time::Duration::from_secs(baseline_secs),
+                database_url: bench_database_url,
+                amqp_url: g.amqp_url.clone(),
+                program: std::env::current_exe()
+                    .map_err(|e| anyhow::anyhow!("finding this program's path, to run its worker and prune: {e}"))?,
+            };
+            scheduler_bench::prune::bench(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchUi {
             runs,
             steps_per_run,
