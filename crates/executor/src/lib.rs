@@ -41,6 +41,7 @@
 
 mod group;
 pub mod keeper;
+mod leader;
 mod orphans;
 mod outcome;
 mod output;
@@ -50,6 +51,7 @@ mod spawn;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use leader::Usage;
 pub use orphans::{kill_orphan_group, kill_orphans_of};
 pub use outcome::{Ending, Outcome};
 pub use running::Running;

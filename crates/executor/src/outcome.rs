@@ -39,6 +39,11 @@ pub struct Outcome {
     pub stderr_bytes: u64,
     /// A sentence for the run record when the group still had members after the leader exited.
     pub leftover: Option<String>,
+    /// The kernel's accounting of the leader and the children it waited for (`None` without a
+    /// pidfd, before Linux 5.3).
+    pub usage: Option<crate::Usage>,
+    /// Killed by SIGKILL while the cgroup's OOM kill count rose: the kernel's OOM killer.
+    pub oom_killed: bool,
 }
 
 impl Outcome {
@@ -52,6 +57,9 @@ impl Outcome {
     pub fn describe(&self) -> String {
         let ending = match self.ending {
             Ending::Exited(code) => format!("exit code {code}"),
+            Ending::Signaled(_) if self.oom_killed => "killed by the OOM killer (signal 9, SIGKILL)".to_owned(),
+            // Our own kills are `TimedOut` or `Canceled`: this one came from elsewhere.
+            Ending::Signaled(9) => "killed by SIGKILL from outside the scheduler: out of memory?".to_owned(),
             Ending::Signaled(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
             Ending::TimedOut => format!("timed out after {}; process group killed", human(self.duration)),
             Ending::Canceled => "canceled; process group killed".to_owned(),
@@ -93,6 +101,8 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             leftover: None,
+            usage: None,
+            oom_killed: false,
         }
     }
 
@@ -102,13 +112,20 @@ mod tests {
             assert_eq!(outcome(ending, Duration::from_millis(ms)).describe(), expected);
         };
         check(Ending::Exited(3), 5, "exit code 3");
-        check(Ending::Signaled(9), 5, "killed by signal 9 (SIGKILL)");
+        check(
+            Ending::Signaled(9),
+            5,
+            "killed by SIGKILL from outside the scheduler: out of memory?",
+        );
         check(Ending::Signaled(15), 5, "killed by signal 15 (SIGTERM)");
         check(Ending::Signaled(200), 5, "killed by signal 200 (unknown signal)");
         check(Ending::TimedOut, 30_000, "timed out after 30s; process group killed");
         check(Ending::TimedOut, 300, "timed out after 300ms; process group killed");
         check(Ending::TimedOut, 1_500, "timed out after 1.5s; process group killed");
         check(Ending::Canceled, 5, "canceled; process group killed");
+        let mut oom = outcome(Ending::Signaled(9), Duration::ZERO);
+        oom.oom_killed = true;
+        assert_eq!(oom.describe(), "killed by the OOM killer (signal 9, SIGKILL)");
     }
 
     #[test]

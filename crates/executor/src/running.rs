@@ -1,7 +1,7 @@
 //! The life cycle of one started module: wait for it, stop it on timeout or cancel, clean up after it.
 //!
-//! Order matters. The leader is reaped by tokio first (reaping the group before that would steal its
-//! exit status). Then the readers get a short time to reach EOF: a module's background child may hold
+//! Order matters. The leader is reaped first, by `wait4` on its pidfd so that the kernel's accounting
+//! of it is kept (`leader.rs`; reaping the group before that would steal its exit status). Then the readers get a short time to reach EOF: a module's background child may hold
 //! the pipes open forever (tokio #2363), so EOF is never awaited without a bound. Then whatever is left
 //! in the group is terminated and reported, and the readers get a last bounded chance to drain.
 
@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::{self, KillOnDrop};
+use crate::leader::{self, Leader, Usage};
 use crate::output::Readers;
 use crate::{Ending, Outcome, Spec};
 
@@ -42,6 +43,9 @@ pub struct Running {
     readers: Readers,
     /// Disarmed only once the group is known to be empty.
     guard: KillOnDrop,
+    leader: Leader,
+    /// The cgroup's OOM kill count when the module started.
+    oom_kills_before: Option<u64>,
 }
 
 impl Running {
@@ -57,6 +61,8 @@ impl Running {
             marker: marker(&spec.env),
             readers,
             guard: KillOnDrop { pgid, armed: true },
+            leader: Leader::new(pid),
+            oom_kills_before: leader::oom_kills(),
         }
     }
 
@@ -72,7 +78,7 @@ impl Running {
         let pgid = self.guard.pgid;
         let deadline = self.timeout.map(|t| self.started + t);
         let decided = tokio::select! {
-            status = self.child.wait() => Ok(status),
+            status = self.leader.wait(&mut self.child) => Ok(status),
             _ = sleep_until(deadline.unwrap_or(self.started)), if deadline.is_some() => Err(Ending::TimedOut),
             _ = cancel.cancelled() => Err(Ending::Canceled),
         };
@@ -87,7 +93,11 @@ impl Running {
                 (self.kill(pgid).await, Some(ending), duration)
             }
         };
-        let (ending, exit_code, signal) = classify(status, ending, pgid);
+        let usage = status.as_ref().ok().and_then(|(_, u)| *u);
+        let (ending, exit_code, signal) = classify(status.map(|(s, _)| s), ending, pgid);
+        // A SIGKILL we did not send: the OOM killer's, if the cgroup counted one meanwhile.
+        let oom_killed = ending == Ending::Signaled(Signal::SIGKILL as i32)
+            && matches!((self.oom_kills_before, leader::oom_kills()), (Some(a), Some(b)) if b > a);
 
         let leftover = self.clean_up(pgid).await;
         self.guard.armed = false;
@@ -102,18 +112,20 @@ impl Running {
             stdout_bytes: stdout.bytes,
             stderr_bytes: stderr.bytes,
             leftover,
+            usage,
+            oom_killed,
         }
     }
 
     /// SIGTERM to the group, up to `kill_grace` for it to end, then SIGKILL. Returns the leader's status.
-    async fn kill(&mut self, pgid: Pid) -> std::io::Result<ExitStatus> {
+    async fn kill(&mut self, pgid: Pid) -> std::io::Result<(ExitStatus, Option<Usage>)> {
         group::signal(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + self.kill_grace;
         let status = tokio::select! {
-            status = self.child.wait() => status,
+            status = self.leader.wait(&mut self.child) => status,
             _ = sleep_until(deadline) => {
                 group::signal(pgid, Signal::SIGKILL);
-                self.child.wait().await
+                self.leader.wait(&mut self.child).await
             }
         };
         // The leader is reaped now, so the rest of the group can be awaited (and reaped) too, within

@@ -93,6 +93,32 @@ async fn a_module_killed_by_a_signal_is_reported_as_signaled() {
     let outcome = run(dir.spec(&["./suicide.sh"])).await;
     assert_eq!(outcome.ending, Ending::Signaled(9));
     assert_eq!((outcome.exit_code, outcome.signal), (None, Some(9)));
-    assert_eq!(outcome.describe(), "killed by signal 9 (SIGKILL)");
+    // Our own kills are timeouts or cancels: this SIGKILL came from elsewhere.
+    assert!(!outcome.oom_killed);
+    assert_eq!(
+        outcome.describe(),
+        "killed by SIGKILL from outside the scheduler: out of memory?"
+    );
     assert_eq!(outcome.stdout_tail, "before\n");
+}
+
+#[tokio::test]
+async fn the_kernel_accounts_peak_memory_and_cpu_of_the_module_and_its_children() {
+    let dir = common::TestDir::new();
+    // A child that touches ~64 MiB and burns some CPU, waited for by the shell.
+    let script = "python3 -c 'b = bytearray(64 * 1024 * 1024); s = 0\nfor i in range(0, len(b), 4096): b[i] = 1\nfor i in range(2000000): s += i'";
+    let outcome = common::run(dir.spec(&["/bin/sh", "-c", script])).await;
+    assert_eq!(
+        outcome.ending,
+        scheduler_executor::Ending::Exited(0),
+        "{}",
+        outcome.stderr_tail
+    );
+    let usage = outcome.usage.expect("accounting from wait4 (Linux 5.3+)");
+    assert!(usage.max_rss_kib >= 64 * 1024, "peak RSS {} KiB", usage.max_rss_kib);
+    assert!(usage.max_rss_kib < 1024 * 1024, "peak RSS {} KiB", usage.max_rss_kib);
+    assert!(
+        usage.user_cpu + usage.system_cpu >= std::time::Duration::from_millis(20),
+        "{usage:?}"
+    );
 }

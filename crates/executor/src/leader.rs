@@ -1,0 +1,107 @@
+//! Waiting for the module's leader process with the kernel's accounting of
+//! it: `wait4` reaps it and returns its resource usage (peak resident
+//! memory, user and system CPU time, its waited-for children included),
+//! which tokio's `Child::wait` throws away. The exit is awaited on a pidfd
+//! (Linux 5.3+), so no thread blocks; without one, tokio's wait is used and
+//! there is no accounting.
+//!
+//! Also here: whether the kernel's OOM killer struck the worker's cgroup
+//! while the module ran (`memory.events`), to tell an OOM kill from another
+//! SIGKILL.
+//!
+//! The one place with `unsafe` code: nix 0.31 wraps neither `pidfd_open` nor `wait4`, so they
+//! are called through libc, each with its SAFETY note.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::process::Child;
+
+/// What the kernel accounted for the leader and the children it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak resident set size, KiB (the largest of the process and its
+    /// waited-for descendants).
+    pub max_rss_kib: u64,
+    pub user_cpu: Duration,
+    pub system_cpu: Duration,
+}
+
+pub(crate) struct Leader {
+    pid: i32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl Leader {
+    pub(crate) fn new(pid: u32) -> Leader {
+        let pid = pid as i32;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = if fd >= 0 {
+            // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            // SAFETY: an `OwnedFd` stays open, on the same description, until it is dropped with
+            // the `AsyncFd`, and `as_raw_fd` always returns that descriptor.
+            unsafe { AsyncFd::register(owned) }.ok()
+        } else {
+            None
+        };
+        Leader { pid, pidfd }
+    }
+
+    /// Waits for the leader to exit and reaps it; with a pidfd, returns its
+    /// accounting too. Cancel-safe: dropping the future loses nothing.
+    pub(crate) async fn wait(&self, child: &mut Child) -> io::Result<(ExitStatus, Option<Usage>)> {
+        let Some(fd) = &self.pidfd else {
+            return child.wait().await.map(|s| (s, None));
+        };
+        loop {
+            let mut guard = fd.readable().await?;
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: plain syscall with pointers to locals.
+            let reaped = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut usage) };
+            match reaped {
+                0 => guard.clear_ready(),
+                -1 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                _ => {
+                    return Ok((ExitStatus::from_raw(status), Some(usage_of(&usage))));
+                }
+            }
+        }
+    }
+}
+
+fn usage_of(u: &libc::rusage) -> Usage {
+    let time =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
+    Usage {
+        max_rss_kib: u.ru_maxrss.max(0) as u64,
+        user_cpu: time(u.ru_utime),
+        system_cpu: time(u.ru_stime),
+    }
+}
+
+/// The `oom_kill` count of this process's cgroup (v2), if it can be read:
+/// the kernel counts every process of the cgroup its OOM killer killed.
+pub(crate) fn oom_kills() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let events = std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim())).ok()?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
