@@ -243,8 +243,12 @@ async fn stream_and_prune(
         .env("DATABASE_URL", &args.database_url)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // Its progress lines, as they come.
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
+        .context("running scheduler prune")?
+        .wait_with_output()
         .await
         .context("running scheduler prune")?;
     let prune_took = t.elapsed();

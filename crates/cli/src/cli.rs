@@ -167,6 +167,16 @@ pub enum Command {
     /// in small batches that never lock out running work (never a run that is
     /// not final); --dry-run says what it would delete.
     Prune(crate::commands::prune::PruneArgs),
+    /// Probe a worker: exit 0 if the worker writing --file (its --health-file)
+    /// reached its database and its broker within --max-age seconds, 1 if not.
+    Health {
+        /// The worker's --health-file.
+        #[arg(long, env = "SCHEDULER_HEALTH_FILE")]
+        file: PathBuf,
+        /// The reconnect budget in seconds (default: two of the worker's leases, 60 s).
+        #[arg(long)]
+        max_age: Option<u64>,
+    },
     /// Check modules.json, every sequence, and every module's command.
     Validate,
     /// Apply the database migrations (every command also does this on start).
@@ -286,4 +296,8 @@ pub struct WorkerArgs {
     /// Seconds between two prune passes of the recovery loop.
     #[arg(long, env = "SCHEDULER_PRUNE_EVERY", default_value_t = 300, hide = true)]
     pub prune_every: u64,
+    /// Rewrite this file at every heartbeat with whether the worker reaches its
+    /// database and broker, for `scheduler health` (a liveness/readiness probe).
+    #[arg(long, env = "SCHEDULER_HEALTH_FILE")]
+    pub health_file: Option<PathBuf>,
 }

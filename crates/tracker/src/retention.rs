@@ -2,9 +2,10 @@
 //! executions and their logs, in small batches; and the storage figures the
 //! UI shows (how much is kept), cheap at millions of rows.
 //!
-//! One batch is one statement, so one short transaction: it picks the next
-//! few hundred final runs created before the bound (oldest first, after a
-//! keyset cursor on `runs_newest`), locks them `FOR UPDATE SKIP LOCKED`,
+//! One batch is one statement (in a short transaction of its own, which only
+//! turns JIT off for it): it picks the next few hundred final runs created
+//! before the bound (oldest first, after a keyset cursor on `runs_newest`),
+//! locks them `FOR UPDATE SKIP LOCKED`,
 //! checks again under the lock that each is final, finished before the
 //! bound, has no execution still queued or running (a canceled run whose
 //! module is still being stopped holds its sequence's slot) and is not one
@@ -101,29 +102,33 @@ pub struct StorageFigures {
     pub estimated: bool,
 }
 
-/// The batch statement: `$1` age in seconds, `$2`/`$3` the cursor, `$4`
-/// the batch size, `$5` keep-last. `delete`: lock and delete; otherwise
-/// count only (a dry run reads the same rows without locking them).
-fn batch_sql(keep_last: bool, delete: bool) -> String {
+/// The batch statement: `$1` age in seconds, `$2`/`$3` the cursor; the
+/// batch size and `keep_last` are written into the text (numbers), so that
+/// the plan cached for it knows how few rows a batch touches: with them as
+/// parameters the generic plan guessed thousands and counted the logs by a
+/// merge join over the whole of `execution_logs`' index. `delete`: lock and
+/// delete; otherwise count only (a dry run reads the same rows without
+/// locking them).
+fn batch_sql(limit: u32, keep_last: Option<u32>, delete: bool) -> String {
     // The keep_last-th newest run of each sequence of the batch (one short
     // range scan of `runs_by_sequence` each); older runs may go. A sequence
     // with fewer runs has no row here, and keeps them all.
-    let kept = if keep_last {
-        "kept AS (
-            SELECT q.sequence, k.created_at, k.id
-              FROM (SELECT DISTINCT sequence FROM scan) q
-              CROSS JOIN LATERAL (
-                  SELECT n.created_at, n.id FROM runs n WHERE n.sequence = q.sequence
-                   ORDER BY n.created_at DESC, n.id DESC OFFSET $5 - 1 LIMIT 1) k
-        ),"
-    } else {
-        ""
-    };
-    let not_kept = if keep_last {
-        "AND EXISTS (SELECT 1 FROM kept k
-                      WHERE k.sequence = r.sequence AND (r.created_at, r.id) < (k.created_at, k.id))"
-    } else {
-        "AND $5::bigint IS NULL"
+    let (kept, not_kept) = match keep_last {
+        Some(n) => (
+            format!(
+                "kept AS (
+                    SELECT q.sequence, k.created_at, k.id
+                      FROM (SELECT DISTINCT sequence FROM scan) q
+                      CROSS JOIN LATERAL (
+                          SELECT n.created_at, n.id FROM runs n WHERE n.sequence = q.sequence
+                           ORDER BY n.created_at DESC, n.id DESC OFFSET {} LIMIT 1) k
+                ),",
+                n - 1
+            ),
+            "AND EXISTS (SELECT 1 FROM kept k
+                          WHERE k.sequence = r.sequence AND (r.created_at, r.id) < (k.created_at, k.id))",
+        ),
+        None => (String::new(), ""),
     };
     let lock = if delete { "FOR UPDATE OF r SKIP LOCKED" } else { "" };
     let gone = if delete {
@@ -145,7 +150,7 @@ fn batch_sql(keep_last: bool, delete: bool) -> String {
              WHERE created_at < (SELECT at FROM bound) AND (created_at, id) > ($2, $3)
                AND state IN ('succeeded', 'failed', 'canceled', 'skipped')
              ORDER BY created_at, id
-             LIMIT $4
+             LIMIT {limit}
         ),
         {kept}
         doomed AS (
@@ -157,10 +162,16 @@ fn batch_sql(keep_last: bool, delete: bool) -> String {
                {not_kept}
              {lock}
         ),
-        execs AS (SELECT count(*) AS n FROM executions e JOIN doomed d ON e.run_id = d.id),
+        -- Counted run by run (a primary-key range each), never by a join
+        -- the planner could turn into a walk over a whole table.
+        execs AS (
+            SELECT coalesce(sum(x.n), 0)::bigint AS n FROM doomed d
+             CROSS JOIN LATERAL (SELECT count(*) AS n FROM executions e WHERE e.run_id = d.id) x
+        ),
         logs AS (
-            SELECT count(*) AS n, coalesce(sum(octet_length(l.data)), 0)::bigint AS bytes
-              FROM execution_logs l JOIN doomed d ON l.run_id = d.id
+            SELECT coalesce(sum(x.n), 0)::bigint AS n, coalesce(sum(x.bytes), 0)::bigint AS bytes FROM doomed d
+             CROSS JOIN LATERAL (SELECT count(*) AS n, sum(octet_length(l.data)) AS bytes
+                                   FROM execution_logs l WHERE l.run_id = d.id) x
         ),
         {gone},
         last AS (SELECT created_at, id FROM scan ORDER BY created_at DESC, id DESC LIMIT 1)
@@ -198,21 +209,25 @@ pub(crate) async fn prune_batch(
 ) -> Result<PruneBatch> {
     // Keeping none is keeping nothing: the statement then has no `kept`.
     let keep_last = retention.keep_last.filter(|&n| n > 0);
-    let sql = batch_sql(keep_last.is_some(), !dry_run);
+    let limit = limit.max(1);
+    let sql = batch_sql(limit, keep_last, !dry_run);
     // Before any run: the first day of year 1 (in PostgreSQL's range).
     let from = from.unwrap_or(PruneCursor {
         created_at: DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
         id: Uuid::nil(),
     });
-    let limit = limit.max(1);
+    // Its own short transaction, only to turn JIT off for it: on a large
+    // table the planner's costs pass `jit_above_cost`, and compiling the
+    // statement (hundreds of milliseconds) costs more than running it.
+    let mut tx = t.pool.begin().await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     let row: BatchRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(retention.older_than.as_secs_f64())
         .bind(from.created_at)
         .bind(from.id)
-        .bind(limit as i64)
-        .bind(keep_last.map(i64::from))
-        .fetch_one(&t.pool)
+        .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
     let next = match (row.last_at, row.last_id) {
         (Some(created_at), Some(id)) if row.scanned >= limit as i64 => Some(PruneCursor { created_at, id }),
         _ => None,

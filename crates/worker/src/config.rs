@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     /// Environment the keeper needs beyond the worker's (where the store
     /// is, to report the worker's death).
     pub keeper_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Where the heartbeat writes the worker's health for a probe
+    /// (`scheduler health`); `None`: nowhere.
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +70,7 @@ impl Default for WorkerConfig {
             stall_after: Duration::from_secs(30),
             keeper: None,
             keeper_env: Vec::new(),
+            health_file: None,
         }
     }
 }

@@ -28,6 +28,21 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         last_ok = beat(&ctx, last_ok).await;
+        write_health(&ctx).await;
+    }
+}
+
+/// Rewrites the health file (`--health-file`) a probe reads.
+async fn write_health(ctx: &Ctx) {
+    let Some(path) = &ctx.config.health_file else { return };
+    let report = ctx.health.report(
+        ctx.worker_id,
+        ctx.is_draining(),
+        ctx.config.lease.as_secs_f64(),
+        std::time::SystemTime::now(),
+    );
+    if let Err(e) = crate::health::write(path, &report).await {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the health file");
     }
 }
 
@@ -50,6 +65,7 @@ pub async fn beat(ctx: &Ctx, last_ok: Instant) -> Instant {
     if let Err(e) = &answer {
         tracing::warn!(error = %e, "heartbeat failed");
     }
+    ctx.health.database(answer.is_ok(), std::time::SystemTime::now());
     let beat = Beat {
         held: answer.as_deref().ok(),
         asked,

@@ -13,6 +13,8 @@
 //!   into the recorded result.
 //! - [`clock`]: the time the worker's own timers read, given to it.
 //! - [`heartbeat`]: worker liveness, lease renewal, cancel and lease-loss kills.
+//! - [`health`]: the health file a probe reads (`--health-file`), and its
+//!   verdict (`scheduler health`).
 //! - [`keeper`]: starting and minding the keeper process beside the worker.
 //! - [`logs`]: shipping every byte of module output to the record, in
 //!   batches, apart from the step's commit.
@@ -33,6 +35,7 @@
 pub mod clock;
 pub mod config;
 pub mod handlers;
+pub mod health;
 pub mod heartbeat;
 pub mod keeper;
 pub mod logs;

@@ -11,7 +11,9 @@
 //!    once the attempt limit is reached; a module left running by a dead
 //!    worker on this host is killed first;
 //! 4. decides again runs left `running` with nothing in flight (the message
-//!    that should have followed their latest step was lost).
+//!    that should have followed their latest step was lost);
+//! 5. (first) marks workers silent for a whole lease as lost, recording a
+//!    `worker_lost` event with each.
 //!
 //! With a retention set (`worker --prune-older-than`), the lease holder also
 //! prunes, every `prune_every` at most: [`prune_once`], a bounded number of
@@ -21,7 +23,7 @@ use crate::worker::Ctx;
 use scheduler_core::Message;
 use scheduler_core::machine::{self, Decision, Plan};
 use scheduler_producer::{Effect, ProducerError, publish_noted, publish_written};
-use scheduler_tracker::{Close, Expired, PRUNE_BATCH, PRUNE_PAUSE, PruneCounts, Retention, Write};
+use scheduler_tracker::{Close, Expired, PRUNE_BATCH, PRUNE_PAUSE, PruneCounts, PruneCursor, Retention, Write};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,8 @@ pub struct Report {
     /// Waiting runs started because their sequence had a free slot that no
     /// one handed over (its holder's ending was not followed by the hand-over).
     pub admitted_runs: usize,
+    /// Workers found silent for a whole lease (each recorded as `worker_lost`).
+    pub lost_workers: usize,
 }
 
 impl Report {
@@ -47,8 +51,11 @@ impl Report {
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut wait = std::time::Duration::ZERO;
-    // When this worker last pruned (only ever while holding the lease).
+    // When this worker last pruned (only ever while holding the lease),
+    // and where the next pass goes on when the last one stopped at its
+    // bound rather than at the end.
     let mut pruned_at: Option<std::time::Instant> = None;
+    let mut prune_from: Option<PruneCursor> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -88,7 +95,11 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             continue;
         }
         pruned_at = Some(ctx.clock.now());
-        match prune_once(&ctx, &retention).await {
+        let pass = prune_once(&ctx, &retention, prune_from.take()).await;
+        if let Ok((_, next)) = &pass {
+            prune_from = *next;
+        }
+        match pass.map(|(counts, _)| counts) {
             Ok(c) if c.runs > 0 => tracing::info!(
                 runs = c.runs,
                 executions = c.executions,
@@ -110,22 +121,31 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
 pub const PRUNE_BATCHES_PER_PASS: u32 = 10;
 
 /// One retention pass: up to [`PRUNE_BATCHES_PER_PASS`] batches of
-/// `retention`, oldest runs first, a pause between them; what it deleted.
-pub async fn prune_once(ctx: &Ctx, retention: &Retention) -> scheduler_tracker::Result<PruneCounts> {
+/// `retention`, oldest runs first from `from` (`None`: the oldest), a pause
+/// between them. Returns what it deleted, and where the next pass goes on
+/// (`None` when this one got to the end). Going on from there rather than
+/// from the oldest again spares each pass a walk over the index entries of
+/// the runs the previous ones deleted, which stay until vacuum; a pass that
+/// got to the end starts over, for runs that became due behind it (kept
+/// by `keep_last` until newer ones came, or skipped while locked).
+pub async fn prune_once(
+    ctx: &Ctx,
+    retention: &Retention,
+    mut from: Option<PruneCursor>,
+) -> scheduler_tracker::Result<(PruneCounts, Option<PruneCursor>)> {
     let mut total = PruneCounts::default();
-    let mut from = None;
     for batch in 0..PRUNE_BATCHES_PER_PASS {
         if batch > 0 {
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
         let done = ctx.store.prune_batch(retention, from, PRUNE_BATCH, false).await?;
         total += done.counts;
-        match done.next {
-            Some(next) => from = Some(next),
-            None => break,
+        from = done.next;
+        if from.is_none() {
+            break;
         }
     }
-    Ok(total)
+    Ok((total, from))
 }
 
 /// The shortest wait between two recovery passes, however soon a retry is due.
@@ -135,6 +155,13 @@ pub async fn reap_once(ctx: &Ctx) -> Result<Report, ProducerError> {
     let mut report = Report::default();
     let grace = ctx.config.republish_after;
     let (store, transport) = (&*ctx.store, &*ctx.transport);
+
+    // A worker silent for a whole lease is lost: marked once per silence,
+    // its `worker_lost` event recorded in the same statement.
+    for (worker_id, host) in store.mark_lost_workers(ctx.config.lease).await? {
+        tracing::warn!(%worker_id, %host, "recovery: worker lost (no heartbeat for a whole lease)");
+        report.lost_workers += 1;
+    }
 
     for sequence in store.waiting_sequences().await? {
         report.admitted_runs += scheduler_producer::admit_waiting(store, transport, &sequence).await?;

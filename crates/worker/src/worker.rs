@@ -62,6 +62,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     /// Where its modules' output goes.
     pub logs: Arc<crate::logs::Shipper>,
+    /// Whether it reaches its database and broker, for `--health-file`.
+    pub health: crate::health::Health,
 }
 
 impl Ctx {
@@ -88,6 +90,7 @@ impl Ctx {
             draining: AtomicBool::new(false),
             last_delivery: Mutex::new(clock.now()),
             clock,
+            health: crate::health::Health::new(std::time::SystemTime::now()),
         }
     }
 
@@ -193,6 +196,9 @@ pub async fn run(
     let _ = watch.await;
     let _ = reap.await;
     let _ = keep.await;
+    if let Some(path) = &ctx.config.health_file {
+        crate::health::remove(path);
+    }
     if let Err(e) = ctx.store.worker_stopped(worker_id).await {
         tracing::warn!(error = %e, "could not record the worker as stopped");
     }
@@ -221,10 +227,12 @@ async fn consume(ctx: &Arc<Ctx>, inbox: &mut Box<dyn Inbox>, tasks: &TaskTracker
                 // the connection and the consumer, then resume.
                 Ok(None) => {
                     tracing::warn!("the broker canceled this worker's consumer; reconnecting");
+                    ctx.health.broker(false, std::time::SystemTime::now());
                     if !reconnect(ctx, inbox, shutdown).await { return }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lost the connection to RabbitMQ; running modules go on, reconnecting");
+                    ctx.health.broker(false, std::time::SystemTime::now());
                     if !reconnect(ctx, inbox, shutdown).await { return }
                 }
             }
@@ -278,6 +286,7 @@ async fn reconnect(ctx: &Ctx, inbox: &mut Box<dyn Inbox>, shutdown: &Cancellatio
         match attempt.await {
             Ok(()) => {
                 tracing::info!("reconnected to RabbitMQ; consuming again");
+                ctx.health.broker(true, std::time::SystemTime::now());
                 return true;
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 mod backfill;
 pub mod beat;
 pub mod bench;
+mod health;
 mod import_crontab;
 mod inspect;
 pub mod keeper;
@@ -64,6 +65,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logs::logs(&g, args).await
         }
         Command::Prune(args) => prune::prune(&g, &args).await,
+        Command::Health { file, max_age } => health::health(&file, max_age),
         Command::Validate => validate::validate(&g),
         Command::Migrate => {
             crate::connect::store(&g, 1).await?;

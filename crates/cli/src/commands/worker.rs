@@ -47,6 +47,7 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         prune_every: Duration::from_secs(a.prune_every.max(1)),
         keeper: keeper_command(),
         keeper_env: vec![("DATABASE_URL".into(), g.database_url.clone().into())],
+        health_file: a.health_file.clone(),
         logs: scheduler_worker::logs::LogLimits {
             cap: a.log_cap,
             ..Default::default()
@@ -106,6 +107,10 @@ fn handle_signals(handle: Arc<OnceLock<WorkerHandle>>) -> anyhow::Result<Cancell
 
 pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let config = config(g, args)?;
+    // A previous run's report must not vouch for this one before it is up.
+    if let Some(path) = &config.health_file {
+        scheduler_worker::health::remove(path);
+    }
     let project = connect::project(g)?;
     let store = connect::store(g, args.concurrency as u32 + 4).await?;
     let transport = connect::transport(g, &format!("scheduler worker {}", std::process::id())).await?;
