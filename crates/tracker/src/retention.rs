@@ -256,7 +256,9 @@ const ESTIMATE: &str = "
 
 /// Runs, executions and log rows (estimated; exact under [`EXACT_BELOW`]),
 /// what the logs and the database take on disk. A few catalog reads and
-/// `stat`s of the database's files; exact counts only of small tables.
+/// `stat`s of the database's files; exact counts only of small tables (a
+/// table never analyzed is counted up to [`EXACT_BELOW`] rows, and past
+/// that reads as an estimate of at least that many).
 pub(crate) async fn storage_figures(t: &Tracker) -> Result<StorageFigures> {
     let estimates: Vec<(String, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT t.name, {ESTIMATE} FROM unnest(ARRAY['runs', 'executions', 'execution_logs']) AS t(name)"
@@ -266,10 +268,18 @@ pub(crate) async fn storage_figures(t: &Tracker) -> Result<StorageFigures> {
     let mut figures = StorageFigures::default();
     for (table, estimate) in estimates {
         let rows = if estimate < EXACT_BELOW {
-            // Small (or never analyzed): counting costs little.
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&t.pool)
-                .await?
+            // Small, or never analyzed (then possibly large): counted, but
+            // never past the bound, so a page load stays cheap either way.
+            let cap = EXACT_BELOW as i64;
+            let counted: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {cap}) t"
+            )))
+            .fetch_one(&t.pool)
+            .await?;
+            if counted >= cap {
+                figures.estimated = true;
+            }
+            counted
         } else {
             figures.estimated = true;
             estimate.round() as i64
