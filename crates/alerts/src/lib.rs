@@ -11,15 +11,20 @@
 //!   JSON and its HMAC signature, the email), pure.
 //! - [`throttle`]: held or sent, when held ones go, what an answer means,
 //!   backoff; pure, times passed in.
-//! - [`send`]: the only I/O: HTTP (webhooks, healthcheck pings) and SMTP.
+//! - [`send`]: HTTP (webhooks, healthcheck pings) and SMTP.
+//! - [`sender`]: the loop every worker runs, one at a time under a lease:
+//!   route new events to targets, attempt due deliveries, record outcomes
+//!   (through the tracker's `Store`: no SQL here).
 //!
-//! Architecture invariant: every module but `send` is pure (no file,
-//! socket, clock or environment), so every decision is unit-tested.
+//! Architecture invariant: `config`, `event`, `payload` and `throttle` are
+//! pure (no file, socket, clock or environment), so every decision is
+//! unit-tested; I/O lives in `send` and `sender` only.
 
 pub mod config;
 pub mod event;
 pub mod payload;
 pub mod send;
+pub mod sender;
 pub mod throttle;
 
 pub use config::{AlertsConfig, HEALTHCHECK_TARGET, Target, TargetKind, parse};

@@ -177,6 +177,11 @@ pub enum Command {
         #[arg(long)]
         max_age: Option<u64>,
     },
+    /// Print the shell completion script for bash, zsh or fish (also elvish,
+    /// powershell): `scheduler completions bash > /etc/bash_completion.d/scheduler`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Check modules.json, every sequence, and every module's command.
     Validate,
     /// Apply the database migrations (every command also does this on start).

@@ -119,8 +119,8 @@ pub fn run_detail(d: &RunDetail) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>7} {:>5}  ARGV",
-        "STEP", "TRY", "MODULE", "STATE", "QUEUE", "DURATION", "PID", "EXIT"
+        "\n{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5}  ARGV",
+        "STEP", "TRY", "MODULE", "STATE", "QUEUE", "DURATION", "PEAK MEM", "CPU", "PID", "EXIT"
     );
     for e in &d.executions {
         let exit = match (e.exit_code, e.signal) {
@@ -128,21 +128,36 @@ pub fn run_detail(d: &RunDetail) -> String {
             (None, Some(s)) => format!("sig{s}"),
             _ => "-".into(),
         };
+        let cpu = match (e.user_cpu_us, e.sys_cpu_us) {
+            (Some(u), Some(s)) => duration(Some((u + s) / 1000)),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             out,
-            "{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>7} {:>5}  {}",
+            "{:<4} {:<3} {:<16} {:<10} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5}  {}",
             e.step + 1,
             e.attempt,
             e.module,
             e.state,
             e.queue,
             duration(e.duration_ms),
+            e.peak_rss_kib.map(|k| bytes(k * 1024)).unwrap_or_else(|| "-".into()),
+            cpu,
             e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             exit,
             e.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
         );
         if let Some(err) = &e.error {
             let _ = writeln!(out, "     ! {err}");
+        }
+        if let Some(at) = e.stalled_at {
+            let _ = writeln!(out, "     stalled: no output since {}", time(Some(at)));
+        }
+        for w in e.warnings.iter().flatten() {
+            let _ = writeln!(out, "     warning: {w}");
+        }
+        if let (Some(path), Some(size)) = (&e.output_path, e.output_bytes) {
+            let _ = writeln!(out, "     output {path}: {}{}", bytes(size), output_change(e));
         }
         if let (Some(due), "queued") = (e.due_at, e.state.as_str()) {
             let _ = writeln!(
@@ -162,5 +177,28 @@ fn shell_quote(a: &str) -> String {
         a.to_string()
     } else {
         format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// `1.5 MiB`: binary units, one decimal past KiB.
+pub fn bytes(n: i64) -> String {
+    let n = n as f64;
+    match n {
+        n if n < 1024.0 => format!("{n} B"),
+        n if n < 1024.0 * 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n if n < 1024.0 * 1024.0 * 1024.0 => format!("{:.1} MiB", n / (1024.0 * 1024.0)),
+        n => format!("{:.1} GiB", n / (1024.0 * 1024.0 * 1024.0)),
+    }
+}
+
+/// Whether a step's output changed since the sequence's previous successful run.
+fn output_change(e: &scheduler_tracker::ExecutionView) -> String {
+    match (&e.output_sha256, &e.previous_output_sha256) {
+        (Some(now), Some(before)) if now == before => {
+            ", unchanged since the previous successful run (same SHA-256)".into()
+        }
+        (Some(now), Some(_)) => format!(", changed since the previous successful run (SHA-256 {})", &now[..12]),
+        (Some(now), None) => format!(", SHA-256 {}", &now[..12]),
+        (None, _) => " (too large to hash)".into(),
     }
 }

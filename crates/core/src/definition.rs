@@ -67,6 +67,11 @@ pub struct Step {
     /// The queue this step runs on, over the module's and the sequence's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Overrides of the module's stall watch for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stall: Option<OnStall>,
     /// Overrides of the module's retry policy for this step.
     #[serde(skip)]
     pub retry: RetrySettings,
@@ -114,6 +119,34 @@ pub struct ModuleDef {
     /// Added to the module's environment (the worker's `ETL_*` win).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// A step with a local `output` that exits 0 without writing it fails
+    /// (the output contract); `false` opts out.
+    #[serde(default = "yes")]
+    pub check_output: bool,
+    /// No output byte and no growth of the output file for this long marks
+    /// the execution stalled; `on_stall` says what else happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_secs: Option<u64>,
+    #[serde(default)]
+    pub on_stall: OnStall,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
+}
+
+/// What a stalled execution gets: flagged (and an event), or also stopped
+/// and handled as a failure (its retries apply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStall {
+    #[default]
+    Flag,
+    Kill,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +161,12 @@ struct RawModule {
     cwd: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    check_output: bool,
+    #[serde(default)]
+    stall_secs: Option<u64>,
+    #[serde(default)]
+    on_stall: OnStall,
 }
 
 #[derive(Deserialize)]
@@ -171,7 +210,8 @@ impl Modules {
             let module: RawModule = serde_json::from_value(value).map_err(|e| {
                 bad(format!(
                     "{e}; expected {{\"cmd\": \"./program\"}} or {{\"cmd\": [\"program\", \"arg\"], \"timeout_secs\": 600, \
-                     \"cwd\": \"dir\", \"env\": {{\"NAME\": \"value\"}}}}"
+                     \"cwd\": \"dir\", \"env\": {{\"NAME\": \"value\"}}, \"check_output\": false, \"stall_secs\": 600, \
+                     \"on_stall\": \"flag\" or \"kill\"}}"
                 ))
             })?;
             let cmd = match module.cmd {
@@ -190,6 +230,11 @@ impl Modules {
                 check_queue(queue).map_err(|e| bad(format!("\"queue\": {e}")))?;
             }
             check_cwd_and_env(module.cwd.as_deref(), &module.env).map_err(&bad)?;
+            if module.stall_secs == Some(0) {
+                return Err(bad(
+                    "\"stall_secs\" must be at least 1 (leave it out: no stall watch)".into()
+                ));
+            }
             modules.insert(
                 name,
                 ModuleDef {
@@ -199,6 +244,9 @@ impl Modules {
                     queue: module.queue,
                     cwd: module.cwd,
                     env: module.env,
+                    check_output: module.check_output,
+                    stall_secs: module.stall_secs,
+                    on_stall: module.on_stall,
                 },
             );
         }
@@ -235,6 +283,9 @@ impl Modules {
                             queue: None,
                             cwd: None,
                             env: BTreeMap::new(),
+                            check_output: true,
+                            stall_secs: None,
+                            on_stall: OnStall::Flag,
                         },
                     )
                 })
@@ -251,10 +302,12 @@ pub struct Sequence {
     /// The queue of its runs and steps, unless a module or step names one.
     queue: Option<String>,
     concurrency: Concurrency,
+    /// Pinged at each run's start, success and failure (a dead-man's switch).
+    healthcheck_url: Option<String>,
 }
 
 /// What a sequence file may hold besides its steps, in its object form.
-const SEQUENCE_FIELDS: &str = "\"steps\", \"queue\", \"max_concurrent\", \"on_conflict\"";
+const SEQUENCE_FIELDS: &str = "\"steps\", \"queue\", \"max_concurrent\", \"on_conflict\", \"healthcheck_url\"";
 
 const SEQUENCE_SHAPE: &str = "a list of steps [{\"module_name\": \"extract\", \"input\": \"\", \"output\": \"\", \"conf\": \"\"}], \
      or an object {\"steps\": [...], \"queue\": \"heavy\", \"max_concurrent\": 1, \"on_conflict\": \"queue\"}";
@@ -285,8 +338,8 @@ impl Sequence {
             message,
         };
         let value: serde_json::Value = parse_json(file, text, SEQUENCE_SHAPE)?;
-        let (raw, queue, concurrency) = match value {
-            serde_json::Value::Array(steps) => (steps, None, Concurrency::default()),
+        let (raw, queue, concurrency, healthcheck_url) = match value {
+            serde_json::Value::Array(steps) => (steps, None, Concurrency::default(), None),
             serde_json::Value::Object(mut object) => {
                 let steps = match object.remove("steps") {
                     Some(serde_json::Value::Array(steps)) => steps,
@@ -299,12 +352,20 @@ impl Sequence {
                     None => return Err(shape("the object form needs \"steps\": [...]".into())),
                 };
                 let (queue, concurrency) = take_sequence_settings(&mut object).map_err(shape)?;
+                let healthcheck_url = match object.remove("healthcheck_url") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(url)) => {
+                        check_healthcheck_url(&url).map_err(|e| shape(format!("\"healthcheck_url\": {e}")))?;
+                        Some(url)
+                    }
+                    Some(other) => return Err(shape(format!("\"healthcheck_url\" must be a URL string, not {other}"))),
+                };
                 if let Some(field) = object.keys().next() {
                     return Err(shape(format!(
                         "unknown field {field:?}; a sequence object has {SEQUENCE_FIELDS}"
                     )));
                 }
-                (steps, queue, concurrency)
+                (steps, queue, concurrency, healthcheck_url)
             }
             other => return Err(shape(format!("expected {SEQUENCE_SHAPE}, found {}", json_kind(&other)))),
         };
@@ -320,7 +381,13 @@ impl Sequence {
             steps,
             queue,
             concurrency,
+            healthcheck_url,
         })
+    }
+
+    /// The URL pinged at each run's start, success and failure, if any.
+    pub fn healthcheck_url(&self) -> Option<&str> {
+        self.healthcheck_url.as_deref()
     }
 
     pub fn name(&self) -> &str {
@@ -371,6 +438,9 @@ impl Sequence {
                     queue: None,
                     cwd: None,
                     env: BTreeMap::new(),
+                    check_output: true,
+                    stall_secs: None,
+                    on_stall: OnStall::Flag,
                 });
                 let queue = step
                     .queue
@@ -402,6 +472,9 @@ impl Sequence {
                     queue: Some(queue),
                     cwd: module.cwd,
                     env: module.env,
+                    check_output: module.check_output,
+                    stall_secs: step.stall_secs.or(module.stall_secs),
+                    on_stall: step.on_stall.unwrap_or(module.on_stall),
                 }
             })
             .collect();
@@ -411,8 +484,22 @@ impl Sequence {
             concurrency: self.concurrency,
             schedule: None,
             logical_date: values.get("ts").cloned(),
+            healthcheck_url: self.healthcheck_url.clone(),
         }
     }
+}
+
+/// A healthcheck URL: `http(s)://host...`, no spaces; a run pings it
+/// (`/start`, success, `/fail`) through the alert sender.
+pub fn check_healthcheck_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} is not a URL with a host (and no spaces)"));
+    }
+    Ok(())
 }
 
 /// What a run executes, frozen when it was triggered. Stored as JSON with the
@@ -428,6 +515,10 @@ pub struct Snapshot {
     /// The schedule that started the run, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Pinged when the run starts, succeeds and fails: its schedule's, else
+    /// its sequence's (recorded as events with the run's moves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck_url: Option<String>,
     /// The run's logical date (RFC 3339, in its schedule's timezone): its
     /// slot, or the time (or date) it was started for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -458,6 +549,14 @@ pub struct SnapshotStep {
     /// The module's own environment additions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Whether a local `output` must be written for an exit 0 to succeed.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub check_output: bool,
+    /// The stall watch (none: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_secs: Option<u64>,
+    #[serde(default)]
+    pub on_stall: OnStall,
 }
 
 fn no_retry() -> RetryPolicy {
@@ -506,7 +605,7 @@ fn parse_step(
     let mut step: Step = serde_json::from_value(value).map_err(|e| {
         bad(format!(
             "{e}; a step has \"module_name\" and optional \"input\", \"output\", \"conf\" strings, \
-             a \"queue\" and retry settings"
+             a \"queue\", \"stall_secs\", \"on_stall\" and retry settings"
         ))
     })?;
     if step.module_name.trim().is_empty() {
@@ -527,6 +626,11 @@ fn parse_step(
     step.retry = retry;
     if let Some(queue) = &step.queue {
         check_queue(queue).map_err(|e| bad(format!("\"queue\": {e}")))?;
+    }
+    if step.stall_secs == Some(0) {
+        return Err(bad(
+            "\"stall_secs\" must be at least 1 (leave it out for the module's)".into()
+        ));
     }
     for (field, value) in [("input", &step.input), ("output", &step.output), ("conf", &step.conf)] {
         if value.contains('\0') {
@@ -708,6 +812,22 @@ mod tests {
         check_err(
             r#"[{"module_name":"extract","queue":"x.dead"}]"#,
             "step 0: \"queue\": queue \"x.dead\" ends with \".dead\"",
+        );
+    }
+
+    #[test]
+    fn a_sequence_may_name_a_healthcheck_url_frozen_in_its_snapshot() {
+        let text = r#"{"healthcheck_url": "https://hc.example/ping/abc", "steps": [{"module_name":"extract"}]}"#;
+        let seq = Sequence::parse("s", "f", text, &modules()).unwrap();
+        assert_eq!(seq.healthcheck_url(), Some("https://hc.example/ping/abc"));
+        let snap = seq.snapshot(&modules(), "etl");
+        assert_eq!(snap.healthcheck_url.as_deref(), Some("https://hc.example/ping/abc"));
+        let plain = Sequence::parse("s", "f", r#"[{"module_name":"extract"}]"#, &modules()).unwrap();
+        let json = serde_json::to_value(plain.snapshot(&modules(), "etl")).unwrap();
+        assert!(json.get("healthcheck_url").is_none(), "none: the stored JSON is unchanged");
+        check_err(
+            r#"{"healthcheck_url": "hc.example/x", "steps": [{"module_name":"extract"}]}"#,
+            "\"healthcheck_url\": \"hc.example/x\" is not an http:// or https:// URL",
         );
     }
 

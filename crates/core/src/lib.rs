@@ -21,7 +21,7 @@ pub mod policy;
 pub mod retry;
 pub mod state;
 
-pub use definition::{DefinitionError, ModuleDef, Modules, Sequence, Snapshot, SnapshotStep, Step};
+pub use definition::{DefinitionError, ModuleDef, Modules, OnStall, Sequence, Snapshot, SnapshotStep, Step};
 pub use message::{DecodeError, MAX_MESSAGE_BYTES, MESSAGE_VERSION, Message};
 pub use policy::{Concurrency, DEFAULT_QUEUE, OnConflict};
 pub use retry::{RetryPolicy, RetrySettings};

@@ -14,6 +14,9 @@
 //!    that insert), optionally already claimed by a worker with a lease
 //!    (local delivery); `ON CONFLICT DO NOTHING`, so a duplicate is a no-op.
 //! 4. a move to `canceled` cancels the run's queued executions.
+//! 5. the events the change causes, for alerts (a failed run, a sequence
+//!    green again, a step waiting to retry, a run's healthcheck pings), in
+//!    shapes of their own so the hot path records none (`events.rs`).
 //!
 //! The answer says which parts applied and the run's queue, so the caller
 //! publishes the plan's message only when everything it follows is written.
@@ -21,7 +24,7 @@
 use crate::executions::{Claimed, ExecKey, ExecResult};
 use crate::runs::strip_nul;
 use crate::{Result, Tracker};
-use scheduler_core::ExecState;
+use scheduler_core::{ExecState, RunState};
 use scheduler_core::machine::Plan;
 use std::time::Duration;
 use uuid::Uuid;
@@ -140,19 +143,22 @@ struct Row {
     schedule: Option<String>,
     cwd: Option<String>,
     env: Option<crate::executions::ModuleEnv>,
+    step_def: Option<crate::executions::StepDef>,
 }
 
 // The statement, assembled from one copy of each fragment into the shape a
 // write needs, so that PostgreSQL plans and runs only the parts it uses (the
 // hot path, a worker recording a step and claiming the next, is
-// close + read the run + queue). Every shape takes the same 25 parameters
+// close + read the run + queue). Every shape takes the same 34 parameters
 // (sqlx declares their types, so a shape may leave some unused):
 // $1 run; $2 close kind ('finish' | 'abandon'), $3 step, $4 attempt,
 // $5 the finishing worker, $6..$14 the result; $15 from, $16 to, $17 failed
 // step, $18 reason; $19 step and $20 attempt to queue; $21 the claiming
 // worker, $22 its lease in seconds; $23 the queued execution's retry number,
 // $24 its delay in seconds (a retry: due then, published by recovery);
-// $25 the queues the claiming worker serves.
+// $25 the queues the claiming worker serves; $26..$29 the accounting (wall
+// time, peak RSS, user and system CPU), $30..$33 the output's path, size,
+// mtime and checksum, $34 the warnings.
 
 /// Close a running execution: the holder's result, or recovery's
 /// `abandoned` once its lease expired.
@@ -161,7 +167,10 @@ const CLOSE: &str = "closed AS (
        SET state = $6, finished_at = now(), lease_until = NULL,
            duration_ms = coalesce($7, (extract(epoch FROM (now() - started_at)) * 1000)::bigint),
            exit_code = $8, signal = $9, error = $10, stdout_tail = $11, stderr_tail = $12,
-           stdout_bytes = $13, stderr_bytes = $14
+           stdout_bytes = $13, stderr_bytes = $14,
+           wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
+           output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
+           warnings = $34
      WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
        AND CASE $2::text WHEN 'finish' THEN worker_id = $5 ELSE lease_until < now() END
  RETURNING run_id
@@ -224,11 +233,59 @@ const CANCEL_QUEUED: &str = "c AS (
  RETURNING step
 )";
 
+/// Events of a run move, recorded with it: a run that failed, a sequence
+/// green again after failing (`failing_sequences` holds the streak; the
+/// success deletes its row), and the healthcheck pings of a run whose
+/// snapshot names a `healthcheck_url` (start, success, fail). Only in the
+/// shapes that move a run to `running` from `queued`, or to `succeeded` or
+/// `failed`; never in the hot path (`Close`).
+const MOVE_EVENTS: &str = "failing AS (
+    INSERT INTO failing_sequences AS fs (sequence, since, failures, last_run)
+    SELECT m.sequence, now(), 1, m.id FROM moved m WHERE $16::text = 'failed'
+    ON CONFLICT (sequence) DO UPDATE SET failures = fs.failures + 1, last_run = excluded.last_run
+), green AS (
+    DELETE FROM failing_sequences fs USING moved m
+     WHERE $16::text = 'succeeded' AND fs.sequence = m.sequence
+ RETURNING fs.since, fs.failures
+), run_events AS (
+    INSERT INTO events (kind, sequence, run_id, step, message, detail)
+    SELECT 'run_failed', m.sequence, m.id, $17::int, $18::text,
+           jsonb_strip_nulls(jsonb_build_object('module', m.snapshot->'steps'->($17::int)->>'module_name',
+                                                'schedule', m.snapshot->>'schedule'))
+      FROM moved m WHERE $16::text = 'failed'
+    UNION ALL
+    SELECT 'run_recovered', m.sequence, m.id, NULL, NULL,
+           jsonb_build_object('failing_since', g.since, 'failures', g.failures)
+      FROM moved m CROSS JOIN green g
+    UNION ALL
+    SELECT CASE $16::text WHEN 'running' THEN 'healthcheck_start' WHEN 'succeeded' THEN 'healthcheck_success'
+                          ELSE 'healthcheck_fail' END,
+           m.sequence, m.id, NULL, CASE WHEN $16::text = 'failed' THEN $18::text END,
+           jsonb_build_object('url', m.snapshot->>'healthcheck_url')
+      FROM moved m
+     WHERE m.snapshot ? 'healthcheck_url'
+       AND (($15::text = 'queued' AND $16::text = 'running') OR $16::text IN ('succeeded', 'failed'))
+)";
+
+/// A failed step whose next attempt waits for its retry delay: recorded
+/// with the failure and the queued retry (shape `CloseRetry`, never the
+/// hot path's `Close`).
+const RETRY_EVENT: &str = "retry_event AS (
+    INSERT INTO events (kind, sequence, run_id, step, attempt, message, detail)
+    SELECT 'step_retrying', r.sequence, r.id, $3::int, $4::int, $10::text,
+           jsonb_strip_nulls(jsonb_build_object(
+               'module', q.module, 'retry', q.retry, 'next_attempt', $20::int,
+               'retries', (r.snapshot->'steps'->($19::int)->'retry'->>'retries')::int,
+               'due_at', now() + make_interval(secs => $24::float8), 'exit_code', $8::int))
+      FROM q CROSS JOIN r
+)";
+
 const ANSWER: &str = "SELECT {closed} AS closed, (SELECT count(*) FROM r) AS run,
        q.module, q.argv, q.timeout_secs, q.retry, r.sequence, r.step_count, r.queue,
        q.queue AS exec_queue, q.state AS exec_state, r.snapshot->'concurrency' ? 'max_concurrent' AS limited,
        r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule,
-       r.snapshot->'steps'->($19::int)->>'cwd' AS cwd, r.snapshot->'steps'->($19::int)->'env' AS env
+       r.snapshot->'steps'->($19::int)->>'cwd' AS cwd, r.snapshot->'steps'->($19::int)->'env' AS env,
+       r.snapshot->'steps'->($19::int) AS step_def
   FROM (SELECT 1) AS one LEFT JOIN q ON true LEFT JOIN r ON true";
 
 /// Which parts a write has.
@@ -238,8 +295,14 @@ enum Shape {
     Running,
     /// Close an execution, then queue on its still running run.
     Close,
+    /// `Close` of a failed attempt whose retry is queued with a delay:
+    /// records `step_retrying` too.
+    CloseRetry,
     /// Move the run (and queue, or cancel its queue).
     Move,
+    /// `Move` to `failed`, to `succeeded`, or from `queued` to `running`:
+    /// records the run's events too ([`MOVE_EVENTS`]).
+    MoveEvents,
     /// Close, then move (no caller needs it today; kept whole for the contract).
     CloseMove,
 }
@@ -252,7 +315,11 @@ fn assemble(shape: Shape) -> String {
             vec![CLOSE.into(), READ_RUN.replace("{gate}", AFTER_CLOSE)],
             "(SELECT count(*) FROM closed)",
         ),
-        Shape::Move => (vec![MOVE_RUN.replace("{gate}", ""), CANCEL_QUEUED.into()], "1::bigint"),
+        Shape::CloseRetry => (
+            vec![CLOSE.into(), READ_RUN.replace("{gate}", AFTER_CLOSE)],
+            "(SELECT count(*) FROM closed)",
+        ),
+        Shape::Move | Shape::MoveEvents => (vec![MOVE_RUN.replace("{gate}", ""), CANCEL_QUEUED.into()], "1::bigint"),
         Shape::CloseMove => (
             vec![
                 CLOSE.into(),
@@ -264,15 +331,22 @@ fn assemble(shape: Shape) -> String {
     };
     let mut ctes = parts;
     ctes.push(QUEUE.into());
+    match shape {
+        Shape::CloseRetry => ctes.push(RETRY_EVENT.into()),
+        Shape::MoveEvents | Shape::CloseMove => ctes.push(MOVE_EVENTS.into()),
+        Shape::Running | Shape::Close | Shape::Move => {}
+    }
     format!("WITH {}\n{}", ctes.join(",\n"), ANSWER.replace("{closed}", closed))
 }
 
 fn statement(shape: Shape) -> &'static str {
-    static SHAPES: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+    static SHAPES: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new(|| {
         [
             assemble(Shape::Running),
             assemble(Shape::Close),
+            assemble(Shape::CloseRetry),
             assemble(Shape::Move),
+            assemble(Shape::MoveEvents),
             assemble(Shape::CloseMove),
         ]
     });
@@ -300,9 +374,16 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
     let finished = matches!(w.close, Some(Close::Finish { .. }));
     let plan = w.plan;
     let delayed = plan.queue.and_then(|q| q.delay);
+    // Only the writes that cause an event take the shapes that record one.
+    let retrying = matches!(w.close, Some(Close::Finish { .. })) && delayed.is_some();
+    let eventful = plan.run.is_some_and(|m| {
+        matches!(m.to, RunState::Failed | RunState::Succeeded) || (m.from, m.to) == (RunState::Queued, RunState::Running)
+    });
     let shape = match (w.close.is_some(), plan.run.is_some()) {
         (false, false) => Shape::Running,
+        (true, false) if retrying => Shape::CloseRetry,
         (true, false) => Shape::Close,
+        (false, true) if eventful => Shape::MoveEvents,
         (false, true) => Shape::Move,
         (true, true) => Shape::CloseMove,
     };
@@ -333,6 +414,24 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
         .bind(plan.queue.map(|q| q.retry as i32))
         .bind(delayed.map(|d| d.as_secs_f64()))
         .bind(w.claim_for.map_or(&[][..], |c| c.queues))
+        .bind(finished.then_some(result.wall_us).flatten())
+        .bind(finished.then_some(result.peak_rss_kib).flatten())
+        .bind(finished.then_some(result.user_cpu_us).flatten())
+        .bind(finished.then_some(result.sys_cpu_us).flatten())
+        .bind(result.output.as_ref().filter(|_| finished).map(|o| strip_nul(&o.path)))
+        .bind(result.output.as_ref().filter(|_| finished).map(|o| o.bytes))
+        .bind(result.output.as_ref().filter(|_| finished).map(|o| o.mtime))
+        .bind(
+            result
+                .output
+                .as_ref()
+                .filter(|_| finished)
+                .and_then(|o| o.sha256.clone()),
+        )
+        .bind(
+            (finished && !result.warnings.is_empty())
+                .then(|| result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()),
+        )
         .fetch_one(executor)
         .await?;
     let inserted = match (row.module, row.argv, row.sequence.clone(), row.step_count) {
@@ -347,6 +446,7 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
             schedule: row.schedule.clone(),
             cwd: row.cwd.clone(),
             env: crate::executions::env_pairs(row.env.clone()),
+            watch: row.step_def.clone().map(|d| d.0).unwrap_or_default(),
         }),
         _ => None,
     };

@@ -41,7 +41,44 @@ pub struct Claimed {
     /// run's snapshot (none: the project directory, nothing added).
     pub cwd: Option<String>,
     pub env: Vec<(String, String)>,
+    /// What the worker watches while the module runs and checks after it.
+    pub watch: StepWatch,
 }
+
+/// The parts of a snapshot step the worker watches and checks: the paths
+/// it was given (placeholders filled), the output contract, the stall watch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct StepWatch {
+    #[serde(default)]
+    pub input: String,
+    #[serde(default)]
+    pub output: String,
+    #[serde(default = "yes")]
+    pub check_output: bool,
+    #[serde(default)]
+    pub stall_secs: Option<u64>,
+    #[serde(default)]
+    pub on_stall: scheduler_core::OnStall,
+}
+
+impl Default for StepWatch {
+    fn default() -> Self {
+        StepWatch {
+            input: String::new(),
+            output: String::new(),
+            check_output: true,
+            stall_secs: None,
+            on_stall: scheduler_core::OnStall::Flag,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A snapshot step, decoded for its [`StepWatch`] only.
+pub(crate) type StepDef = sqlx::types::Json<StepWatch>;
 
 /// [`Claimed`] as a statement returns it.
 #[derive(sqlx::FromRow)]
@@ -56,6 +93,7 @@ pub(crate) struct ClaimedRow {
     pub schedule: Option<String>,
     pub cwd: Option<String>,
     pub env: Option<ModuleEnv>,
+    pub step_def: Option<StepDef>,
 }
 
 /// A snapshot step's `env` object, decoded strictly (a value that is not a
@@ -80,6 +118,7 @@ impl From<ClaimedRow> for Claimed {
             schedule: r.schedule,
             cwd: r.cwd,
             env: env_pairs(r.env),
+            watch: r.step_def.map(|d| d.0).unwrap_or_default(),
         }
     }
 }
@@ -96,6 +135,26 @@ pub struct ExecResult {
     pub stderr_tail: String,
     pub stdout_bytes: i64,
     pub stderr_bytes: i64,
+    /// From spawn to exit, to the microsecond.
+    pub wall_us: Option<i64>,
+    /// The kernel's accounting of the module and the children it waited for.
+    pub peak_rss_kib: Option<i64>,
+    pub user_cpu_us: Option<i64>,
+    pub sys_cpu_us: Option<i64>,
+    /// The declared local output as the module left it (exit 0 only).
+    pub output: Option<OutputFacts>,
+    /// What did not fail the step but should be seen (an input missing).
+    pub warnings: Vec<String>,
+}
+
+/// A step's output file after its module exited 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFacts {
+    pub path: String,
+    pub bytes: i64,
+    pub mtime: chrono::DateTime<chrono::Utc>,
+    /// Hex SHA-256, unless the file is larger than the hashing cap.
+    pub sha256: Option<String>,
 }
 
 impl ExecResult {
@@ -111,6 +170,12 @@ impl ExecResult {
             stderr_tail: String::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            wall_us: None,
+            peak_rss_kib: None,
+            user_cpu_us: None,
+            sys_cpu_us: None,
+            output: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -127,7 +192,8 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
             AND r.id = e.run_id AND r.state = 'running'
       RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
                 r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule,
-                r.snapshot->'steps'->(e.step)->>'cwd' AS cwd, r.snapshot->'steps'->(e.step)->'env' AS env",
+                r.snapshot->'steps'->(e.step)->>'cwd' AS cwd, r.snapshot->'steps'->(e.step)->'env' AS env,
+                r.snapshot->'steps'->(e.step) AS step_def",
     )
     .bind(key.run_id)
     .bind(key.step as i32)
@@ -210,4 +276,22 @@ pub(crate) async fn retry_policy(t: &Tracker, run_id: Uuid, step: u32) -> Result
             .fetch_optional(&t.pool)
             .await?;
     Ok(policy.flatten().map(|p| p.0).unwrap_or_default())
+}
+
+/// Marks a running execution stalled (its module wrote nothing for its
+/// `stall_secs`), or no longer stalled once it writes again. False when it
+/// is not running (any more) or already so marked.
+pub(crate) async fn mark_stalled(t: &Tracker, key: ExecKey, stalled: bool) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE executions SET stalled_at = CASE WHEN $4 THEN now() END
+          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'running'
+            AND (stalled_at IS NULL) = $4",
+    )
+    .bind(key.run_id)
+    .bind(key.step as i32)
+    .bind(key.attempt as i32)
+    .bind(stalled)
+    .execute(&t.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

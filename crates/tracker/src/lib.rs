@@ -14,6 +14,8 @@
 //! - [`executions`]: claiming, leasing and the bookkeeping of one execution.
 //! - [`workers`]: registration and heartbeats (which also renew leases).
 //! - [`recovery`]: the reaper's lease and what it looks for.
+//! - [`events`]: events (recorded with the changes that cause them) and
+//!   their deliveries to alert targets: routing, claims, attempts.
 //! - [`retention`]: pruning finished runs in small batches; storage figures.
 //! - [`views`], [`ui_queries`]: read models for the CLI and the UI.
 //!
@@ -26,6 +28,7 @@
 
 pub mod apply;
 pub mod connect;
+pub mod events;
 pub mod executions;
 pub mod logs;
 pub mod recovery;
@@ -40,7 +43,8 @@ pub mod workers;
 
 pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
-pub use executions::{Claimed, ExecKey, ExecResult};
+pub use events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
+pub use executions::{Claimed, ExecKey, ExecResult, OutputFacts, StepWatch};
 pub use logs::{LogPiece, LogRow, LogState, omitted_line};
 pub use recovery::{Expired, Stuck};
 pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};

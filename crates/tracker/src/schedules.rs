@@ -159,7 +159,8 @@ pub(crate) async fn schedule_states(t: &Tracker) -> Result<Vec<ScheduleState>> {
 }
 
 /// Records a slot that starts no run (coalesced, missed, paused); false if
-/// its fate was recorded already.
+/// its fate was recorded already. A missed slot records `slot_missed` in
+/// the same statement, so it is told once, with the ledger row.
 pub(crate) async fn record_slot(
     t: &Tracker,
     schedule: &str,
@@ -167,17 +168,24 @@ pub(crate) async fn record_slot(
     fate: &str,
     note: Option<&str>,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO schedule_slots (schedule, slot_at, fate, note) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
+    let (recorded,): (i64,) = sqlx::query_as(
+        "WITH s AS (
+            INSERT INTO schedule_slots (schedule, slot_at, fate, note) VALUES ($1, $2, $3, $4)
+            ON CONFLICT DO NOTHING
+         RETURNING schedule, slot_at
+         ), ev AS (
+            INSERT INTO events (kind, schedule, slot_at, message)
+            SELECT 'slot_missed', schedule, slot_at, $4 FROM s WHERE $3 = 'missed'
+         )
+         SELECT count(*) FROM s",
     )
     .bind(schedule)
     .bind(slot)
     .bind(fate)
     .bind(note)
-    .execute(&t.pool)
+    .fetch_one(&t.pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(recorded == 1)
 }
 
 /// Fires a slot: its ledger row and its run (admitted by the sequence's
@@ -215,6 +223,18 @@ pub(crate) async fn fire_slot(
         .bind(run.id)
         .execute(&mut *tx)
         .await?;
+    if let Admitted::Skipped(note) = &admitted {
+        let event = crate::events::NewEvent {
+            kind: "slot_skipped".into(),
+            sequence: Some(run.snapshot.sequence.clone()),
+            run_id: Some(run.id),
+            schedule: Some(schedule.to_string()),
+            slot_at: Some(slot),
+            message: Some(note.clone()),
+            ..Default::default()
+        };
+        crate::events::insert_on(&mut *tx, &event).await?;
+    }
     tx.commit().await?;
     Ok(Some(admitted))
 }

@@ -21,6 +21,7 @@
 //! more.
 
 use crate::apply::{Write, Written};
+use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
 use crate::executions::{Claimed, ExecKey};
 use crate::logs::{LogPiece, LogRow, LogState};
 use crate::recovery::{Expired, Stuck};
@@ -49,6 +50,10 @@ pub trait Store: Send + Sync + 'static {
     async fn admit_waiting(&self, sequence: &str) -> Result<Vec<(Uuid, String)>>;
     /// Sequences that have runs waiting for a slot.
     async fn waiting_sequences(&self) -> Result<Vec<String>>;
+
+    /// Marks a running execution stalled (or no longer); false when that
+    /// changed nothing.
+    async fn mark_stalled(&self, key: ExecKey, stalled: bool) -> Result<bool>;
 
     // --- logs
     /// Records a batch of output pieces (of any executions) in one statement.
@@ -189,6 +194,42 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<PruneBatch>;
     /// How much is stored (runs, executions, logs), cheap at any size.
     async fn storage_figures(&self) -> Result<StorageFigures>;
+
+    // --- events and alerts (`events.rs`)
+    /// Records an event on its own. A state change that causes one records
+    /// it in its own statement or transaction instead (`events::insert_on`),
+    /// so the event commits with the change.
+    async fn record_event(&self, event: &NewEvent) -> Result<i64>;
+    /// Marks the workers silent for `silent_for` as lost (once per silence)
+    /// and records `worker_lost` for each in the same statement.
+    async fn mark_lost_workers(&self, silent_for: Duration) -> Result<Vec<(Uuid, String)>>;
+    /// Takes or extends the single alert-sender lease; false if another holds it.
+    async fn take_alert_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool>;
+    /// The oldest events not routed to targets yet.
+    async fn unrouted_events(&self, limit: i64) -> Result<Vec<EventRow>>;
+    /// When the last delivery of each (target, kind, subject) was sent.
+    async fn last_sent(
+        &self,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<(String, String, String, DateTime<Utc>)>>;
+    /// Records the deliveries decided for `events` and marks them routed.
+    async fn route_events(&self, events: &[i64], routes: &[Route]) -> Result<()>;
+    /// The held deliveries, grouped by target, kind and subject.
+    async fn held_groups(&self) -> Result<Vec<HeldGroup>>;
+    /// Sends the newest held delivery of a group, the others counted into it.
+    async fn flush_held(&self, target: &str, kind: &str, subject: &str) -> Result<bool>;
+    /// Claims due deliveries for one attempt each (`FOR UPDATE SKIP LOCKED`).
+    async fn claim_deliveries(&self, worker_id: Uuid, limit: i64, hold: Duration) -> Result<Vec<DueDelivery>>;
+    /// Records an attempt if the claim is still this worker's; false if not.
+    async fn record_attempt(&self, attempt: &AttemptRecord<'_>) -> Result<bool>;
+    /// The newest deliveries, newest first.
+    async fn recent_deliveries(&self, limit: i64) -> Result<Vec<DeliveryView>>;
+    /// Attempts by target and outcome (`/metrics`).
+    async fn alert_counts(&self) -> Result<Vec<(String, String, i64)>>;
+    /// A run's events, oldest first.
+    async fn run_events(&self, run_id: Uuid) -> Result<Vec<EventRow>>;
+    /// The newest events, newest first.
+    async fn recent_events(&self, limit: i64) -> Result<Vec<EventRow>>;
 }
 
 #[async_trait::async_trait]
@@ -201,6 +242,9 @@ impl Store for Tracker {
     }
     async fn waiting_sequences(&self) -> Result<Vec<String>> {
         crate::slots::waiting_sequences(self).await
+    }
+    async fn mark_stalled(&self, key: ExecKey, stalled: bool) -> Result<bool> {
+        crate::executions::mark_stalled(self, key, stalled).await
     }
     async fn append_logs(&self, pieces: &[LogPiece]) -> Result<()> {
         crate::logs::append_logs(self, pieces).await
@@ -374,5 +418,52 @@ impl Store for Tracker {
     }
     async fn storage_figures(&self) -> Result<StorageFigures> {
         crate::retention::storage_figures(self).await
+    }
+
+    // --- events and alerts
+    async fn record_event(&self, event: &NewEvent) -> Result<i64> {
+        crate::events::record_event(self, event).await
+    }
+    async fn mark_lost_workers(&self, silent_for: Duration) -> Result<Vec<(Uuid, String)>> {
+        crate::events::mark_lost_workers(self, silent_for).await
+    }
+    async fn take_alert_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool> {
+        crate::events::take_alert_lease(self, worker_id, ttl).await
+    }
+    async fn unrouted_events(&self, limit: i64) -> Result<Vec<EventRow>> {
+        crate::events::unrouted_events(self, limit).await
+    }
+    async fn last_sent(
+        &self,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
+        crate::events::last_sent(self, keys).await
+    }
+    async fn route_events(&self, events: &[i64], routes: &[Route]) -> Result<()> {
+        crate::events::route_events(self, events, routes).await
+    }
+    async fn held_groups(&self) -> Result<Vec<HeldGroup>> {
+        crate::events::held_groups(self).await
+    }
+    async fn flush_held(&self, target: &str, kind: &str, subject: &str) -> Result<bool> {
+        crate::events::flush_held(self, target, kind, subject).await
+    }
+    async fn claim_deliveries(&self, worker_id: Uuid, limit: i64, hold: Duration) -> Result<Vec<DueDelivery>> {
+        crate::events::claim_deliveries(self, worker_id, limit, hold).await
+    }
+    async fn record_attempt(&self, attempt: &AttemptRecord<'_>) -> Result<bool> {
+        crate::events::record_attempt(self, attempt).await
+    }
+    async fn recent_deliveries(&self, limit: i64) -> Result<Vec<DeliveryView>> {
+        crate::events::recent_deliveries(self, limit).await
+    }
+    async fn alert_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        crate::events::alert_counts(self).await
+    }
+    async fn run_events(&self, run_id: Uuid) -> Result<Vec<EventRow>> {
+        crate::events::run_events(self, run_id).await
+    }
+    async fn recent_events(&self, limit: i64) -> Result<Vec<EventRow>> {
+        crate::events::recent_events(self, limit).await
     }
 }

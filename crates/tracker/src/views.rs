@@ -70,6 +70,24 @@ pub struct ExecutionView {
     /// died before the last of it was written).
     pub log_bytes: Option<i64>,
     pub log_omitted: Option<i64>,
+    /// Wall time to the microsecond, and the kernel's accounting of the
+    /// module and the children it waited for (`None` before it ended).
+    pub wall_us: Option<i64>,
+    pub peak_rss_kib: Option<i64>,
+    pub user_cpu_us: Option<i64>,
+    pub sys_cpu_us: Option<i64>,
+    /// Its declared local output as the module left it (exit 0 only).
+    pub output_path: Option<String>,
+    pub output_bytes: Option<i64>,
+    pub output_mtime: Option<DateTime<Utc>>,
+    pub output_sha256: Option<String>,
+    /// The same step's output checksum in the sequence's previous
+    /// successful run (to say whether the output changed).
+    pub previous_output_sha256: Option<String>,
+    /// What did not fail the step but should be seen.
+    pub warnings: Option<Vec<String>>,
+    /// Since when it has written nothing (its stall watch); `None` when not stalled.
+    pub stalled_at: Option<DateTime<Utc>>,
 }
 
 /// One queue as the record sees it: the work waiting on it and the live
@@ -201,7 +219,16 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
                 e.exit_code, e.signal, e.error, e.stdout_tail, e.stderr_tail, e.stdout_bytes, e.stderr_bytes,
                 e.retry, e.due_at, coalesce(e.queue, r.queue) AS queue,
                 coalesce(e.log_bytes, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_bytes,
-                coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted
+                coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted,
+                e.wall_us, e.peak_rss_kib, e.user_cpu_us, e.sys_cpu_us,
+                e.output_path, e.output_bytes, e.output_mtime, e.output_sha256,
+                CASE WHEN e.output_sha256 IS NOT NULL THEN
+                  (SELECT e2.output_sha256 FROM runs r2 JOIN executions e2 ON e2.run_id = r2.id
+                    WHERE r2.sequence = r.sequence AND r2.state = 'succeeded' AND r2.created_at < r.created_at
+                      AND e2.step = e.step AND e2.state = 'succeeded'
+                    ORDER BY r2.created_at DESC, e2.attempt DESC LIMIT 1)
+                END AS previous_output_sha256,
+                e.warnings, e.stalled_at
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.run_id = $1
        ORDER BY e.step, e.attempt",

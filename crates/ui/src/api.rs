@@ -14,6 +14,25 @@
 //!   (each with the `queue` it was sent to).
 //! - `POST /runs/{id}/retry`, `POST /runs/{id}/cancel` → `{"id", "state"}`
 //!   (a `waiting` run can be canceled too).
+//! - `GET  /runs/{id}/log?step=&attempt=&from=&to=&stream=&limit=` → one
+//!   execution's module output, resumable: `{"run_id", "step", "attempt",
+//!   "from", "next", "complete", "log_bytes", "log_omitted", "pieces",
+//!   "omitted_after"}`. `step` counts from 0 (required), `attempt` from 1
+//!   (default: the step's latest); `from` is a byte offset in the
+//!   execution's whole output (both streams, default 0), `to` an offset to
+//!   stop before; `stream` is `stdout` or `stderr` (default both; the other
+//!   stream's bytes are skipped, never counted as omitted); `limit` caps the
+//!   pieces (1..=1000, default 200; an answer also stops after about 1 MiB).
+//!   A piece is `{"pos", "stream", "at", "text", "omitted_before"}`: a
+//!   stretch of one stream as read, `text` its bytes as UTF-8 (invalid
+//!   sequences replaced), `omitted_before` the bytes left out by the cap (or
+//!   lost while the database was away) between the previous piece (or
+//!   `from`) and it; `omitted_after` those between the last piece and
+//!   `next`. Pass `next` back as `from` to resume: fewer pieces than `limit`
+//!   is no sign of the end, `complete` is (the log's total, `log_bytes`, is
+//!   recorded once the module ended, and `next` reached it). A running
+//!   step's log has `complete: false`; poll it, about every 200 ms at most.
+//!   404 for an unknown run or execution.
 //! - `GET  /sequences` → `[{"name", "steps", "error", "queue", "concurrency",
 //!   "last_runs"}]`; `queue` is the one the sequence names (`null`: the
 //!   starter's), `concurrency` `{"max_concurrent", "on_conflict"}` or `null`.
@@ -80,6 +99,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/retry", post(retry))
         .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/log", get(run_log))
         .route("/sequences", get(list_sequences))
         .route("/sequences/{name}/start", post(start))
         .route("/schedules", get(list_schedules))
@@ -127,6 +147,30 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     let run_id = params::run_id(&id)?;
     crate::actions::cancel(&state, run_id).await?;
     after_action(&state, run_id).await
+}
+
+/// Pieces per answer when the request names no `limit`.
+const LOG_PIECES: usize = 200;
+
+async fn run_log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<params::LogQuery>, QueryRejection>,
+) -> ApiResult<Json<crate::logs::LogPage>> {
+    use crate::logs::{self, LogPage, Window};
+    let run_id = params::run_id(&id)?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(format!("unreadable query string: {e}")))?;
+    let p = q.parse()?;
+    let (key, ls) = logs::target(&state, run_id, p.step, p.attempt).await?;
+    let w = Window {
+        from: p.from.unwrap_or(0),
+        to: p.to,
+        stream: p.stream,
+        max_pieces: p.limit.unwrap_or(LOG_PIECES),
+        max_bytes: 1024 * 1024,
+    };
+    let chunk = logs::read(&*state.store, key, w, ls.log_bytes).await?;
+    Ok(Json(LogPage::new(key, &ls, chunk)))
 }
 
 async fn after_action(state: &AppState, run_id: uuid::Uuid) -> ApiResult<Json<Value>> {

@@ -9,6 +9,8 @@
 //! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
 //!   `schedules`, `workers`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
+//! - `logs`: reading a module's recorded log (windows, gaps, the tail) for
+//!   the API and the run page's log panels (`pages/log.rs`).
 //! - `actions`: start, retry, cancel through the producer
 //!   (`scheduler_producer`), its typed errors turned into 404/409/422/502/503;
 //!   shared by the pages and the API.
@@ -36,6 +38,7 @@ mod api;
 mod assets;
 mod auth;
 mod error;
+mod logs;
 mod metrics;
 mod pages;
 mod params;
@@ -118,6 +121,8 @@ pub struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// The shared poller behind `/events`.
     pub(crate) live: sse::Live,
+    /// One permit per live log follower (`/runs/{id}/log/events`).
+    pub(crate) log_followers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -136,6 +141,7 @@ impl AppState {
                 config,
                 shutdown,
                 live: sse::Live::default(),
+                log_followers: Arc::new(tokio::sync::Semaphore::new(pages::log::MAX_FOLLOWERS)),
             }),
         }
     }
@@ -172,7 +178,7 @@ pub async fn serve(
 
 /// Every route, with auth, the cross-site check and security headers.
 pub fn router(state: AppState) -> Router {
-    use pages::{run, runs, schedules, sequences, workers};
+    use pages::{log, run, runs, schedules, sequences, workers};
     Router::new()
         .route("/", get(runs::page))
         .route("/runs", post(runs::start))
@@ -182,6 +188,9 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/body", get(run::fragment))
         .route("/runs/{id}/events", get(sse::run_events))
+        .route("/runs/{id}/log", get(log::chunk))
+        .route("/runs/{id}/log/events", get(log::events))
+        .route("/runs/{id}/log/download", get(log::download))
         .route("/runs/{id}/retry", post(run::retry))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/sequences", get(sequences::page))

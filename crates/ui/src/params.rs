@@ -161,6 +161,99 @@ pub(crate) fn encode(s: &str) -> String {
     out
 }
 
+/// The execution and byte window of a log read, as a query string brings
+/// them (`/api/v1/runs/{id}/log` and the run page's log routes share it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct LogQuery {
+    pub step: Option<String>,
+    pub attempt: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub stream: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// A [`LogQuery`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogParams {
+    /// 0-based, as everywhere in URLs and the JSON API.
+    pub step: u32,
+    /// 1-based; `None`: the step's latest.
+    pub attempt: Option<u32>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// `stdout` or `stderr`; `None`: both.
+    pub stream: Option<&'static str>,
+    pub limit: Option<usize>,
+}
+
+pub(crate) const MAX_LOG_PIECES: usize = 1000;
+
+impl LogQuery {
+    pub fn parse(&self) -> Result<LogParams, Problem> {
+        let step = match given(&self.step) {
+            None => {
+                return Err(Problem::bad_request(
+                    "step: say which step's log; steps count from 0 (the `step` of an execution in GET /api/v1/runs/{id})",
+                ));
+            }
+            Some(s) => s
+                .parse::<u32>()
+                .map_err(|_| Problem::bad_request(format!("step: {s:?} is not a step number; steps count from 0")))?,
+        };
+        let attempt = given(&self.attempt)
+            .map(|a| match a.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(Problem::bad_request(format!(
+                    "attempt: {a:?} is not an attempt number; attempts count from 1 (leave it out for the latest)"
+                ))),
+            })
+            .transpose()?;
+        let offset = |field: &str, v: &str| {
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "{field}: {v:?} is not a byte offset; use a whole number from 0 (the `next` of the previous answer)"
+                ))
+            })
+        };
+        let from = given(&self.from).map(|v| offset("from", v)).transpose()?;
+        let to = given(&self.to).map(|v| offset("to", v)).transpose()?;
+        if let (Some(f), Some(t)) = (from, to)
+            && t <= f
+        {
+            return Err(Problem::bad_request(format!(
+                "to ({t}) must be greater than from ({f})"
+            )));
+        }
+        let stream = match given(&self.stream) {
+            None | Some("both") => None,
+            Some("stdout") => Some("stdout"),
+            Some("stderr") => Some("stderr"),
+            Some(other) => {
+                return Err(Problem::bad_request(format!(
+                    "stream: {other:?} is not a stream; use stdout or stderr (or leave it out for both)"
+                )));
+            }
+        };
+        let limit = given(&self.limit)
+            .map(|l| match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LOG_PIECES).contains(&n) => Ok(n),
+                _ => Err(Problem::bad_request(format!(
+                    "limit: {l:?} is not a number of pieces; use a whole number from 1 to {MAX_LOG_PIECES}"
+                ))),
+            })
+            .transpose()?;
+        Ok(LogParams {
+            step,
+            attempt,
+            from,
+            to,
+            stream,
+            limit,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +322,45 @@ mod tests {
     fn query_strings_keep_the_filter_and_encode_values() {
         let s = q(&[("sequence", "a b&c"), ("state", "failed")]).with_before(Some("x_y"));
         assert_eq!(s, "sequence=a%20b%26c&state=failed&before=x_y");
+    }
+
+    #[test]
+    fn bad_log_windows_say_what_to_fix() {
+        let lq = |pairs: &[(&str, &str)]| {
+            let mut q = LogQuery::default();
+            for (k, v) in pairs {
+                let v = Some(v.to_string());
+                match *k {
+                    "step" => q.step = v,
+                    "attempt" => q.attempt = v,
+                    "from" => q.from = v,
+                    "to" => q.to = v,
+                    "stream" => q.stream = v,
+                    "limit" => q.limit = v,
+                    _ => unreachable!(),
+                }
+            }
+            q.parse()
+        };
+        let ok = lq(&[("step", "0"), ("from", "10"), ("stream", "stderr")]).unwrap();
+        assert_eq!(
+            (ok.step, ok.attempt, ok.from, ok.stream),
+            (0, None, Some(10), Some("stderr"))
+        );
+        for (pairs, needle) in [
+            (vec![], "count from 0"),
+            (vec![("step", "-1")], "steps count from 0"),
+            (vec![("step", "0"), ("attempt", "0")], "count from 1"),
+            (vec![("step", "0"), ("from", "-5")], "byte offset"),
+            (vec![("step", "0"), ("from", "x")], "byte offset"),
+            (vec![("step", "0"), ("from", "9"), ("to", "9")], "greater than from"),
+            (vec![("step", "0"), ("stream", "stdin")], "stdout or stderr"),
+            (vec![("step", "0"), ("limit", "0")], "1 to 1000"),
+            (vec![("step", "0"), ("limit", "5000")], "1 to 1000"),
+        ] {
+            let err = lq(&pairs).unwrap_err();
+            assert_eq!(err.status, 400, "{pairs:?}");
+            assert!(err.message.contains(needle), "{pairs:?}: {}", err.message);
+        }
     }
 }

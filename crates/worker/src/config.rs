@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     /// Environment the keeper needs beyond the worker's (where the store
     /// is, to report the worker's death).
     pub keeper_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// How often the alert sender looks for events to deliver (one worker
+    /// at a time, under the alert lease); `None`: this worker sends none.
+    pub alerts_every: Option<Duration>,
     /// Where the heartbeat writes the worker's health for a probe
     /// (`scheduler health`); `None`: nowhere.
     pub health_file: Option<std::path::PathBuf>,
@@ -70,6 +73,7 @@ impl Default for WorkerConfig {
             stall_after: Duration::from_secs(30),
             keeper: None,
             keeper_env: Vec::new(),
+            alerts_every: Some(Duration::from_secs(1)),
             health_file: None,
         }
     }

@@ -48,7 +48,7 @@ async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
     match claim_start(ctx, run_id).await {
         Ok(Started::Here(key, claimed)) => {
             tracing::info!(%run_id, "run started; running its first step here");
-            crate::step::run_here(ctx, incoming, key, claimed).await;
+            crate::step::run_here(ctx, incoming, key, *claimed).await;
         }
         Ok(Started::Elsewhere) => {
             tracing::info!(%run_id, "run started; its first step went to its own queue");
@@ -64,7 +64,7 @@ async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
 
 enum Started {
     /// The first step is claimed by this worker.
-    Here(ExecKey, Claimed),
+    Here(ExecKey, Box<Claimed>),
     /// The first step runs on a queue this worker does not serve: published.
     Elsewhere,
     /// Nothing to start.
@@ -104,7 +104,7 @@ async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> 
                 step: q.step,
                 attempt: q.attempt,
             },
-            claimed,
+            Box::new(claimed),
         )),
         (None, Some(_)) => {
             scheduler_producer::publish_written(&*ctx.store, &*ctx.transport, run_id, &plan, &written).await?;

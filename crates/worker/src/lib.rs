@@ -18,6 +18,9 @@
 //! - [`keeper`]: starting and minding the keeper process beside the worker.
 //! - [`logs`]: shipping every byte of module output to the record, in
 //!   batches, apart from the step's commit.
+//! - [`contract`]: the output contract (a declared local output must be
+//!   written for an exit 0 to succeed) and the input check.
+//! - [`stall`]: the stall watch of a module with `stall_secs`.
 //! - [`watchdog`]: rebuilding a consumer that silently stopped receiving.
 //! - [`reaper`]: recovery: unpublished work, expired leases, stuck runs.
 //!
@@ -34,6 +37,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod handlers;
 pub mod health;
 pub mod heartbeat;
@@ -41,6 +45,7 @@ pub mod keeper;
 pub mod logs;
 pub mod module;
 pub mod reaper;
+pub mod stall;
 pub mod step;
 pub mod watchdog;
 pub mod worker;

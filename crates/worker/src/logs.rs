@@ -22,6 +22,7 @@
 //! `flush_every` of output); its executions' logs stay without a total
 //! (`log_bytes` is null), which readers report as incomplete.
 
+use crate::stall::Activity;
 use scheduler_executor::{LogSink, LogTap, Stream};
 use scheduler_tracker::{ExecKey, LogPiece, Store};
 use std::collections::VecDeque;
@@ -86,11 +87,18 @@ impl Shipper {
         })
     }
 
-    /// The sink for one execution's output; `None` when logs are off. The
-    /// shipping task starts with the first one.
-    pub fn open(self: &Arc<Self>, key: ExecKey) -> Option<LogTap> {
+    /// The sink for one execution's output, which also tells `activity`
+    /// (the stall watch) when the module writes; `None` when logs are off
+    /// and nothing is watched. The shipping task starts with the first log.
+    pub fn open(self: &Arc<Self>, key: ExecKey, activity: Option<Arc<Activity>>) -> Option<LogTap> {
         if self.limits.cap == 0 {
-            return None;
+            return activity.map(|activity| {
+                LogTap(Arc::new(Writer {
+                    log: None,
+                    activity: Some(activity),
+                    shipper: Arc::downgrade(self),
+                }))
+            });
         }
         self.started.get_or_init(|| {
             tokio::spawn(Arc::clone(self).ship());
@@ -104,7 +112,8 @@ impl Shipper {
         });
         self.open.lock().unwrap().push(log.clone());
         Some(LogTap(Arc::new(Writer {
-            log,
+            log: Some(log),
+            activity,
             shipper: Arc::downgrade(self),
         })))
     }
@@ -253,13 +262,18 @@ impl Shipper {
 /// What the executor writes to: appends, never blocks; dropped by the
 /// executor when the module's pipes are done, which closes the log.
 struct Writer {
-    log: Arc<ExecLog>,
+    log: Option<Arc<ExecLog>>,
+    activity: Option<Arc<Activity>>,
     shipper: std::sync::Weak<Shipper>,
 }
 
 impl LogSink for Writer {
     fn write(&self, stream: Stream, bytes: &[u8], at: SystemTime) {
-        if self.log.write(stream, bytes, at) >= ROW_BYTES
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
+        if let Some(log) = &self.log
+            && log.write(stream, bytes, at) >= ROW_BYTES
             && let Some(shipper) = self.shipper.upgrade()
         {
             shipper.wake.notify_one();
@@ -269,9 +283,11 @@ impl LogSink for Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.log.closed.store(true, Ordering::Release);
-        if let Some(shipper) = self.shipper.upgrade() {
-            shipper.wake.notify_one();
+        if let Some(log) = &self.log {
+            log.closed.store(true, Ordering::Release);
+            if let Some(shipper) = self.shipper.upgrade() {
+                shipper.wake.notify_one();
+            }
         }
     }
 }

@@ -2,19 +2,21 @@
 //! argv, its `ETL_*` environment, its limits), and the recorded result and
 //! state-machine outcome its ending becomes. No I/O here.
 
+use crate::stall::Activity;
 use crate::worker::{Ctx, StopReason};
 use scheduler_core::ExecState;
 use scheduler_core::machine::StepOutcome;
 use scheduler_executor::keeper::WORKER_ENV;
 use scheduler_executor::{Ending, Outcome, Spec};
 use scheduler_tracker::{Claimed, ExecKey, ExecResult};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The process spec of a claimed step: it runs in the module's `cwd`
 /// (relative to the project directory, which is the default), where a
 /// relative program path is also resolved, with the module's `env` added
 /// and the `ETL_*` variables over it.
-pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
+pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed, activity: Option<Arc<Activity>>) -> Spec {
     let mut etl = vec![
         ("ETL_RUN_ID".into(), key.run_id.to_string()),
         ("ETL_SEQUENCE".into(), claimed.sequence.clone()),
@@ -39,11 +41,7 @@ pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
         .cloned()
         .collect();
     env.extend(etl);
-    let cwd = match &claimed.cwd {
-        // `join` keeps an absolute cwd as it is.
-        Some(dir) => ctx.project.dir().join(dir),
-        None => ctx.project.dir().to_path_buf(),
-    };
+    let cwd = cwd(ctx, claimed);
     Spec {
         argv: claimed.argv.clone(),
         cwd,
@@ -55,7 +53,17 @@ pub fn spec(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> Spec {
         kill_grace: ctx.config.kill_grace,
         tail_bytes: ctx.config.tail_bytes,
         log_label: format!("run={} step={} module={}", key.run_id, key.step, claimed.module),
-        log: ctx.logs.open(key),
+        log: ctx.logs.open(key, activity),
+    }
+}
+
+/// Where the module runs: its `cwd` (relative to the project directory),
+/// or the project directory.
+pub fn cwd(ctx: &Ctx, claimed: &Claimed) -> std::path::PathBuf {
+    match &claimed.cwd {
+        // `join` keeps an absolute cwd as it is.
+        Some(dir) => ctx.project.dir().join(dir),
+        None => ctx.project.dir().to_path_buf(),
     }
 }
 
@@ -86,6 +94,17 @@ pub fn could_not_start(
 pub fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) -> (ExecResult, StepOutcome) {
     let (state, outcome) = match (&o.ending, stop) {
         (_, _) if o.succeeded() => (ExecState::Succeeded, StepOutcome::Succeeded),
+        (Ending::Canceled, Some(StopReason::Stalled)) => (
+            ExecState::Failed,
+            StepOutcome::Failed {
+                reason: format!(
+                    "step {} ({}) stalled: it wrote nothing for its stall_secs and was stopped (on_stall: kill)",
+                    key.step + 1,
+                    module
+                ),
+                exit_code: None,
+            },
+        ),
         (Ending::Canceled, Some(StopReason::RunCanceled)) => (
             ExecState::Canceled,
             StepOutcome::Failed {
@@ -140,6 +159,11 @@ pub fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) 
         stderr_tail: o.stderr_tail.clone(),
         stdout_bytes: o.stdout_bytes as i64,
         stderr_bytes: o.stderr_bytes as i64,
+        wall_us: Some(o.duration.as_micros() as i64),
+        peak_rss_kib: o.usage.map(|u| u.max_rss_kib as i64),
+        user_cpu_us: o.usage.map(|u| u.user_cpu.as_micros() as i64),
+        sys_cpu_us: o.usage.map(|u| u.system_cpu.as_micros() as i64),
+        ..ExecResult::new(state)
     };
     (result, outcome)
 }

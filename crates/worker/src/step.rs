@@ -17,8 +17,8 @@
 //! worker does not continue: it queues and publishes the next step for
 //! another worker.
 
-use crate::module;
-use crate::worker::{Active, Ctx};
+use crate::worker::{Active, Ctx, StopReason};
+use crate::{module, stall};
 use scheduler_broker::Incoming;
 use scheduler_core::RetryPolicy;
 use scheduler_core::machine::{self, Claim, Decision, NO_RETRY, Plan, Retry, RunView, StepOutcome};
@@ -162,7 +162,20 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
         },
     );
     let started = ctx.clock.now();
-    let ended = match scheduler_executor::spawn(module::spec(ctx, key, claimed)).await {
+    let started_wall = std::time::SystemTime::now();
+    let w = &claimed.watch;
+    let cwd = module::cwd(ctx, claimed);
+    let mut warnings: Vec<String> = crate::contract::missing_input(&cwd, &w.input).into_iter().collect();
+    let watch = w.stall_secs.map(|secs| {
+        let output = crate::contract::is_local(&w.output).then(|| crate::contract::resolve(&cwd, &w.output));
+        Watching {
+            watch: stall::Watch::new(Duration::from_secs(secs), output),
+            activity: Arc::new(stall::Activity::new()),
+            kill: w.on_stall == scheduler_core::OnStall::Kill,
+        }
+    });
+    let activity = watch.as_ref().map(|w| w.activity.clone());
+    let ended = match scheduler_executor::spawn(module::spec(ctx, key, claimed, activity)).await {
         Err(e) => {
             tracing::warn!(error = %e, "module could not start");
             module::could_not_start(key, &claimed.module, &e, ctx.clock.now() - started)
@@ -176,15 +189,110 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
             if let Err(e) = ctx.store.record_pid(key, ctx.worker_id, pid).await {
                 tracing::warn!(error = %e, pid, "could not record the module's pid");
             }
-            let outcome = running.wait(stop).await;
-            module::judge(key, &claimed.module, &outcome, reason.get().copied())
+            let outcome = match watch {
+                None => running.wait(stop).await,
+                Some(watching) => watched(ctx, key, running, stop, &reason, watching).await,
+            };
+            let (mut result, mut step) = module::judge(key, &claimed.module, &outcome, reason.get().copied());
+            if step == StepOutcome::Succeeded && w.check_output && crate::contract::is_local(&w.output) {
+                let (cwd, output) = (cwd.clone(), w.output.clone());
+                let checked =
+                    tokio::task::spawn_blocking(move || crate::contract::check_output(&cwd, &output, started_wall))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("could not check its output: {e}")));
+                match checked {
+                    Ok(facts) => result.output = Some(facts),
+                    Err(why) => {
+                        let reason = format!("step {} ({}) {why}", key.step + 1, claimed.module);
+                        result.state = ExecState::Failed;
+                        result.error = Some(reason.clone());
+                        step = StepOutcome::Failed {
+                            reason,
+                            exit_code: Some(0),
+                        };
+                    }
+                }
+            }
+            (result, step)
         }
+    };
+    let ended = {
+        let (mut result, step) = ended;
+        warnings.append(&mut result.warnings);
+        result.warnings = warnings;
+        (result, step)
     };
     // The module is gone; the step stays held until it is recorded.
     if let Some(a) = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
         a.pid = None;
     }
     ended
+}
+
+/// A module's stall watch, what feeds it, and whether a stall stops it.
+struct Watching {
+    watch: stall::Watch,
+    activity: Arc<stall::Activity>,
+    kill: bool,
+}
+
+/// Waits for a module under its stall watch: marks it stalled (and back)
+/// in the record, and stops it when its `on_stall` says so.
+async fn watched(
+    ctx: &Ctx,
+    key: ExecKey,
+    running: scheduler_executor::Running,
+    stop: CancellationToken,
+    reason: &OnceLock<StopReason>,
+    watching: Watching,
+) -> scheduler_executor::Outcome {
+    let Watching {
+        mut watch,
+        activity,
+        kill,
+    } = watching;
+    let activity = &*activity;
+    let wait = running.wait(stop.clone());
+    tokio::pin!(wait);
+    loop {
+        let ended = tokio::select! {
+            outcome = &mut wait => Some(outcome),
+            _ = tokio::time::sleep(watch.every()) => None,
+        };
+        let look = watch.look(activity, std::time::Instant::now());
+        if let Some(outcome) = ended {
+            // It wrote again just before it ended: lift the mark.
+            if look == stall::Look::Resumed
+                && let Err(e) = ctx.store.mark_stalled(key, false).await
+            {
+                tracing::warn!(error = %e, "could not lift the step's stall mark");
+            }
+            return outcome;
+        }
+        match look {
+            stall::Look::Quiet => {}
+            stall::Look::Stalled(quiet) => {
+                tracing::warn!(
+                    quiet_secs = quiet.as_secs(),
+                    kill,
+                    "module stalled: no output and no growth of its output file"
+                );
+                if let Err(e) = ctx.store.mark_stalled(key, true).await {
+                    tracing::warn!(error = %e, "could not mark the step stalled");
+                }
+                if kill {
+                    let _ = reason.set(StopReason::Stalled);
+                    stop.cancel();
+                }
+            }
+            stall::Look::Resumed => {
+                tracing::info!("stalled module wrote again");
+                if let Err(e) = ctx.store.mark_stalled(key, false).await {
+                    tracing::warn!(error = %e, "could not lift the step's stall mark");
+                }
+            }
+        }
+    }
 }
 
 /// What follows the step, from the state machine. Decided from the run as

@@ -35,6 +35,9 @@ pub enum StopReason {
     LeaseLost,
     /// Graceful shutdown ran past its bound: hand the step back.
     Shutdown,
+    /// Its stall watch found it silent past `stall_secs` with
+    /// `"on_stall": "kill"`: a failure of the step (its retries apply).
+    Stalled,
 }
 
 /// A module this worker is running.
@@ -187,6 +190,14 @@ pub async fn run(
     let reap = tokio::spawn(reaper::run(ctx.clone(), beat_stop.clone()));
 
     let watch = tokio::spawn(watchdog::run(ctx.clone(), beat_stop.clone()));
+    // Alerts: on their own task, never in a step's way.
+    let alerts = ctx.config.alerts_every.map(|every| {
+        let config = scheduler_alerts::sender::SenderConfig {
+            every,
+            ..scheduler_alerts::sender::SenderConfig::new(ctx.project.dir())
+        };
+        tokio::spawn(scheduler_alerts::sender::run(ctx.store.clone(), worker_id, config, beat_stop.clone()))
+    });
     consume(&ctx, &mut inbox, &tasks, &shutdown).await;
     drain(&ctx, &mut inbox, &tasks).await;
     // The last output of the modules that just ended.
@@ -194,6 +205,9 @@ pub async fn run(
     beat_stop.cancel();
     let _ = beat.await;
     let _ = watch.await;
+    if let Some(alerts) = alerts {
+        let _ = alerts.await;
+    }
     let _ = reap.await;
     let _ = keep.await;
     if let Some(path) = &ctx.config.health_file {

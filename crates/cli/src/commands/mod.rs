@@ -1,6 +1,7 @@
 //! One file per command; `dispatch` picks it.
 
 mod backfill;
+mod completions;
 pub mod beat;
 pub mod bench;
 mod health;
@@ -66,6 +67,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Prune(args) => prune::prune(&g, &args).await,
         Command::Health { file, max_age } => health::health(&file, max_age),
+        Command::Completions { shell } => completions::completions(shell),
         Command::Validate => validate::validate(&g),
         Command::Migrate => {
             crate::connect::store(&g, 1).await?;

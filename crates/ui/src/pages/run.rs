@@ -1,6 +1,7 @@
 //! `/runs/{id}`: one run as a timeline of its steps, every attempt of each
-//! with its worker, pid, times, exit, argv and output tail; the snapshot it
-//! ran; retry and cancel. The body is also `/runs/{id}/body`, re-fetched
+//! with its worker, pid, times, exit, argv, output tail and log panel (the
+//! whole log, live while it runs: `log.rs`); the snapshot it ran; retry and
+//! cancel. The body is also `/runs/{id}/body`, re-fetched
 //! when `/runs/{id}/events` says the run changed.
 
 use super::{Flash, Then, answer, html};
@@ -97,6 +98,24 @@ struct AttemptView {
     stderr_note: String,
     /// Show the output unfolded (the attempt that failed the run).
     open: bool,
+    /// Its whole log, once its module started.
+    log: Option<LogView>,
+}
+
+/// An attempt's log panel. The page's script fills it from
+/// `/runs/{id}/log` and follows `/runs/{id}/log/events` (`pages/log.rs`).
+struct LogView {
+    /// 0-based, as in URLs.
+    step: i32,
+    /// The panel's element id: htmx keeps the element (`hx-preserve`), and
+    /// what it shows, across the live refreshes of the run's body.
+    dom_id: String,
+    /// The module runs: the panel opens and follows the log as it is written.
+    live: bool,
+    /// Open it at once: the attempt that failed the run.
+    autoload: bool,
+    /// "2.1 MiB, 40.0 KiB omitted by the cap" once the log is complete.
+    size: String,
 }
 
 pub(crate) async fn page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult<Html<String>> {
@@ -245,6 +264,19 @@ fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
         stderr: e.stderr_tail.clone().unwrap_or_default(),
         stderr_note: note(&e.stderr_tail, e.stderr_bytes),
         open,
+        log: e.started_at.map(|_| LogView {
+            step: e.step,
+            dom_id: format!("log-{}-{}", e.step, e.attempt),
+            live: e.state == "running",
+            autoload: open,
+            size: match (e.log_bytes, e.log_omitted) {
+                (Some(0), _) => "no output".into(),
+                (Some(b), Some(o)) if o > 0 => format!("{}, {} omitted by the cap", view::bytes(b), view::bytes(o)),
+                (Some(b), _) => view::bytes(b),
+                (None, _) if e.state == "running" => "being written".into(),
+                (None, _) => String::new(),
+            },
+        }),
     }
 }
 
