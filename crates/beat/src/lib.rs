@@ -197,6 +197,7 @@ pub async fn pass(
                     at: slot,
                     local: slot.with_timezone(&schedule.timezone).fixed_offset(),
                     fate: "started",
+                    healthcheck_url: schedule.healthcheck_url.as_deref(),
                 };
                 match scheduler_producer::fire_slot(project, store, transport, &schedule.sequence, &config.queue, &at)
                     .await

@@ -123,6 +123,8 @@ pub struct Slot<'a> {
     pub local: chrono::DateTime<chrono::FixedOffset>,
     /// `started`, or `backfilled` for a backfill.
     pub fate: &'a str,
+    /// The schedule's `healthcheck_url`, over the sequence's.
+    pub healthcheck_url: Option<&'a str>,
 }
 
 /// What a run's logical date comes from.
@@ -161,6 +163,9 @@ fn prepare(
     };
     let mut snapshot = seq.snapshot_for(&modules, &queue, &placeholder_values(logical, id, sequence));
     snapshot.schedule = slot.map(|s| s.schedule.to_string());
+    if let Some(url) = slot.and_then(|s| s.healthcheck_url) {
+        snapshot.healthcheck_url = Some(url.to_string());
+    }
     let mut queues = vec![queue.clone()];
     for step in &snapshot.steps {
         if let Some(q) = &step.queue

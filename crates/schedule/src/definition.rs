@@ -47,6 +47,9 @@ pub struct Schedule {
     /// from the schedule and the slot (every instance agrees on it).
     pub jitter_secs: u64,
     pub description: String,
+    /// Pinged when each of its runs starts, succeeds and fails (a dead-man's
+    /// switch); over its sequence's own.
+    pub healthcheck_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +77,8 @@ struct Raw {
     jitter_secs: Option<u64>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    healthcheck_url: Option<String>,
 }
 
 const SHAPE: &str =
@@ -129,7 +134,7 @@ pub fn parse(file: &str, text: &str, sequence_exists: impl Fn(&str) -> bool) -> 
                 &name,
                 format!(
                     "{e}; a schedule has \"sequence\" and \"cron\", and optional \"timezone\", \"catchup\", \
-                     \"catchup_window_secs\", \"enabled\", \"jitter_secs\", \"description\""
+                     \"catchup_window_secs\", \"enabled\", \"jitter_secs\", \"description\", \"healthcheck_url\""
                 ),
             )
         })?;
@@ -170,6 +175,15 @@ pub fn parse(file: &str, text: &str, sequence_exists: impl Fn(&str) -> bool) -> 
                 "\"catchup_window_secs\" must be at least 1 (use \"catchup\": \"none\" to catch nothing up)".into(),
             ));
         }
+        if let Some(url) = &raw.healthcheck_url {
+            let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || url.chars().any(char::is_whitespace) {
+                return Err(bad(
+                    &name,
+                    format!("\"healthcheck_url\" {url:?} is not an http:// or https:// URL with a host"),
+                ));
+            }
+        }
         out.push(Schedule {
             name,
             sequence: raw.sequence,
@@ -181,6 +195,7 @@ pub fn parse(file: &str, text: &str, sequence_exists: impl Fn(&str) -> bool) -> 
             enabled: raw.enabled.unwrap_or(true),
             jitter_secs: raw.jitter_secs.unwrap_or(0),
             description: raw.description.unwrap_or_default(),
+            healthcheck_url: raw.healthcheck_url,
         });
     }
     Ok(out)
@@ -212,6 +227,9 @@ mod tests {
         assert_eq!(hourly.catchup, Catchup::Latest);
         assert_eq!(hourly.catchup_window_secs, 86_400);
         assert!(!all.iter().find(|s| s.name == "daily").unwrap().enabled);
+        let text = r#"{"d": {"sequence": "s3_to_es", "cron": "@daily", "healthcheck_url": "https://hc.example/p/1"}}"#;
+        let d = parse("schedules.json", text, |s| s == "s3_to_es").unwrap();
+        assert_eq!(d[0].healthcheck_url.as_deref(), Some("https://hc.example/p/1"));
     }
 
     #[test]
@@ -233,6 +251,8 @@ mod tests {
         assert!(e.contains("unknown field `cronn`"), "{e}");
         let e = err(r#"{"a": {"sequence": "s3_to_es", "cron": "@reboot"}}"#);
         assert!(e.contains("@reboot"), "{e}");
+        let e = err(r#"{"a": {"sequence": "s3_to_es", "cron": "@daily", "healthcheck_url": "hc/x"}}"#);
+        assert!(e.contains("\"healthcheck_url\" \"hc/x\" is not an http"), "{e}");
         assert!(err("[]").contains("expected {"));
     }
 }

@@ -43,6 +43,9 @@ pub async fn backfill(g: &Global, name: &str, from: &str, to: &str) -> anyhow::R
             at: *at,
             local: at.with_timezone(&schedule.timezone).fixed_offset(),
             fate: "backfilled",
+            // A backfill is not the schedule running on time: its
+            // healthcheck is not pinged (its sequence's own still is).
+            healthcheck_url: None,
         };
         match scheduler_producer::fire_slot(&project, &*store, &*transport, &schedule.sequence, &g.queue, &slot).await {
             Ok(Some(r)) if matches!(r.admitted, Admitted::Skipped(_)) => skipped += 1,
