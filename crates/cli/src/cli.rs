@@ -182,6 +182,10 @@ pub enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Recent alert deliveries (target, event, outcome); `alerts test TARGET`
+    /// sends a test alert now and reports the answer; `alerts run` delivers
+    /// alerts from this process.
+    Alerts(crate::commands::alerts::AlertsArgs),
     /// Check modules.json, every sequence, and every module's command.
     Validate,
     /// Apply the database migrations (every command also does this on start).

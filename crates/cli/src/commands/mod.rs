@@ -1,5 +1,6 @@
 //! One file per command; `dispatch` picks it.
 
+pub mod alerts;
 mod backfill;
 mod completions;
 pub mod beat;
@@ -68,6 +69,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => prune::prune(&g, &args).await,
         Command::Health { file, max_age } => health::health(&file, max_age),
         Command::Completions { shell } => completions::completions(shell),
+        Command::Alerts(args) => alerts::alerts(&g, &args).await,
         Command::Validate => validate::validate(&g),
         Command::Migrate => {
             crate::connect::store(&g, 1).await?;

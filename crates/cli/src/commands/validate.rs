@@ -22,12 +22,42 @@ pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
             vec![]
         }
     };
+    let alerts = match scheduler_alerts::sender::load(project.dir()) {
+        Ok(a) => a,
+        Err(e) => {
+            problems.push(e);
+            Default::default()
+        }
+    };
+    // The workers' environment may differ from this shell's: a warning.
+    for target in &alerts.targets {
+        for name in target.missing_env(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty())) {
+            eprintln!(
+                "warning: alerts.json: target {:?}: the environment variable {name} is not set here; \
+                 set it where the workers run",
+                target.name
+            );
+        }
+    }
     if problems.is_empty() {
         println!(
             "ok: modules.json, {sequences} sequence(s) and {} schedule(s) in {} are valid",
             schedules.len(),
             project.dir().display()
         );
+        for t in &alerts.targets {
+            let events: Vec<&str> = t.events.iter().map(|e| e.as_str()).collect();
+            let every = t
+                .max_frequency
+                .map(|p| format!(", at most one per sequence and event every {} s", p.as_secs()))
+                .unwrap_or_default();
+            println!(
+                "alert target {} ({}): {}{every}",
+                t.name,
+                t.kind_name(),
+                events.join(", ")
+            );
+        }
         let now = chrono::Utc::now();
         for s in &schedules {
             let next: Vec<String> = scheduler_schedule::next_fire_times(s, now, 3)
