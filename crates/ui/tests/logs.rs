@@ -384,7 +384,7 @@ async fn unknown_runs_and_executions_are_404_and_bad_windows_400() {
             404,
             "step 0 attempt 3",
         ),
-        (format!("/api/v1/runs/not-a-run/log?step=0"), 400, "not a run id"),
+        ("/api/v1/runs/not-a-run/log?step=0".to_string(), 400, "not a run id"),
         (format!("/api/v1/runs/{run}/log"), 400, "steps count from 0"),
         (format!("/api/v1/runs/{run}/log?step=0&from=-1"), 400, "byte offset"),
         (
