@@ -179,9 +179,7 @@ pub enum Command {
     },
     /// Print the shell completion script for bash, zsh or fish (also elvish,
     /// powershell): `scheduler completions bash > /etc/bash_completion.d/scheduler`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Recent alert deliveries (target, event, outcome); `alerts test TARGET`
     /// sends a test alert now and reports the answer; `alerts run` delivers
     /// alerts from this process.

@@ -2,9 +2,9 @@
 
 pub mod alerts;
 mod backfill;
-mod completions;
 pub mod beat;
 pub mod bench;
+mod completions;
 mod health;
 mod import_crontab;
 mod inspect;
