@@ -203,19 +203,20 @@ pub(crate) async fn unrouted_events(t: &Tracker, limit: i64) -> Result<Vec<Event
         .await?)
 }
 
-/// When the last delivery of each (target, kind, subject) was sent.
+/// When the last delivery of each (target, kind, subject) was let go (at
+/// once, or a held one when its period ended), answered yet or not.
 pub(crate) async fn last_sent(
     t: &Tracker,
     keys: &[(String, String, String)],
 ) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
     let (targets, kinds, subjects): (Vec<_>, Vec<_>, Vec<_>) = keys.iter().cloned().collect();
     Ok(sqlx::query_as(
-        "SELECT k.target, k.kind, k.subject, s.sent_at
+        "SELECT k.target, k.kind, k.subject, s.released_at
            FROM unnest($1::text[], $2::text[], $3::text[]) AS k(target, kind, subject)
-           JOIN LATERAL (SELECT sent_at FROM alert_deliveries d
+           JOIN LATERAL (SELECT released_at FROM alert_deliveries d
                           WHERE d.target = k.target AND d.kind = k.kind AND d.subject = k.subject
-                            AND d.sent_at IS NOT NULL
-                          ORDER BY d.sent_at DESC LIMIT 1) s ON true",
+                            AND d.released_at IS NOT NULL
+                          ORDER BY d.released_at DESC LIMIT 1) s ON true",
     )
     .bind(&targets)
     .bind(&kinds)
@@ -232,16 +233,15 @@ pub(crate) async fn route_events(t: &Tracker, events: &[i64], routes: &[Route]) 
     let mut tx = t.pool.begin().await?;
     // Locks the events: a second sender routing them waits, then finds
     // them routed.
-    let mine: Vec<i64> = sqlx::query_scalar(
-        "UPDATE events SET routed_at = now() WHERE id = ANY($1) AND routed_at IS NULL RETURNING id",
-    )
-    .bind(events)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mine: Vec<i64> =
+        sqlx::query_scalar("UPDATE events SET routed_at = now() WHERE id = ANY($1) AND routed_at IS NULL RETURNING id")
+            .bind(events)
+            .fetch_all(&mut *tx)
+            .await?;
     for r in routes.iter().filter(|r| mine.contains(&r.event_id)) {
         let inserted = sqlx::query(
-            "INSERT INTO alert_deliveries (event_id, target, kind, subject, state, url)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO alert_deliveries (event_id, target, kind, subject, state, url, released_at)
+             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'pending' THEN now() END) ON CONFLICT DO NOTHING",
         )
         .bind(r.event_id)
         .bind(&r.target)
@@ -294,13 +294,13 @@ async fn fold_held_into(
 }
 
 /// Every (target, kind, subject) with held deliveries, with when its last
-/// delivery went.
+/// delivery was let go.
 pub(crate) async fn held_groups(t: &Tracker) -> Result<Vec<HeldGroup>> {
     Ok(sqlx::query_as::<_, HeldGroup>(
         "SELECT h.target, h.kind, h.subject, h.count,
-                (SELECT max(sent_at) FROM alert_deliveries d
+                (SELECT max(released_at) FROM alert_deliveries d
                   WHERE d.target = h.target AND d.kind = h.kind AND d.subject = h.subject
-                    AND d.sent_at IS NOT NULL) AS last_sent
+                    AND d.released_at IS NOT NULL) AS last_sent
            FROM (SELECT target, kind, subject, count(*) AS count FROM alert_deliveries
                   WHERE state = 'held' GROUP BY 1, 2, 3) h",
     )
@@ -313,7 +313,7 @@ pub(crate) async fn held_groups(t: &Tracker) -> Result<Vec<HeldGroup>> {
 pub(crate) async fn flush_held(t: &Tracker, target: &str, kind: &str, subject: &str) -> Result<bool> {
     let mut tx = t.pool.begin().await?;
     let newest: Option<i64> = sqlx::query_scalar(
-        "UPDATE alert_deliveries SET state = 'pending', next_at = now()
+        "UPDATE alert_deliveries SET state = 'pending', next_at = now(), released_at = now()
           WHERE (event_id, target) = (SELECT event_id, target FROM alert_deliveries
                                        WHERE target = $1 AND kind = $2 AND subject = $3 AND state = 'held'
                                        ORDER BY event_id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)

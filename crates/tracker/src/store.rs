@@ -207,7 +207,8 @@ pub trait Store: Send + Sync + 'static {
     async fn take_alert_lease(&self, worker_id: Uuid, ttl: Duration) -> Result<bool>;
     /// The oldest events not routed to targets yet.
     async fn unrouted_events(&self, limit: i64) -> Result<Vec<EventRow>>;
-    /// When the last delivery of each (target, kind, subject) was sent.
+    /// When the last delivery of each (target, kind, subject) was let go
+    /// (what a target's `max_frequency` counts from).
     async fn last_sent(
         &self,
         keys: &[(String, String, String)],
