@@ -234,7 +234,8 @@ test("a running step's log streams into its page live, told apart by stream, and
   await panel.getByRole("button", { name: "both" }).click();
 
   // Markup and terminal escapes are text.
-  await pre.getByText("markup <script>window.__xss = 1</script> and \u241b[31mred\u241b[0m").waitFor();
+  await pre.getByText("markup <script>window.__xss = 1</script> and \\x1b[31mred\\x1b[0m").waitFor();
+  assert.equal(await pre.locator(".ctl", { hasText: "\\x1b" }).count(), 2, "the escapes are not marked as escapes");
   assert.equal(await pre.locator("script").count(), 0);
   assert.equal(await page.evaluate(() => window.__xss), undefined, "a log line ran as script");
 
