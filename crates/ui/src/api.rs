@@ -164,6 +164,8 @@ async fn run_log(
     let (key, ls) = logs::target(&state, run_id, p.step, p.attempt).await?;
     let w = Window {
         from: p.from.unwrap_or(0),
+        // Lines are the page's business.
+        line_start: Some(true),
         to: p.to,
         stream: p.stream,
         max_pieces: p.limit.unwrap_or(LOG_PIECES),

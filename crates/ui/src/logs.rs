@@ -61,6 +61,10 @@ pub(crate) async fn target(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub from: i64,
+    /// Whether `from` begins a line, when the caller knows (it read up to
+    /// there); `None`: find out by reading from the byte before it, which
+    /// costs the row holding that byte (up to 64 KiB) but no extra query.
+    pub line_start: Option<bool>,
     /// Stop before this byte (a "load earlier" ends where the shown part begins).
     pub to: Option<i64>,
     /// One stream only; the other's bytes are skipped, not counted as omitted.
@@ -94,6 +98,8 @@ pub(crate) struct Chunk {
     /// Whether `from` begins a line (the byte before it is a newline, was
     /// omitted, or there is none): the page marks where lines start.
     pub line_start: bool,
+    /// Whether `next` begins a line, for the read that goes on from there.
+    pub ends_line: bool,
 }
 
 impl Chunk {
@@ -117,15 +123,15 @@ pub(crate) async fn read(
         next: w.from,
         pieces: Vec::new(),
         omitted_after: 0,
-        line_start: true,
+        line_start: w.line_start.unwrap_or(true),
+        ends_line: true,
     };
     if w.to.is_some_and(|to| to <= w.from) {
+        c.ends_line = c.line_start;
         return Ok(c);
     }
-    // Reading from the byte before `from` costs no extra query and says
-    // whether `from` begins a line.
-    let mut cursor = (w.from - 1).max(0);
-    let mut probing = w.from > 0;
+    let mut probing = w.from > 0 && w.line_start.is_none();
+    let mut cursor = if probing { w.from - 1 } else { w.from };
     let (mut gap, mut bytes, mut scanned) = (0i64, 0usize, 0usize);
     let (mut rows_seen, mut row_bytes) = (0usize, 0usize);
     let mut full = false;
@@ -198,6 +204,11 @@ pub(crate) async fn read(
         }
     }
     c.omitted_after = gap;
+    c.ends_line = match c.pieces.last() {
+        _ if gap > 0 => true,
+        Some(p) => p.data.ends_with(b"\n"),
+        None => c.line_start,
+    };
     Ok(c)
 }
 

@@ -363,7 +363,29 @@ async fn the_live_stream_sends_what_is_written_and_ends_with_the_log() {
     let got = read_events(&mut resumed, |e| e.contains("event: log")).await;
     assert!(!got.last().unwrap().contains("first") && got.last().unwrap().contains("second"));
 
-    app.store.finish_log(key, 107).await.unwrap();
+    // A line written in two parts: the second part continues it (no new
+    // line-start mark), without the stream reading the first part again.
+    app.store
+        .append_logs(&[piece(key, 107, "stdout", b"part one")])
+        .await
+        .unwrap();
+    let got = read_events(&mut body, |e| e.contains("part one")).await;
+    assert!(
+        got.last().unwrap().contains("<span class=\"o b\">part one</span>"),
+        "{got:?}"
+    );
+    app.store
+        .append_logs(&[piece(key, 115, "stdout", b", part two\n")])
+        .await
+        .unwrap();
+    let got = read_events(&mut body, |e| e.contains("part two")).await;
+    let event = got.last().unwrap();
+    assert!(
+        event.contains("<span class=\"o\">, part two\n") && !event.contains("part one"),
+        "{event}"
+    );
+
+    app.store.finish_log(key, 126).await.unwrap();
     let got = read_events(&mut body, |e| e.contains("event: end")).await;
     assert!(got.last().unwrap().contains("data: complete"), "{got:?}");
     let closed = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;

@@ -205,6 +205,7 @@ pub(crate) async fn chunk(
     };
     let w = Window {
         from,
+        line_start: None,
         to: p.to,
         stream: p.stream,
         max_pieces: usize::MAX,
@@ -233,19 +234,20 @@ pub(crate) async fn download(
     let name = format!("{}-step{}-attempt{}.log", key.run_id, key.step + 1, key.attempt);
     let store = state.store.clone();
     let total = ls.log_bytes;
-    let body = futures_util::stream::unfold(Some(0i64), move |from| {
+    let body = futures_util::stream::unfold(Some((0i64, true)), move |at| {
         let store = store.clone();
         async move {
-            let from = from?;
+            let (from, line_start) = at?;
             let w = Window {
                 from,
+                line_start: Some(line_start),
                 to: None,
                 stream: None,
                 max_pieces: usize::MAX,
                 max_bytes: 1024 * 1024,
             };
             match logs::read(&*store, key, w, total).await {
-                Ok(c) if c.next > from => Some((Ok(Bytes::from(raw(&c))), Some(c.next))),
+                Ok(c) if c.next > from => Some((Ok(Bytes::from(raw(&c))), Some((c.next, c.ends_line)))),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, %key, "a log download failed midway");
@@ -316,6 +318,7 @@ pub(crate) async fn events(
         store: state.store.clone(),
         key,
         next: resumed.or(p.from).unwrap_or(0),
+        line_start: None,
         total: ls.log_bytes,
         finished_since: None,
         checked: Instant::now(),
@@ -336,6 +339,8 @@ struct Follow {
     store: Arc<dyn Store>,
     key: ExecKey,
     next: i64,
+    /// Whether `next` begins a line: known once this follower read up to it.
+    line_start: Option<bool>,
     /// The log's final size, once its worker wrote the last of it.
     total: Option<i64>,
     /// When the execution was first seen finished without a total.
@@ -368,6 +373,7 @@ impl Follow {
         loop {
             let w = Window {
                 from: self.next,
+                line_start: self.line_start,
                 to: None,
                 stream: None,
                 max_pieces: usize::MAX,
@@ -376,6 +382,7 @@ impl Follow {
             let c = logs::read(&*self.store, self.key, w, self.total).await?;
             if c.next > self.next {
                 self.next = c.next;
+                self.line_start = Some(c.ends_line);
                 let html = ChunkView::new(&c, self.total).render()?;
                 let event = Event::default()
                     .event("log")
@@ -491,6 +498,7 @@ mod tests {
             ],
             omitted_after: 9,
             line_start: false,
+            ends_line: true,
         };
         let shown: Vec<_> = segments(&c)
             .into_iter()
@@ -519,6 +527,7 @@ mod tests {
             pieces: vec![piece(0, "stdout", b"no newline", 0)],
             omitted_after: 10,
             line_start: true,
+            ends_line: true,
         };
         assert_eq!(raw(&c), b"no newline\n\xe2\x80\xa6 10 bytes omitted \xe2\x80\xa6\n");
     }
