@@ -16,7 +16,8 @@ pub struct AlertsArgs {
     /// How many deliveries to list, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: i64,
-    #[arg(long)]
+    /// JSON output (the deliveries, or `test`'s answer).
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
