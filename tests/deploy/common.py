@@ -103,7 +103,9 @@ class Local:
         subcommand(argv)
         log = self.dir / f"{argv[1]}-{len(self.procs)}.log"
         with open(log, "wb") as f:
-            p = subprocess.Popen([BIN, *argv[1:]], env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            p = subprocess.Popen(
+                [BIN, *argv[1:]], env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         self.procs.append(p)
         try:
             yield p, log
