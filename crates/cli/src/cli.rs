@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "scheduler",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SCHEDULER_GIT_COMMIT"), ")"),
+    after_help = "Exit codes: 0 ok; 1 a run failed, or what was asked does not apply (no such run, nothing to retry); \
+                  2 usage or definition error; 3 PostgreSQL or RabbitMQ unreachable.",
     about = "A distributed ETL scheduler: run ETL sequences on RabbitMQ workers, tracked in PostgreSQL"
 )]
 pub struct Cli {
@@ -180,6 +182,23 @@ pub enum Command {
     /// Print the shell completion script for bash, zsh or fish (also elvish,
     /// powershell): `scheduler completions bash > /etc/bash_completion.d/scheduler`.
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), from the same definitions as the parser:
+    /// `scheduler man > /usr/local/share/man/man1/scheduler.1`.
+    Man,
+    /// Retry a failed run from its failed step (a new attempt of that step),
+    /// as the UI's Retry button does; exit 1 if it does not apply.
+    Retry {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a waiting, queued or running run, as the UI's Cancel button
+    /// does (a running module is stopped); exit 1 if it does not apply.
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent alert deliveries (target, event, outcome); `alerts test TARGET`
     /// sends a test alert now and reports the answer; `alerts run` delivers
     /// alerts from this process.

@@ -48,7 +48,30 @@ fn main() -> std::process::ExitCode {
             // `{:#}` prints the whole context chain on one line: what we were
             // doing, then why it failed.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
+            std::process::ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The exit code of a command that failed with `e`: 3 when PostgreSQL or
+/// RabbitMQ could not be reached, 2 for everything else (usage, definitions).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let unreachable = e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<scheduler_tracker::TrackerError>(),
+            Some(scheduler_tracker::TrackerError::Connect { .. })
+        ) || matches!(
+            cause.downcast_ref::<scheduler_broker::BrokerError>(),
+            Some(scheduler_broker::BrokerError::Connect { .. })
+        ) || matches!(
+            cause.downcast_ref::<scheduler_tracker::TrackerError>(),
+            Some(scheduler_tracker::TrackerError::Sql(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+            ))
+        ) || matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
+        )
+    });
+    if unreachable { 3 } else { 2 }
 }

@@ -79,7 +79,7 @@ fn a_missing_command_fails_its_step_clearly_and_the_worker_stays_up() {
     assert_eq!(v["state"], "succeeded", "the worker must still be serving");
 
     let out = env.run(&["validate"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a definition error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("ghost") && stderr.contains("not executable"),

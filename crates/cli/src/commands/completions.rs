@@ -10,3 +10,14 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     clap_complete::generate(shell, &mut cli, "scheduler", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
 }
+
+/// `scheduler man`: the manual page in roff, by `clap_mangen` from the same
+/// definitions.
+pub fn man() -> anyhow::Result<ExitCode> {
+    let cli = crate::cli::Cli::command();
+    match clap_mangen::Man::new(cli).render(&mut std::io::stdout()) {
+        // `scheduler man | head`: the reader left; nothing is wrong.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

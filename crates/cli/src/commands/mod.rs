@@ -1,5 +1,6 @@
 //! One file per command; `dispatch` picks it.
 
+mod actions;
 pub mod alerts;
 mod backfill;
 pub mod beat;
@@ -69,6 +70,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => prune::prune(&g, &args).await,
         Command::Health { file, max_age } => health::health(&file, max_age),
         Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
+        Command::Retry { run_id, json } => actions::act(&g, actions::Action::Retry, &run_id, json).await,
+        Command::Cancel { run_id, json } => actions::act(&g, actions::Action::Cancel, &run_id, json).await,
         Command::Alerts(args) => alerts::alerts(&g, &args).await,
         Command::Validate => validate::validate(&g),
         Command::Migrate => {

@@ -80,7 +80,8 @@ pub fn validate(g: &Global) -> anyhow::Result<ExitCode> {
         eprintln!("error: {p}");
     }
     eprintln!("{} problem(s) found", problems.len());
-    Ok(ExitCode::from(1))
+    // A definition error, like a bad sequence given to `start`.
+    Ok(ExitCode::from(2))
 }
 
 /// Whether each module's program exists and is executable, resolved the way
