@@ -40,7 +40,9 @@ function writeProject() {
   fs.mkdirSync(path.join(project, "etl_sequences"));
   const modules = {
     // Output with markup in it: the pages must show it as text.
-    ok: "#!/bin/sh\necho 'extracted 42 rows <script>window.__xss = 1</script>'\necho \"args: $*\"\n",
+    // It writes its --output (the output contract fails a step that does not).
+    ok: "#!/bin/sh\necho 'extracted 42 rows <script>window.__xss = 1</script>'\necho \"args: $*\"\n" +
+      "while [ $# -gt 0 ]; do if [ \"$1\" = --output ]; then mkdir -p \"$(dirname \"$2\")\"; echo rows > \"$2\"; fi; shift; done\n",
     boom: "#!/bin/sh\necho 'loading...'\necho 'boom: disk full <b>on /data</b>' >&2\nexit 3\n",
     nap: "#!/bin/sh\necho 'sleeping 30 s'\nsleep 30\n",
   };

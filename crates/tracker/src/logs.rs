@@ -132,6 +132,8 @@ pub(crate) async fn read_log(t: &Tracker, key: ExecKey, from: i64, limit: i64) -
     Ok(sqlx::query_as::<_, LogRow>(
         "SELECT pos, stream, at, data FROM execution_logs
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND pos + length(data) > $4
+            -- a row holds at most 64 KiB: the index range starts there
+            AND pos > $4 - 65536
           ORDER BY pos LIMIT $5",
     )
     .bind(key.run_id)
