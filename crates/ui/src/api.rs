@@ -72,6 +72,12 @@
 //!   PostgreSQL's estimates (`estimated: true`) past 100,000 rows a table,
 //!   exact below; `log_bytes` is what the logs take on disk (table, TOAST,
 //!   index), `database_bytes` the whole database. Cheap at any size.
+//! - `GET  /alerts/deliveries?limit=` → `{"deliveries": [{"event_id",
+//!   "target", "kind", "subject", "state", "attempts", "folded",
+//!   "created_at", "sent_at", "next_at", "last_status", "last_error",
+//!   "run_id", "message"}]}`, newest first; `state` is `pending`, `sent`,
+//!   `failed`, `held` (by the target's max_frequency) or `folded` (counted
+//!   into a later alert). `limit` is 1..=1000 (default 100).
 //!
 //! Every error is `{"error": "<what to fix>"}` with a 4xx for bad input (400
 //! malformed, 404 unknown, 409 not possible in the run's state) and a 5xx
@@ -108,6 +114,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/workers", get(list_workers))
         .route("/queues", get(queues))
         .route("/storage", get(storage))
+        .route("/alerts/deliveries", get(crate::pages::alerts::api_deliveries))
 }
 
 #[derive(Serialize)]

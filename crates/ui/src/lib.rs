@@ -7,7 +7,7 @@
 //! - [`serve`] / [`router`]: the entry points; [`AppState`] is what every
 //!   handler shares.
 //! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
-//!   `schedules`, `workers`), each with its loaders, its fragments and its form actions.
+//!   `schedules`, `workers`, `alerts`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
 //! - `logs`: reading a module's recorded log (windows, gaps, the tail) for
 //!   the API and the run page's log panels (`pages/log.rs`).
@@ -199,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{name}/pause", post(schedules::pause_form))
         .route("/schedules/{name}/resume", post(schedules::resume_form))
         .route("/workers", get(workers::page))
+        .route("/alerts", get(pages::alerts::page))
         .nest("/api/v1", api::router())
         .route("/metrics", get(metrics::render))
         .route("/healthz", get(healthz))

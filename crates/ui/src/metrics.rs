@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, computed from PostgreSQL and
 //! RabbitMQ at scrape time (so any UI replica answers the same, and a
 //! restart loses nothing): runs and executions by state, workers alive,
-//! queue depth and consumers, and the durations of the steps that finished
-//! in the last hour.
+//! queue depth and consumers, the durations of the steps that finished in
+//! the last hour, and alert deliveries by target and outcome.
 //!
 //! Cheap at millions of rows (`scheduler bench-ui` measures it): unfinished
 //! states are counted exactly through partial indexes, final states are
@@ -95,10 +95,46 @@ pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl Into
         "queue",
         &consumers,
     );
+    alert_deliveries(&state, &mut out).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     ))
+}
+
+/// `scheduler_alert_deliveries_total{target,outcome}`: delivery attempts
+/// counted in the statement that records each (so a real counter, kept
+/// across restarts); every target of alerts.json shows every outcome, 0
+/// included. Labels stay bounded: the targets of alerts.json (and
+/// `healthcheck` for the pings), four outcomes.
+async fn alert_deliveries(state: &AppState, out: &mut String) -> ApiResult<()> {
+    const OUTCOMES: [&str; 4] = ["sent", "retry", "failed", "folded"];
+    let counted = state.store.alert_counts().await?;
+    let (config, _) = crate::pages::alerts::load_config(state);
+    let mut series: Vec<(String, String, i64)> = counted;
+    for t in &config.targets {
+        for outcome in OUTCOMES {
+            if !series.iter().any(|(n, o, _)| *n == t.name && o == outcome) {
+                series.push((t.name.clone(), outcome.to_string(), 0));
+            }
+        }
+    }
+    series.sort();
+    let _ = writeln!(
+        out,
+        "# HELP scheduler_alert_deliveries_total Alert delivery attempts by target and outcome \
+         (sent; retry: failed, tried again later; failed: given up; folded: held by max_frequency and counted into a later alert).\n\
+         # TYPE scheduler_alert_deliveries_total counter"
+    );
+    for (target, outcome, n) in series {
+        let _ = writeln!(
+            out,
+            "scheduler_alert_deliveries_total{{target=\"{}\",outcome=\"{}\"}} {n}",
+            escape(&target),
+            escape(&outcome)
+        );
+    }
+    Ok(())
 }
 
 /// Every state, with 0 for those no row is in (a series that vanishes

@@ -4,6 +4,7 @@
 //! they answer a flash message (and an event or a redirect for htmx to
 //! follow); without JavaScript they answer a redirect, or an error page.
 
+pub(crate) mod alerts;
 pub(crate) mod log;
 pub(crate) mod run;
 pub(crate) mod runs;
