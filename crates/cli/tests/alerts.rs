@@ -464,7 +464,7 @@ fn alerts_test_reports_the_answer_and_validate_names_a_bad_field() {
         json!({"targets": {"hook": {"type": "webhook", "url": hook.url("/hook"), "events": ["run_faild"]}}}),
     );
     let out = env.run(&["validate"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a definition error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("alerts.json: target \"hook\": \"events\": \"run_faild\" is not an event; known: run_failed"),
