@@ -4,7 +4,6 @@ the machine's own PostgreSQL and RabbitMQ (a database and a queue of its
 own), with the file's environment but for the addresses of the services.
 """
 
-import json
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
@@ -162,7 +162,3 @@ def http_get(port, path, headers=None):
         return e.code, e.read().decode()
     except OSError as e:
         return None, str(e)
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())

@@ -97,9 +97,8 @@ class Verify(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         text = (UNITS / "scheduler-beat.service").read_text().replace(INSTALLED_BIN, BIN)
         (tmp / "scheduler-beat.service").write_text(text.replace("KillMode=mixed", "KillMode=gentle"))
-        out = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", str(tmp / "scheduler-beat.service")], capture_output=True, text=True
-        )
+        unit = str(tmp / "scheduler-beat.service")
+        out = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
         self.assertIn("kill mode", out.stdout + out.stderr)
 
 
