@@ -282,16 +282,32 @@ pub(crate) async fn retry_policy(t: &Tracker, run_id: Uuid, step: u32) -> Result
 /// `stall_secs`), or no longer stalled once it writes again. False when it
 /// is not running (any more) or already so marked.
 pub(crate) async fn mark_stalled(t: &Tracker, key: ExecKey, stalled: bool) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE executions SET stalled_at = CASE WHEN $4 THEN now() END
-          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'running'
-            AND (stalled_at IS NULL) = $4",
+    // Marking it stalled records `step_stalled` (alerts) in the same
+    // statement: told once per stall, never for a mark that did not apply.
+    let (done,): (i64,) = sqlx::query_as(
+        "WITH m AS (
+            UPDATE executions SET stalled_at = CASE WHEN $4 THEN now() END
+             WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'running'
+               AND (stalled_at IS NULL) = $4
+         RETURNING run_id, step, attempt, module
+         ), ev AS (
+            INSERT INTO events (kind, sequence, run_id, step, attempt, message, detail)
+            SELECT 'step_stalled', r.sequence, m.run_id, m.step, m.attempt,
+                   'no output for ' || coalesce(s.def->>'stall_secs', '?') || ' s'
+                       || CASE WHEN s.def->>'on_stall' = 'kill' THEN '; stopped, handled as a failure' ELSE '' END,
+                   jsonb_strip_nulls(jsonb_build_object('module', m.module, 'stall_secs', (s.def->>'stall_secs')::bigint,
+                                                        'on_stall', s.def->>'on_stall'))
+              FROM m JOIN runs r ON r.id = m.run_id
+                     CROSS JOIN LATERAL (SELECT r.snapshot->'steps'->m.step AS def) s
+             WHERE $4
+         )
+         SELECT count(*) FROM m",
     )
     .bind(key.run_id)
     .bind(key.step as i32)
     .bind(key.attempt as i32)
     .bind(stalled)
-    .execute(&t.pool)
+    .fetch_one(&t.pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }

@@ -481,3 +481,40 @@ async fn held_deliveries_are_counted_into_the_one_that_goes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stall_mark_records_step_stalled_once_per_stall() {
+    with_store(|t| async move {
+        let s: &dyn Store = &t;
+        let mut run = new_run(1, None);
+        run.snapshot.steps[0].stall_secs = Some(300);
+        let id = run.id;
+        start(s, &run).await;
+        let key = ExecKey {
+            run_id: id,
+            step: 0,
+            attempt: 1,
+        };
+        s.claim(key, Uuid::now_v7(), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s.mark_stalled(key, true).await.unwrap());
+        assert!(
+            !s.mark_stalled(key, true).await.unwrap(),
+            "marked already: nothing more"
+        );
+        assert!(s.mark_stalled(key, false).await.unwrap(), "it wrote again");
+        assert!(s.mark_stalled(key, true).await.unwrap(), "and went silent again");
+        let events = s.run_events(id).await.unwrap();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let e = &events[0];
+        assert_eq!((e.kind.as_str(), e.step, e.attempt), ("step_stalled", Some(0), Some(1)));
+        assert_eq!(e.message.as_deref(), Some("no output for 300 s"));
+        assert_eq!(
+            (e.detail["module"].as_str(), e.detail["stall_secs"].as_i64()),
+            (Some("m"), Some(300))
+        );
+    })
+    .await;
+}
