@@ -108,7 +108,7 @@ pub struct AttemptRecord<'a> {
 }
 
 /// One delivery as the CLI and the UI list it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub event_id: i64,
     pub target: String,

@@ -89,7 +89,7 @@ pub struct PruneBatch {
 
 /// How much the store holds, for the UI. Row counts are the planner's
 /// estimates past [`EXACT_BELOW`] rows (`estimated` then), exact below.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StorageFigures {
     pub runs: i64,
     pub executions: i64,

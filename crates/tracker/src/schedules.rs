@@ -34,7 +34,7 @@ impl Cursor {
 }
 
 /// A schedule's recorded state, for `scheduler schedules` and the UI.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct ScheduleState {
     pub name: String,
     pub first_seen: DateTime<Utc>,
@@ -50,7 +50,7 @@ pub struct ScheduleState {
 }
 
 /// One row of the ledger.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct SlotView {
     pub schedule: String,
     pub slot_at: DateTime<Utc>,

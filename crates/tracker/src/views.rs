@@ -7,12 +7,15 @@ use chrono::{DateTime, Utc};
 use scheduler_core::RunState;
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct RunSummary {
     pub id: Uuid,
     pub sequence: String,
+    /// `waiting`, `queued`, `running`, `succeeded`, `failed`, `canceled` or
+    /// `skipped`.
     pub state: String,
     pub trigger: String,
     pub queue: String,
@@ -37,12 +40,13 @@ pub struct RunSummary {
     pub logical_date: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct ExecutionView {
     pub step: i32,
     pub attempt: i32,
     pub module: String,
     pub argv: Vec<String>,
+    /// `queued`, `running`, `succeeded`, `failed`, `canceled` or `abandoned`.
     pub state: String,
     pub worker_id: Option<Uuid>,
     pub worker_host: Option<String>,
@@ -103,15 +107,16 @@ pub struct QueueLoad {
     pub served_by: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunSummary,
+    /// The definitions frozen when the run was recorded: what its steps run.
     pub snapshot: serde_json::Value,
     pub executions: Vec<ExecutionView>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
 pub struct WorkerView {
     pub id: Uuid,
     pub host: String,
