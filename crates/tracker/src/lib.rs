@@ -17,7 +17,9 @@
 //! - [`events`]: events (recorded with the changes that cause them) and
 //!   their deliveries to alert targets: routing, claims, attempts.
 //! - [`retention`]: pruning finished runs in small batches; storage figures.
-//! - [`views`], [`ui_queries`]: read models for the CLI and the UI.
+//! - [`views`], [`ui_queries`]: read models for the CLI and the UI;
+//!   [`history`]: a sequence's recent runs and step figures (its UI page);
+//!   [`activity`]: the last hour's activity and the slot totals for `/metrics`.
 //!
 //! Architecture invariants: all SQL of the project lives in this crate. Every
 //! state write is compare-and-set (`WHERE state = <expected>`) and reports
@@ -26,10 +28,12 @@
 //! a transaction open across anything but SQL: never across a module run or a
 //! broker round trip.
 
+pub mod activity;
 pub mod apply;
 pub mod connect;
 pub mod events;
 pub mod executions;
+pub mod history;
 pub mod logs;
 pub mod recovery;
 pub mod retention;
@@ -41,10 +45,12 @@ pub mod ui_queries;
 pub mod views;
 pub mod workers;
 
+pub use activity::{Activity, ModuleHistogram};
 pub use apply::{ClaimFor, Close, Write, Written};
 pub use connect::{Tracker, TrackerConfig};
 pub use events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
 pub use executions::{Claimed, ExecKey, ExecResult, OutputFacts, StepWatch};
+pub use history::{SequenceHistory, StepStats};
 pub use logs::{LogPiece, LogRow, LogState, omitted_line};
 pub use recovery::{Expired, Stuck};
 pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};

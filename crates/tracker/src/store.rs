@@ -20,9 +20,11 @@
 //! nanoseconds against a database round trip of a hundred microseconds or
 //! more.
 
+use crate::activity::Activity;
 use crate::apply::{Write, Written};
 use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
 use crate::executions::{Claimed, ExecKey};
+use crate::history::SequenceHistory;
 use crate::logs::{LogPiece, LogRow, LogState};
 use crate::recovery::{Expired, Stuck};
 use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
@@ -175,6 +177,17 @@ pub trait Store: Send + Sync + 'static {
     async fn run_fingerprint(&self, run_id: Uuid) -> Result<Option<String>>;
     async fn state_counts(&self, alive_within: Duration) -> Result<StateCounts>;
     async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram>;
+    /// What happened within `within` (runs ended, retries, stalls, step
+    /// durations and peak memory by module, bucketed by the bounds) and the
+    /// missed and skipped slots of every schedule.
+    async fn activity(
+        &self,
+        within: Duration,
+        duration_bounds_ms: &[i64],
+        memory_bounds_kib: &[i64],
+    ) -> Result<Activity>;
+    /// A sequence's newest `limit` runs and its steps' figures over them.
+    async fn sequence_history(&self, sequence: &str, limit: u32) -> Result<SequenceHistory>;
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
     async fn close(&self);
@@ -399,6 +412,17 @@ impl Store for Tracker {
     }
     async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram> {
         crate::ui_queries::step_durations(self, within, bounds_ms).await
+    }
+    async fn activity(
+        &self,
+        within: Duration,
+        duration_bounds_ms: &[i64],
+        memory_bounds_kib: &[i64],
+    ) -> Result<Activity> {
+        crate::activity::activity(self, within, duration_bounds_ms, memory_bounds_kib).await
+    }
+    async fn sequence_history(&self, sequence: &str, limit: u32) -> Result<SequenceHistory> {
+        crate::history::sequence_history(self, sequence, limit).await
     }
     async fn ping(&self) -> Result<()> {
         crate::ui_queries::ping(self).await
