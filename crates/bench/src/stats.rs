@@ -41,7 +41,8 @@ impl BenchDb {
 
     /// Empties every table. Only for a database dedicated to a benchmark.
     pub async fn erase_everything(&self) -> Result<()> {
-        sqlx::query("TRUNCATE runs, executions, workers")
+        // CASCADE: the tables that refer to these (logs, slots, events) go too.
+        sqlx::query("TRUNCATE runs, executions, workers CASCADE")
             .execute(&self.pool)
             .await?;
         Ok(())
