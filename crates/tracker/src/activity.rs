@@ -7,7 +7,8 @@
 //! Cheap at millions of runs: every windowed read starts from an index on
 //! the time it filters on (`runs_finished`, `executions_finished`,
 //! `executions_retries`), so a scrape reads the last window's rows, never
-//! the history; the slot counts read a partial index of two rare fates.
+//! the history (`events_stalled` for the stalls); the slot counts read a
+//! partial index of two rare fates.
 //! Labels are sequence, module and schedule names (bounded by the
 //! project's definitions), never a run id.
 
@@ -32,8 +33,9 @@ pub struct Activity {
     /// Retry attempts (of a step's failure) queued within the window:
     /// `(sequence, module, attempts)`.
     pub retries: Vec<(String, String, i64)>,
-    /// Executions that ended within the window while marked stalled (the
-    /// stall watch stopped them, or they ended silent): `(sequence, module, n)`.
+    /// Steps the stall watch marked stalled within the window (whether
+    /// they wrote again, were stopped or still are): `(sequence, module, n)`,
+    /// from the `step_stalled` events.
     pub stalls: Vec<(String, String, i64)>,
     /// Running executions marked stalled now: `(sequence, module, n)`.
     pub stalled_now: Vec<(String, String, i64)>,
@@ -58,10 +60,10 @@ SELECT r.sequence, e.module, count(*) FROM executions e JOIN runs r ON r.id = e.
  WHERE e.retry > 0 AND e.queued_at > now() - make_interval(secs => $1)
  GROUP BY 1, 2 ORDER BY 1, 2";
 
+/// Through `events_stalled`; the module is in the event's detail.
 const STALLS: &str = "
-SELECT r.sequence, e.module, count(*) FROM executions e JOIN runs r ON r.id = e.run_id
- WHERE e.finished_at > now() - make_interval(secs => $1) AND e.finished_at IS NOT NULL
-   AND e.stalled_at IS NOT NULL
+SELECT coalesce(sequence, ''), coalesce(detail->>'module', ''), count(*) FROM events
+ WHERE kind = 'step_stalled' AND at > now() - make_interval(secs => $1)
  GROUP BY 1, 2 ORDER BY 1, 2";
 
 /// Through `executions_leases` (its predicate is `state = 'running'`).

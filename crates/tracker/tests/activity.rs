@@ -128,6 +128,20 @@ async fn activity_counts_the_last_window_by_sequence_and_module_and_every_missed
         for r in &rows {
             insert(&mut db, r).await;
         }
+        // The stall watch's events: one within the hour (its step wrote
+        // again since), one two hours ago.
+        for (module, mins) in [("load", 5), ("extract", 120)] {
+            sqlx::query(
+                "INSERT INTO events (kind, sequence, step, attempt, detail, at)
+                 VALUES ('step_stalled', 'nightly', 1, 1, jsonb_build_object('module', $1::text),
+                         now() - make_interval(mins => $2))",
+            )
+            .bind(module)
+            .bind(mins)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
         s.register_schedules(&["nightly_at_2".into(), "quiet".into()])
             .await
             .unwrap();
@@ -153,7 +167,7 @@ async fn activity_counts_the_last_window_by_sequence_and_module_and_every_missed
             [row("nightly", "failed", 1), row("nightly", "succeeded", 1)]
         );
         assert_eq!(n(&a.retries), [row("nightly", "extract", 1)]);
-        assert_eq!(n(&a.stalls), [row("nightly", "extract", 1)]);
+        assert_eq!(n(&a.stalls), [row("nightly", "load", 1)]);
         assert_eq!(n(&a.stalled_now), [row("hourly", "extract", 1)]);
         assert_eq!(
             a.durations,
