@@ -22,6 +22,7 @@ from common import BIN, REPO, Local, free_port, http_get, run_probe, stop, unkno
 KUBE = REPO / "deploy" / "kubernetes"
 BASE = KUBE / "base"
 OVERLAY = KUBE / "overlays" / "configmap-project"
+EXAMPLE = KUBE / "overlays" / "example"
 # The oldest Kubernetes these files claim, and the newest the package bundles.
 VERSIONS = ["1.28.0", "1.37.0"]
 
@@ -58,13 +59,13 @@ def file_env(container):
 
 def rendered():
     if not hasattr(rendered, "cache"):
-        rendered.cache = {"base": kustomize(BASE), "overlay": kustomize(OVERLAY)}
+        rendered.cache = {"base": kustomize(BASE), "overlay": kustomize(OVERLAY), "example": kustomize(EXAMPLE)}
     return rendered.cache
 
 
 class Rendering(unittest.TestCase):
     def test_every_object_validates_against_the_kubernetes_schemas_strictly(self):
-        docs = rendered()["base"] + rendered()["overlay"]
+        docs = rendered()["base"] + rendered()["overlay"] + rendered()["example"]
         docs.append(yaml.safe_load((KUBE / "secret.example.yaml").read_text()))
         kinds = sorted({d["kind"] for d in docs})
         self.assertEqual(kinds, ["ConfigMap", "Deployment", "Secret", "Service"])
@@ -89,7 +90,7 @@ class Rendering(unittest.TestCase):
             for entry in k.get("resources", []) + [p["path"] for p in k.get("patches", [])]:
                 used.add((kustomization.parent / entry).resolve())
             for gen in k.get("configMapGenerator", []):
-                used.update((kustomization.parent / f).resolve() for f in gen.get("files", []))
+                used.update((kustomization.parent / f).resolve() for f in gen.get("files", []) + gen.get("envs", []))
         files = {p.resolve() for p in KUBE.rglob("*") if p.is_file()}
         self.assertEqual(sorted(map(str, files - used)), [], "files no kustomization uses")
 
@@ -220,6 +221,55 @@ class ConfigMapProject(unittest.TestCase):
                 self.assertIn("dummy_etl_hourly", out.stdout + out.stderr)
             finally:
                 shutil.rmtree(root, ignore_errors=True)
+
+
+class Knobs(unittest.TestCase):
+    """overlays/example: what a Helm chart's values would set, each reaching its objects."""
+
+    def setUp(self):
+        self.docs = rendered()["example"]
+        self.k = yaml.safe_load((EXAMPLE / "kustomization.yaml").read_text())
+        self.values = {}
+        for line in (EXAMPLE / "values.env").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                self.values[key] = value
+
+    def test_secret_names_concurrency_and_queues_come_from_values_env_which_is_not_deployed(self):
+        self.assertNotIn("ConfigMap", {d["kind"] for d in self.docs}, "values.env is local config")
+        refs = {}
+        for component in ["worker", "beat", "ui"]:
+            spec = pod(self.docs, component)
+            for c in spec["initContainers"] + spec["containers"]:
+                for e in c.get("env", []):
+                    if "valueFrom" in e:
+                        refs.setdefault(e["name"], set()).add(e["valueFrom"]["secretKeyRef"]["name"])
+        self.assertEqual(
+            refs,
+            {
+                "DATABASE_URL": {self.values["secret"]},
+                "AMQP_URL": {self.values["secret"]},
+                "SCHEDULER_UI_TOKEN": {self.values["tokenSecret"]},
+            },
+        )
+        env = file_env(main(pod(self.docs, "worker")))
+        self.assertEqual(env["SCHEDULER_CONCURRENCY"], self.values["concurrency"])
+        self.assertEqual(env["SCHEDULER_QUEUE"], self.values["queues"])
+
+    def test_image_namespace_replicas_and_resources_are_set(self):
+        (image,) = self.k["images"]
+        counts = {r["name"]: r["count"] for r in self.k["replicas"]}
+        for d in self.docs:
+            self.assertEqual(d["metadata"]["namespace"], self.k["namespace"])
+            if d["kind"] != "Deployment":
+                continue
+            self.assertEqual(d["spec"]["replicas"], counts[d["metadata"]["name"]])
+            spec = d["spec"]["template"]["spec"]
+            for c in spec["initContainers"] + spec["containers"]:
+                self.assertEqual(c["image"], f"{image['newName']}:{image['newTag']}")
+        patch = yaml.safe_load((EXAMPLE / "worker-resources.yaml").read_text())
+        wanted = patch["spec"]["template"]["spec"]["containers"][0]["resources"]
+        self.assertEqual(main(pod(self.docs, "worker"))["resources"], wanted)
 
 
 class RunHere(unittest.TestCase):
