@@ -57,7 +57,7 @@ pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCurs
 pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
 pub use store::Store;
-pub use ui_queries::{DurationHistogram, StateCounts};
+pub use ui_queries::StateCounts;
 pub use views::{ExecutionView, QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 pub use workers::{Held, WorkerInfo};
 

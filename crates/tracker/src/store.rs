@@ -30,7 +30,7 @@ use crate::recovery::{Expired, Stuck};
 use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
-use crate::ui_queries::{DurationHistogram, StateCounts};
+use crate::ui_queries::StateCounts;
 use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 use crate::workers::{Held, WorkerInfo};
 use crate::{Result, Tracker};
@@ -176,7 +176,6 @@ pub trait Store: Send + Sync + 'static {
     /// Changes whenever the run's page would; `None`: no such run.
     async fn run_fingerprint(&self, run_id: Uuid) -> Result<Option<String>>;
     async fn state_counts(&self, alive_within: Duration) -> Result<StateCounts>;
-    async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram>;
     /// What happened within `within` (runs ended, retries, stalls, step
     /// durations and peak memory by module, bucketed by the bounds) and the
     /// missed and skipped slots of every schedule.
@@ -409,9 +408,6 @@ impl Store for Tracker {
     }
     async fn state_counts(&self, alive_within: Duration) -> Result<StateCounts> {
         crate::ui_queries::state_counts(self, alive_within).await
-    }
-    async fn step_durations(&self, within: Duration, bounds_ms: &[i64]) -> Result<DurationHistogram> {
-        crate::ui_queries::step_durations(self, within, bounds_ms).await
     }
     async fn activity(
         &self,

@@ -16,15 +16,6 @@ pub struct StateCounts {
     pub workers_alive: i64,
 }
 
-/// Step durations, Prometheus-style: `(bound_ms, executions <= bound)`,
-/// then all of them and the sum of their durations.
-#[derive(Debug, Clone, Default)]
-pub struct DurationHistogram {
-    pub le: Vec<(i64, i64)>,
-    pub count: i64,
-    pub sum_ms: i64,
-}
-
 /// Under this many rows (estimated), a table is counted exactly.
 pub const EXACT_BELOW: f64 = 100_000.0;
 
@@ -185,43 +176,6 @@ async fn counts_by_state(
     }
     counts.sort();
     Ok(counts)
-}
-
-/// Step executions that finished within `within`, by duration: for each
-/// of `bounds_ms` (ascending), how many took at most that long, then
-/// the count and the sum of all of them. Reads `executions_finished`.
-pub(crate) async fn step_durations(
-    t: &Tracker,
-    within: std::time::Duration,
-    bounds_ms: &[i64],
-) -> Result<DurationHistogram> {
-    let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM unnest($2::bigint[]) b WHERE b < e.duration_ms)::int AS bucket,
-                count(*), coalesce(sum(e.duration_ms), 0)::bigint
-           FROM executions e
-          WHERE e.finished_at > now() - make_interval(secs => $1) AND e.finished_at IS NOT NULL
-            AND e.duration_ms IS NOT NULL
-          GROUP BY 1",
-    )
-    .bind(within.as_secs_f64())
-    .bind(bounds_ms)
-    .fetch_all(&t.pool)
-    .await?;
-    // Per-bucket counts -> cumulative `<= bound` counts.
-    let mut le = vec![0i64; bounds_ms.len()];
-    let (mut count, mut sum_ms) = (0, 0);
-    for (bucket, n, sum) in rows {
-        for c in le.iter_mut().skip(bucket as usize) {
-            *c += n;
-        }
-        count += n;
-        sum_ms += sum;
-    }
-    Ok(DurationHistogram {
-        le: bounds_ms.iter().copied().zip(le).collect(),
-        count,
-        sum_ms,
-    })
 }
 
 /// `SELECT 1`: whether the database answers, for `/healthz`.

@@ -252,8 +252,12 @@ async fn a_run_walks_through_every_write_of_the_contract() {
         let counts = s.state_counts(Duration::from_secs(60)).await.unwrap();
         assert_eq!(counts.runs, vec![("failed".to_string(), 1)]);
         assert_eq!(counts.workers_alive, 1);
-        let h = s.step_durations(Duration::from_secs(3600), &[10, 100]).await.unwrap();
-        assert_eq!(h.count, 2);
+        let a = s
+            .activity(Duration::from_secs(3600), &[10, 100], &[1024])
+            .await
+            .unwrap();
+        assert_eq!(a.durations.iter().map(|h| h.count).sum::<i64>(), 2);
+        assert_eq!(s.sequence_history("s", 50).await.unwrap().runs.len(), 1);
         s.ping().await.unwrap();
         s.worker_stopped(worker).await.unwrap();
     })

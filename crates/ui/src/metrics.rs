@@ -1,13 +1,18 @@
 //! `/metrics` in the Prometheus text format, computed from PostgreSQL and
 //! RabbitMQ at scrape time (so any UI replica answers the same, and a
 //! restart loses nothing): runs and executions by state, workers alive,
-//! queue depth and consumers, the durations of the steps that finished in
-//! the last hour, and alert deliveries by target and outcome.
+//! queue depth and consumers, what happened in the last hour (runs ended
+//! by sequence and state, retries, stalls, step duration and peak memory by
+//! module: `activity`), missed and skipped slots, and alert deliveries by
+//! target and outcome.
 //!
 //! Cheap at millions of rows (`scheduler bench-ui` measures it): unfinished
 //! states are counted exactly through partial indexes, final states are
 //! estimated from the table statistics (see `scheduler_tracker::Store::state_counts` for the
-//! choice), and the histogram reads an index on `finished_at`.
+//! choice), and the last hour's figures read indexes on the times they
+//! filter on.
+
+mod activity;
 
 use crate::error::ApiResult;
 use crate::{ALIVE_WITHIN, AppState};
@@ -16,16 +21,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::Utc;
 use std::fmt::Write;
-use std::time::Duration;
-
-/// The step-duration histogram's window and bucket bounds (seconds).
-const DURATION_WINDOW: Duration = Duration::from_secs(3600);
-const DURATION_BOUNDS_SECS: &[i64] = &[1, 5, 15, 30, 60, 300, 900, 1800, 3600];
 
 pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let counts = state.store.state_counts(ALIVE_WITHIN).await?;
-    let bounds_ms: Vec<i64> = DURATION_BOUNDS_SECS.iter().map(|s| s * 1000).collect();
-    let durations = state.store.step_durations(DURATION_WINDOW, &bounds_ms).await?;
     let workers = crate::pages::workers::load_workers(&state, Utc::now()).await?;
     let queues = crate::pages::workers::load_queues(&state, &workers).await?;
     let runs = every_state(scheduler_core::RunState::ALL.iter().map(|s| s.as_str()), &counts.runs);
@@ -48,29 +46,6 @@ pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl Into
          # TYPE scheduler_workers_alive gauge\nscheduler_workers_alive {}",
         ALIVE_WITHIN.as_secs(),
         counts.workers_alive
-    );
-    // A window over the record, not a counter kept since start: compare
-    // buckets between scrapes, do not rate() them.
-    let _ = writeln!(
-        out,
-        "# HELP scheduler_step_duration_seconds Durations of the step executions that finished in the last {} s.\n\
-         # TYPE scheduler_step_duration_seconds histogram",
-        DURATION_WINDOW.as_secs()
-    );
-    for (bound_ms, n) in &durations.le {
-        let _ = writeln!(
-            out,
-            "scheduler_step_duration_seconds_bucket{{le=\"{}\"}} {n}",
-            bound_ms / 1000
-        );
-    }
-    let _ = writeln!(
-        out,
-        "scheduler_step_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-         scheduler_step_duration_seconds_sum {:.3}\n\
-         scheduler_step_duration_seconds_count {count}",
-        durations.sum_ms as f64 / 1000.0,
-        count = durations.count
     );
     let known: Vec<_> = queues.iter().filter(|q| q.messages.is_some()).collect();
     let ready: Vec<(String, i64)> = known
@@ -95,6 +70,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> ApiResult<impl Into
         "queue",
         &consumers,
     );
+    activity::render(&state, &mut out).await?;
     alert_deliveries(&state, &mut out).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
