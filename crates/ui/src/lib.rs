@@ -16,6 +16,8 @@
 //!   shared by the pages and the API.
 //! - `params`: parsing query strings (filters, cursors, ids) at the edge.
 //! - `view`: turning records into display rows (durations, relative times).
+//! - `charts`: the geometry of the server-drawn SVG pictures (a run's
+//!   timeline, a sequence's recent durations).
 //! - `sse`: the `/events` streams that tell open pages to refresh.
 //! - `auth`: the access token, and the cross-site check on every POST.
 //! - `metrics`: `/metrics` in the Prometheus text format.
@@ -37,6 +39,7 @@ mod actions;
 mod api;
 mod assets;
 mod auth;
+mod charts;
 mod error;
 mod logs;
 mod metrics;

@@ -1,11 +1,15 @@
-//! `/runs/{id}`: one run as a timeline of its steps, every attempt of each
-//! with its worker, pid, times, exit, argv, output tail and log panel (the
-//! whole log, live while it runs: `log.rs`); the snapshot it ran; retry and
-//! cancel. The body is also `/runs/{id}/body`, re-fetched
-//! when `/runs/{id}/events` says the run changed.
+//! `/runs/{id}`: one run as a timeline (a bar per execution on one time
+//! axis: `charts::timeline`) and its steps, every attempt of each with its
+//! worker, pid, times, exit, peak memory and CPU, the output it wrote (and
+//! whether it changed since the previous successful run), warnings, a
+//! stall, argv, output tail and log panel (the whole log, live while it
+//! runs: `log.rs`); the snapshot it ran; retry and cancel. The body is also
+//! `/runs/{id}/body`, re-fetched when `/runs/{id}/events` says the run
+//! changed.
 
 use super::{Flash, Then, answer, html};
 use crate::AppState;
+use crate::charts::timeline::Timeline;
 use crate::error::{PageResult, Problem};
 use crate::view::{self, Stamp};
 use askama::Template;
@@ -55,6 +59,8 @@ pub(crate) struct RunBody {
     waiting_on: Option<(i32, String)>,
     can_retry: bool,
     can_cancel: bool,
+    /// Every execution on one time axis; `None` before the first is queued.
+    timeline: Option<Timeline>,
     steps: Vec<StepView>,
     /// The snapshot, pretty-printed.
     snapshot: String,
@@ -67,6 +73,8 @@ struct StepView {
     module: String,
     /// The latest attempt's state, or `pending`.
     state: String,
+    /// The latest attempt is marked stalled.
+    stalled: bool,
     /// The step's arguments from the snapshot, for steps not run yet.
     planned_argv: String,
     /// The queue it runs on: the snapshot's, or where its last attempt went.
@@ -88,6 +96,20 @@ struct AttemptView {
     started: Stamp,
     finished: Stamp,
     duration: String,
+    /// The wall time to the microsecond, for the duration's tooltip.
+    wall: String,
+    /// Peak resident memory (`41.3 MiB`), empty before the kernel's
+    /// accounting (the module ran to its end).
+    peak_memory: String,
+    /// User plus system CPU time, and the two apart for its tooltip.
+    cpu: String,
+    cpu_split: String,
+    /// Since when it has written nothing, while the stall watch says so.
+    stalled: Option<Stamp>,
+    /// What did not fail the step but should be seen (a missing input).
+    warnings: Vec<String>,
+    /// Its declared local output as the module left it.
+    output: Option<OutputView>,
     /// `exit 0`, `signal 9 (SIGKILL)`, or empty while running.
     exit: String,
     argv: String,
@@ -100,6 +122,43 @@ struct AttemptView {
     open: bool,
     /// Its whole log, once its module started.
     log: Option<LogView>,
+}
+
+/// A step's output file as its module left it (exit 0 only).
+struct OutputView {
+    path: String,
+    size: String,
+    modified: Stamp,
+    /// The first 12 hex digits, and all of them for the tooltip.
+    sha_short: String,
+    sha: String,
+    /// Whether it changed since the sequence's previous successful run,
+    /// said plainly.
+    change: String,
+    /// `same`, `changed` or `new`: the CSS variant.
+    kind: &'static str,
+}
+
+impl OutputView {
+    fn new(e: &ExecutionView, now: DateTime<Utc>) -> Option<OutputView> {
+        let path = e.output_path.clone()?;
+        let (change, kind) = match (&e.output_sha256, &e.previous_output_sha256) {
+            (Some(a), Some(b)) if a == b => ("unchanged since the previous successful run (same SHA-256)", "same"),
+            (Some(_), Some(_)) => ("changed since the previous successful run", "changed"),
+            (Some(_), None) => ("no previous successful run recorded it to compare with", "new"),
+            (None, _) => ("too large to hash: its size and time are recorded", "new"),
+        };
+        let sha = e.output_sha256.clone().unwrap_or_default();
+        Some(OutputView {
+            path,
+            size: e.output_bytes.map(view::bytes).unwrap_or_default(),
+            modified: Stamp::opt(e.output_mtime, now),
+            sha_short: sha.chars().take(12).collect(),
+            sha,
+            change: change.into(),
+            kind,
+        })
+    }
 }
 
 /// An attempt's log panel. The page's script fills it from
@@ -170,6 +229,7 @@ impl RunBody {
             waiting_on: row.waiting_on,
             can_retry: r.state == "failed" && r.failed_step.is_some(),
             can_cancel: matches!(r.state.as_str(), "waiting" | "queued" | "running"),
+            timeline: (!d.executions.is_empty()).then(|| Timeline::new(&d, now)),
             steps: steps(&d, snapshot.as_ref(), now),
             snapshot: serde_json::to_string_pretty(&d.snapshot).unwrap_or_default(),
             failed_module: r
@@ -206,6 +266,7 @@ fn steps(d: &RunDetail, snapshot: Option<&Snapshot>, now: DateTime<Utc>) -> Vec<
                     None if matches!(d.run.state.as_str(), "waiting" | "queued" | "running") => "pending".into(),
                     None => "skipped".into(),
                 },
+                stalled: last.is_some_and(|e| e.stalled_at.is_some()),
                 planned_argv: planned.map(|p| view::shell_line(&p.argv)).unwrap_or_default(),
                 // Runs recorded before routing have no step queue: the run's.
                 queue: planned
@@ -256,6 +317,26 @@ fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
         } else {
             String::new()
         },
+        wall: e
+            .wall_us
+            .map(|us| format!("wall time {}.{:06} s", us / 1_000_000, us % 1_000_000))
+            .unwrap_or_default(),
+        peak_memory: e.peak_rss_kib.map(|k| view::bytes(k * 1024)).unwrap_or_default(),
+        cpu: match (e.user_cpu_us, e.sys_cpu_us) {
+            (Some(u), Some(s)) => view::duration((u + s) / 1000),
+            _ => String::new(),
+        },
+        cpu_split: match (e.user_cpu_us, e.sys_cpu_us) {
+            (Some(u), Some(s)) => format!(
+                "user {} · system {} (the module and the children it waited for)",
+                view::duration(u / 1000),
+                view::duration(s / 1000)
+            ),
+            _ => String::new(),
+        },
+        stalled: e.stalled_at.map(|t| Stamp::new(t, now)),
+        warnings: e.warnings.clone().unwrap_or_default(),
+        output: OutputView::new(e, now),
         exit,
         argv: view::shell_line(&e.argv),
         error: e.error.clone(),
