@@ -10,7 +10,7 @@
 mod common;
 
 use common::{AMQP_URL, Env, base_db_url, wait_until};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +19,13 @@ use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A TCP proxy on 127.0.0.1 to `target`, which the test can cut and restore.
+/// A TCP proxy on 127.0.0.1 to `target`, which the test can cut (connections
+/// closed) or freeze (connections open, nothing forwarded: a network
+/// partition), and restore.
 struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -31,8 +34,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (target, c, o) = (target.to_string(), cut.clone(), open.clone());
+        let (target, c, f, o) = (target.to_string(), cut.clone(), frozen.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -45,11 +49,20 @@ impl Proxy {
                 let mut held = o.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), f.clone());
+                pipe(server, client, f.clone());
             }
         });
-        Proxy { port, cut, open }
+        Proxy {
+            port,
+            cut,
+            frozen,
+            open,
+        }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -61,13 +74,22 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to`, holding what it read while `frozen`.
+fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.flush();
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            while frozen.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(Shutdown::Both);
     });
 }
@@ -93,6 +115,10 @@ fn wait_probe(env: &Env, file: &Path, max_age: &str, code: i32, needle: &str) ->
 /// A worker with a 3 s lease (a heartbeat, and so a report, every second)
 /// whose database and broker connections go through proxies.
 fn worker_behind_proxies(env: &mut Env) -> (usize, Proxy, Proxy, std::path::PathBuf) {
+    worker_behind_proxies_with(env, &[])
+}
+
+fn worker_behind_proxies_with(env: &mut Env, args: &[&str]) -> (usize, Proxy, Proxy, std::path::PathBuf) {
     let db = Proxy::to("127.0.0.1:5432");
     let amqp = Proxy::to("127.0.0.1:5672");
     let host = base_db_url();
@@ -103,10 +129,9 @@ fn worker_behind_proxies(env: &mut Env) -> (usize, Proxy, Proxy, std::path::Path
     );
     let amqp_url = AMQP_URL.replacen("127.0.0.1:5672", &format!("127.0.0.1:{}", amqp.port), 1);
     let file = env.project.join("health.json");
-    let w = env.spawn_worker_with_env(
-        &["--lease", "3", "--health-file", file.to_str().unwrap()],
-        &[("DATABASE_URL", &db_url), ("AMQP_URL", &amqp_url)],
-    );
+    let mut all = vec!["--lease", "3", "--health-file", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let w = env.spawn_worker_with_env(&all, &[("DATABASE_URL", &db_url), ("AMQP_URL", &amqp_url)]);
     (w, db, amqp, file)
 }
 
@@ -123,6 +148,37 @@ fn the_probe_fails_once_the_database_is_lost_past_the_budget_and_heals_when_it_i
     let said = wait_probe(&env, &file, "4", 1, "unhealthy: database unreachable for");
     assert!(said.contains("past the 4 s budget"), "{said}");
     assert!(!said.contains("broker"), "only the database is lost: {said}");
+    db.restore();
+    wait_probe(&env, &file, "4", 0, "healthy");
+}
+
+#[test]
+fn a_database_that_stops_answering_is_lost_its_modules_stop_after_a_lease_and_the_probe_says_so() {
+    // A partition, not a refusal: the connections stay open and nothing
+    // comes back. A heartbeat must give up rather than wait on it, or the
+    // worker would never notice it lost its lease.
+    let slow = "#!/bin/sh\necho $$ > module.pid\nexec sleep 120\n";
+    let mut env = Env::new(&[("slow", slow)], &[("s", &common::seq(&["slow"]))]);
+    let (_w, db, _amqp, file) = worker_behind_proxies_with(&mut env, &["--kill-grace", "1"]);
+    wait_probe(&env, &file, "4", 0, "healthy");
+    env.start("s");
+    let pid: i32 = wait_until("the module to start", MINUTE, || {
+        std::fs::read_to_string(env.project.join("module.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or("no module.pid yet")
+    });
+    db.freeze();
+    wait_probe(&env, &file, "30", 0, "database unreachable for");
+    wait_until(
+        "the module to be stopped once the lease is lost",
+        MINUTE,
+        || match common::alive(pid) {
+            true => Err(format!("module {pid} still running")),
+            false => Ok(()),
+        },
+    );
+    wait_probe(&env, &file, "4", 1, "unhealthy: database unreachable for");
     db.restore();
     wait_probe(&env, &file, "4", 0, "healthy");
 }

@@ -6,7 +6,8 @@
 //! this worker runs but whose lease was not renewed was taken away (stop it).
 //! If no heartbeat has succeeded for a whole lease, the worker stops all its
 //! modules: recovery may already be re-running them elsewhere, and two
-//! copies of one step must never run at once.
+//! copies of one step must never run at once. A heartbeat that gets no
+//! answer by the next tick (a partitioned network) counts as failed.
 //!
 //! What to stop is decided by [`judge`], a pure function of the answer and
 //! the times the worker's clock gave, tested with a clock moved by hand.
@@ -58,10 +59,20 @@ pub async fn beat(ctx: &Ctx, last_ok: Instant) -> Instant {
         .map(|(key, a)| (*key, a.since))
         .collect();
     let holding: Vec<ExecKey> = active.iter().map(|(key, _)| *key).collect();
-    let answer = ctx
-        .store
-        .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease, &holding)
-        .await;
+    // Bounded: over a partitioned network the statement gets no answer and
+    // no error either, for as long as TCP keeps retrying (minutes); a
+    // heartbeat left waiting would never let `judge` see the lease lapse.
+    // One without an answer by the next tick counts as failed.
+    let answer = match tokio::time::timeout(
+        ctx.config.heartbeat_every,
+        ctx.store
+            .heartbeat(ctx.worker_id, ctx.is_draining(), ctx.config.lease, &holding),
+    )
+    .await
+    {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", ctx.config.heartbeat_every)),
+    };
     if let Err(e) = &answer {
         tracing::warn!(error = %e, "heartbeat failed");
     }
