@@ -9,9 +9,9 @@
 //! leases by default). Past one lease without a heartbeat the worker has
 //! already stopped its modules (`heartbeat.rs`), so restarting it then
 //! loses nothing; a broker connection is retried at least every 15 s
-//! (`worker::reconnect`), so one still lost after the budget is not coming
-//! back by itself. A worker that is hung writes nothing: its report ages and
-//! the probe fails the same way.
+//! (`worker::reconnect`), so by then the worker's own reconnects have failed
+//! several times and a fresh process is the next thing to try. A worker that
+//! is hung writes nothing: its report ages and the probe fails the same way.
 //!
 //! Times here are the wall clock (seconds since the Unix epoch), unlike the
 //! worker's own timers ([`crate::Clock`]): the reader is another process.
