@@ -94,12 +94,39 @@ fn usage_of(u: &libc::rusage) -> Usage {
     }
 }
 
-/// The `oom_kill` count of this process's cgroup (v2), if it can be read:
-/// the kernel counts every process of the cgroup its OOM killer killed.
-pub(crate) fn oom_kills() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let events = std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim())).ok()?;
+/// Whether the kernel's OOM killer struck this process's cgroup since the
+/// last time this was asked (or since the first module started): asked only
+/// when a module died of a SIGKILL nobody here sent, so a module that ends
+/// normally costs nothing. Its cgroup's `memory.events` counts every process
+/// of the cgroup the OOM killer killed (cgroup v2); `false` when unreadable.
+pub(crate) fn oom_killed_since_last_look() -> bool {
+    static SEEN: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+    let Some(now) = oom_kills() else {
+        return false;
+    };
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let rose = seen.is_some_and(|before| now > before);
+    *seen = Some(now);
+    rose
+}
+
+/// Reads the baseline once, when the first module starts.
+pub(crate) fn note_oom_baseline() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        oom_killed_since_last_look();
+    });
+}
+
+/// The `oom_kill` count of this process's cgroup (v2), if it can be read.
+fn oom_kills() -> Option<u64> {
+    static EVENTS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let path = EVENTS.get_or_init(|| {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let dir = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+        Some(format!("/sys/fs/cgroup{}/memory.events", dir.trim()))
+    });
+    let events = std::fs::read_to_string(path.as_ref()?).ok()?;
     events
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))

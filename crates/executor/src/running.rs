@@ -44,8 +44,6 @@ pub struct Running {
     /// Disarmed only once the group is known to be empty.
     guard: KillOnDrop,
     leader: Leader,
-    /// The cgroup's OOM kill count when the module started.
-    oom_kills_before: Option<u64>,
 }
 
 impl Running {
@@ -61,8 +59,10 @@ impl Running {
             marker: marker(&spec.env),
             readers,
             guard: KillOnDrop { pgid, armed: true },
-            leader: Leader::new(pid),
-            oom_kills_before: leader::oom_kills(),
+            leader: {
+                leader::note_oom_baseline();
+                Leader::new(pid)
+            },
         }
     }
 
@@ -96,8 +96,7 @@ impl Running {
         let usage = status.as_ref().ok().and_then(|(_, u)| *u);
         let (ending, exit_code, signal) = classify(status.map(|(s, _)| s), ending, pgid);
         // A SIGKILL we did not send: the OOM killer's, if the cgroup counted one meanwhile.
-        let oom_killed = ending == Ending::Signaled(Signal::SIGKILL as i32)
-            && matches!((self.oom_kills_before, leader::oom_kills()), (Some(a), Some(b)) if b > a);
+        let oom_killed = ending == Ending::Signaled(Signal::SIGKILL as i32) && leader::oom_killed_since_last_look();
 
         let leftover = self.clean_up(pgid).await;
         self.guard.armed = false;
