@@ -197,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/retry", post(run::retry))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/sequences", get(sequences::page))
+        .route("/sequences/{name}", get(pages::sequence::page))
         .route("/sequences/{name}/start", post(sequences::start))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/pause", post(schedules::pause_form))

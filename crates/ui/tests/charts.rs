@@ -1,10 +1,16 @@
 //! The pictures and the figures: a run's timeline and what each attempt
-//! used and wrote (real runs through a real worker).
+//! used and wrote (real runs through a real worker), a sequence's page over
+//! its last 50 runs and a run of 1,000 steps (histories written straight
+//! into the record).
 
 mod common;
+#[path = "support/history.rs"]
+mod history;
 
 use axum::http::StatusCode;
 use common::TestApp;
+use history::insert_run;
+use std::time::{Duration, Instant};
 
 /// Adds a module (a shell script under `bin/`) to the test's project.
 fn add_module(app: &TestApp, name: &str, body: &str) {
@@ -123,5 +129,141 @@ async fn a_run_page_draws_a_bar_per_attempt_and_says_what_each_used_and_wrote() 
     let page = app.get(&format!("/runs/{slow}/body")).await;
     assert!(!page.body.contains("s-stalled"), "the mark is lifted");
     app.post(&format!("/api/v1/runs/{slow}/cancel")).await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_sequence_page_charts_its_last_50_runs_with_its_figures_schedule_and_definition() {
+    let app = TestApp::new().await;
+    let mut db = app.db().await;
+    // 60 runs of `quick`, an hour apart, oldest first: run i takes i+1 s
+    // (step 1 40 %, step 2 60 % of it); every tenth from the fourth fails
+    // at step 2.
+    let mut ids = vec![];
+    for i in 0..60i64 {
+        let ms = (i + 1) * 1000;
+        let fails = i % 10 == 3;
+        let steps: Vec<(&str, &str, i64)> = vec![
+            ("ok", "succeeded", ms * 4 / 10),
+            ("ok", if fails { "failed" } else { "succeeded" }, ms * 6 / 10),
+        ];
+        let state = if fails { "failed" } else { "succeeded" };
+        ids.push(insert_run(&mut db, "quick", state, ((60 - i) * 3600) as f64, ms, &steps).await);
+    }
+    app.write_schedules(
+        r#"{"quick_nightly": {"sequence": "quick", "cron": "30 2 * * *", "timezone": "Europe/Madrid"}}"#,
+    );
+    app.store.register_schedules(&["quick_nightly".into()]).await.unwrap();
+    let slot = chrono::Utc::now() - chrono::Duration::days(1);
+    assert!(
+        app.store
+            .record_slot("quick_nightly", slot, "missed", None)
+            .await
+            .unwrap()
+    );
+
+    let started = Instant::now();
+    let page = app.get("/sequences/quick").await;
+    let took = started.elapsed();
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    // The newest 50: i = 10..60, five of them failed (13, 23, ... 53).
+    assert_eq!(body.matches("<g class=\"dc-bar\">").count(), 50);
+    assert_eq!(body.matches("class=\"dc-x\"").count(), 5);
+    assert!(
+        !body.contains(&format!("/runs/{}", ids[9])),
+        "the 51st newest is not drawn"
+    );
+    assert!(body.contains(&format!("href=\"/runs/{}\"", ids[59])));
+    for needle in [
+        "<dd class=\"figure\">90 %</dd>",
+        "45 succeeded · 5 failed, of the last 50 runs",
+        // Successes took 11..60 s but 14, 24, ... 54: the 23rd of 45 and the 43rd.
+        "<dd class=\"figure mono\">36.0 s</dd>",
+        "<dd class=\"figure mono\">58.0 s</dd>",
+        "median 36.0 s",
+        "Last 50 runs",
+        // Step 2 over the 45 successes (60 % of the run), its 5 failures.
+        "<td class=\"num mono\">21.6 s</td>",
+        "5 failed",
+        // The schedule, its next fire time and the missed slot.
+        "⏱ quick_nightly",
+        "<code>30 2 * * *</code>",
+        "Europe/Madrid",
+        "slot-cell f-missed",
+        // Its definition, and the file as written.
+        "./bin/ok.sh",
+        "in: in/&#60;raw&#62;.csv",
+        "The file as written",
+        "/sequences/quick/start",
+    ] {
+        assert!(body.contains(needle), "the sequence page lacks {needle:?}:\n{body}");
+    }
+    eprintln!("GET /sequences/quick with 60 runs: {took:?}");
+
+    // Linked from the sequences list.
+    let list = app.get("/sequences").await;
+    assert!(list.body.contains("href=\"/sequences/quick\""));
+
+    // Never run; gone but recorded; neither; not a name.
+    let never = app.get("/sequences/slow").await;
+    assert_eq!(never.status, StatusCode::OK);
+    assert!(never.body.contains("Never run yet.") && !never.body.contains("dc-chart"));
+    assert!(
+        never
+            .body
+            .contains("No schedule of <code>schedules.json</code> starts it")
+    );
+    insert_run(
+        &mut db,
+        "retired",
+        "succeeded",
+        100.0,
+        5000,
+        &[("ok", "succeeded", 5000)],
+    )
+    .await;
+    let gone = app.get("/sequences/retired").await;
+    assert_eq!(gone.status, StatusCode::OK);
+    assert!(
+        gone.body
+            .contains("There is no <code>etl_sequences/retired.json</code> any more")
+    );
+    assert!(!gone.body.contains("▶ Start"));
+    for (uri, why) in [
+        ("/sequences/nope", "no sequence &#34;nope&#34;"),
+        ("/sequences/..%2Fmodules", "no sequence"),
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(r.body.contains(why), "{uri}: {}", r.body);
+    }
+    drop(db);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_run_of_a_thousand_steps_keeps_a_bar_each_and_folds_its_sequence_steps() {
+    let app = TestApp::new().await;
+    let mut db = app.db().await;
+    let steps: Vec<(&str, &str, i64)> = (0..1000).map(|i| ("ok", "succeeded", 20 + (i % 7) * 30)).collect();
+    let run = insert_run(&mut db, "quick", "succeeded", 600.0, 200_000, &steps).await;
+    let started = Instant::now();
+    let page = app.get(&format!("/runs/{run}")).await;
+    let took = started.elapsed();
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("<g class=\"tl-row\">").count(), 1001);
+    assert!(page.body.contains("class=\"tl tl-compact\""));
+    assert!(page.body.contains(">step 1000</text>"));
+    eprintln!(
+        "GET /runs/{{id}} of 1,000 steps: {took:?}, {} KiB",
+        page.body.len() / 1024
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    let seq = app.get("/sequences/quick").await;
+    assert!(seq.body.contains("The 15 slowest"));
+    assert!(seq.body.contains("All 1000 steps in order"));
+    drop(db);
     app.finish().await;
 }

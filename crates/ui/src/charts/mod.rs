@@ -1,5 +1,6 @@
 //! Pictures drawn on the server as SVG by the templates, from geometry
-//! computed here: a run's timeline (`timeline`). No JavaScript and no charting library: the
+//! computed here: a run's timeline (`timeline`) and a sequence's recent
+//! durations (`durations`). No JavaScript and no charting library: the
 //! geometry is plain data the tests pin down, and the page's CSS colours it.
 //!
 //! Horizontal positions are percentages of the chart's width (an SVG that
@@ -9,6 +10,7 @@
 //! beside the chart. The Content-Security-Policy forbids inline styles, so
 //! every position is an SVG attribute, never a `style`.
 
+pub(crate) mod durations;
 pub(crate) mod timeline;
 
 /// A position along a chart, in percent of its width, as an SVG attribute.

@@ -9,6 +9,7 @@ pub(crate) mod log;
 pub(crate) mod run;
 pub(crate) mod runs;
 pub(crate) mod schedules;
+pub(crate) mod sequence;
 pub(crate) mod sequences;
 pub(crate) mod workers;
 
