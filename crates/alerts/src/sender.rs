@@ -73,6 +73,9 @@ pub fn load(dir: &Path) -> Result<AlertsConfig, String> {
 pub async fn run(store: Arc<dyn Store>, worker_id: Uuid, config: SenderConfig, stop: CancellationToken) {
     let mut alerts = AlertsConfig::default();
     let mut last_error: Option<String> = None;
+    // Until alerts.json has been read once, nothing is routed: an event
+    // routed while the file is broken would reach no target.
+    let mut read_once = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -91,12 +94,16 @@ pub async fn run(store: Arc<dyn Store>, worker_id: Uuid, config: SenderConfig, s
             Ok(a) => {
                 alerts = a;
                 last_error = None;
+                read_once = true;
             }
             Err(e) if last_error.as_ref() != Some(&e) => {
                 tracing::error!(error = %e, "alerts.json not (re)read; keeping the targets read before");
                 last_error = Some(e);
             }
             Err(_) => {}
+        }
+        if !read_once {
+            continue;
         }
         if let Err(e) = send_once(&*store, worker_id, &alerts, config.batch, &crate::send::process_env).await {
             tracing::warn!(error = %e, "alert pass failed; trying again at the next one");
@@ -186,7 +193,9 @@ pub async fn send_once(
         let (event_id, target, status) = (d.event.id, &d.target, attempt.status);
         match next {
             Next::Sent => tracing::info!(event_id, %target, kind = %d.event.kind, ?status, recorded, "alert delivered"),
-            _ => tracing::warn!(event_id, %target, kind = %d.event.kind, ?status, outcome, answer = %attempt.excerpt, recorded, "alert not delivered"),
+            _ => {
+                tracing::warn!(event_id, %target, kind = %d.event.kind, ?status, outcome, answer = %attempt.excerpt, recorded, "alert not delivered")
+            }
         }
     }
     Ok(pass)
@@ -382,13 +391,23 @@ mod tests {
     fn a_target_that_sent_within_its_period_holds_and_recoveries_go_to_targets_of_failures() {
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 10, 5, 0).unwrap();
         let before = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
-        let last = [("slow".to_string(), "run_failed".to_string(), "nightly".to_string(), before)];
+        let last = [(
+            "slow".to_string(),
+            "run_failed".to_string(),
+            "nightly".to_string(),
+            before,
+        )];
         let events = [row(1, "run_failed", "nightly"), row(2, "run_recovered", "nightly")];
         let r = routes(&config(), &events, &last, now);
         let got: Vec<(i64, &str, bool)> = r.iter().map(|r| (r.event_id, r.target.as_str(), r.held)).collect();
         assert_eq!(
             got,
-            [(1, "slow", true), (1, "all", false), (2, "slow", false), (2, "all", false)]
+            [
+                (1, "slow", true),
+                (1, "all", false),
+                (2, "slow", false),
+                (2, "all", false)
+            ]
         );
     }
 
