@@ -377,12 +377,12 @@ mod tests {
         assert_eq!(
             held,
             [
-                (1, "slow", false),
                 (1, "all", false),
-                (2, "slow", true),
+                (1, "slow", false),
                 (2, "all", false),
-                (3, "slow", false),
-                (3, "all", false)
+                (2, "slow", true),
+                (3, "all", false),
+                (3, "slow", false)
             ]
         );
     }
@@ -403,10 +403,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                (1, "slow", true),
                 (1, "all", false),
-                (2, "slow", false),
-                (2, "all", false)
+                (1, "slow", true),
+                (2, "all", false),
+                (2, "slow", false)
             ]
         );
     }
