@@ -1,5 +1,8 @@
 //! The JSON API under `/api/v1`, over the same loaders and actions as the
-//! pages. Shapes:
+//! pages. Each handler carries its `#[utoipa::path]` and is registered with
+//! `routes!` in [`routes`], once for the router and the OpenAPI document
+//! (`openapi`, served at `/api/v1/openapi.json`); a route added any other
+//! way fails `tests/openapi.rs`. Shapes:
 //!
 //! - `GET  /runs?sequence=&schedule=&state=&since=&until=&before=&limit=` →
 //!   `{"runs": [RunSummary], "next": "<cursor>" | null}`; pass `next` back as
@@ -79,6 +82,8 @@
 //!   `failed`, `held` (by the target's max_frequency) or `folded` (counted
 //!   into a later alert). `limit` is 1..=1000 (default 100).
 //!
+//! - `GET  /openapi.json` → this API's OpenAPI 3.1 document.
+//!
 //! Every error is `{"error": "<what to fix>"}` with a 4xx for bad input (400
 //! malformed, 404 unknown, 409 not possible in the run's state) and a 5xx
 //! only when PostgreSQL or RabbitMQ is unavailable. POSTs need the
@@ -86,44 +91,94 @@
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
+use crate::openapi::{ErrorBody, PREFIX};
 use crate::pages::{schedules, sequences, workers};
 use crate::params::{self, RunsQuery};
 use axum::Json;
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::Utc;
 use scheduler_tracker::{RunDetail, RunSummary};
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/runs", get(runs))
-        .route("/runs/{id}", get(run))
-        .route("/runs/{id}/retry", post(retry))
-        .route("/runs/{id}/cancel", post(cancel))
-        .route("/runs/{id}/log", get(run_log))
-        .route("/sequences", get(list_sequences))
-        .route("/sequences/{name}/start", post(start))
-        .route("/schedules", get(list_schedules))
-        .route("/schedules/{name}/pause", post(pause_schedule))
-        .route("/schedules/{name}/resume", post(resume_schedule))
-        .route("/workers", get(list_workers))
-        .route("/queues", get(queues))
-        .route("/storage", get(storage))
-        .route("/alerts/deliveries", get(crate::pages::alerts::api_deliveries))
+/// Every route of the API under [`PREFIX`], each registered once for both
+/// the router and the OpenAPI document: add a route here with `routes!`,
+/// never with `.route(...)`, which would serve it undocumented.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(runs))
+        .routes(routes!(run))
+        .routes(routes!(retry))
+        .routes(routes!(cancel))
+        .routes(routes!(run_log))
+        .routes(routes!(list_sequences))
+        .routes(routes!(start))
+        .routes(routes!(list_schedules))
+        .routes(routes!(pause_schedule))
+        .routes(routes!(resume_schedule))
+        .routes(routes!(list_workers))
+        .routes(routes!(queues))
+        .routes(routes!(storage))
+        .routes(routes!(crate::pages::alerts::api_deliveries))
+        .routes(routes!(crate::openapi::openapi_json));
+    let mut api = OpenApiRouter::with_openapi(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi()).nest(PREFIX, v1);
+    crate::openapi::add_guard_answers(api.get_openapi_mut());
+    api
 }
 
-#[derive(Serialize)]
-struct RunsPage {
+/// The API's routes, mounted at [`PREFIX`].
+pub(crate) fn router() -> axum::Router<AppState> {
+    routes().into()
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RunsPage {
+    /// Newest first.
     runs: Vec<RunSummary>,
-    /// Cursor of the next (older) page; `null` on the last page.
+    /// Cursor of the next (older) page, to pass as `before`; `null` on the
+    /// last page.
     next: Option<String>,
 }
 
+/// What a retry or a cancel left the run in.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RunMoved {
+    id: Uuid,
+    /// The run's state after the action.
+    state: String,
+}
+
+/// A run started.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Started {
+    /// The new run's id.
+    id: Uuid,
+}
+
+/// A schedule paused or resumed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Paused {
+    name: String,
+    paused: bool,
+}
+
+/// The runs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    tag = "runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "A page of runs.", body = RunsPage),
+        (status = 400, description = "A filter that does not parse.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn runs(State(state): State<AppState>, q: Result<Query<RunsQuery>, QueryRejection>) -> ApiResult<Json<RunsPage>> {
     let Query(q) = q.map_err(|e| Problem::bad_request(format!("unreadable query string: {e}")))?;
     let filter = q.parse()?;
@@ -134,6 +189,20 @@ async fn runs(State(state): State<AppState>, q: Result<Query<RunsQuery>, QueryRe
     Ok(Json(RunsPage { runs, next }))
 }
 
+/// One run, with every attempt of every step and the definitions frozen
+/// when it was recorded.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id.")),
+    responses(
+        (status = 200, description = "The run.", body = RunDetail),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 404, description = "No such run.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
     let run_id = params::run_id(&id)?;
     let detail = state
@@ -144,13 +213,45 @@ async fn run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult
     Ok(Json(detail))
 }
 
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Retries a failed run from its failed step (earlier steps are not run
+/// again).
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/retry",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id.")),
+    responses(
+        (status = 200, description = "The run after the action.", body = RunMoved),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 404, description = "No such run.", body = ErrorBody),
+        (status = 409, description = "Not possible in the run's state.", body = ErrorBody),
+        (status = 502, description = "RabbitMQ did not take the message.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or RabbitMQ is unavailable.", body = ErrorBody),
+    )
+)]
+async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunMoved>> {
     let run_id = params::run_id(&id)?;
     crate::actions::retry(&state, run_id).await?;
     after_action(&state, run_id).await
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Cancels a waiting, queued or running run (a running module is stopped at
+/// its worker's next heartbeat).
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id.")),
+    responses(
+        (status = 200, description = "The run after the action.", body = RunMoved),
+        (status = 400, description = "Not a run id.", body = ErrorBody),
+        (status = 404, description = "No such run.", body = ErrorBody),
+        (status = 409, description = "Not possible in the run's state.", body = ErrorBody),
+        (status = 502, description = "RabbitMQ did not take the message.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or RabbitMQ is unavailable.", body = ErrorBody),
+    )
+)]
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunMoved>> {
     let run_id = params::run_id(&id)?;
     crate::actions::cancel(&state, run_id).await?;
     after_action(&state, run_id).await
@@ -159,6 +260,20 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
 /// Pieces per answer when the request names no `limit`.
 const LOG_PIECES: usize = 200;
 
+/// One execution's module output, resumable: pass `next` back as `from`
+/// until `complete`.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/log",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id."), params::LogQuery),
+    responses(
+        (status = 200, description = "A window of the log.", body = crate::logs::LogPage),
+        (status = 400, description = "A parameter that does not parse.", body = ErrorBody),
+        (status = 404, description = "No such run or execution.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn run_log(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -182,33 +297,94 @@ async fn run_log(
     Ok(Json(LogPage::new(key, &ls, chunk)))
 }
 
-async fn after_action(state: &AppState, run_id: uuid::Uuid) -> ApiResult<Json<Value>> {
+async fn after_action(state: &AppState, run_id: Uuid) -> ApiResult<Json<RunMoved>> {
     let run = state
         .store
         .run_view(run_id)
         .await?
         .ok_or_else(|| Problem::no_run(run_id))?;
-    Ok(Json(json!({"id": run_id, "state": run.state})))
+    Ok(Json(RunMoved {
+        id: run_id,
+        state: run.state.to_string(),
+    }))
 }
 
+/// The project's sequences, with their steps, policies and last runs.
+#[utoipa::path(
+    get,
+    path = "/sequences",
+    tag = "sequences",
+    responses(
+        (status = 200, description = "Every sequence of the project, by name.", body = Vec<sequences::SequenceInfo>),
+        (status = 500, description = "The project directory cannot be read.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn list_sequences(State(state): State<AppState>) -> ApiResult<Json<Vec<sequences::SequenceInfo>>> {
     Ok(Json(sequences::load(&state).await?))
 }
 
-async fn start(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+/// Starts a run of the sequence (it may wait for a slot, or be skipped, as
+/// its `max_concurrent` says).
+#[utoipa::path(
+    post,
+    path = "/sequences/{name}/start",
+    tag = "sequences",
+    params(("name" = String, Path, description = "The sequence's name.")),
+    responses(
+        (status = 201, description = "The run is recorded.", body = Started),
+        (status = 400, description = "Not a sequence name.", body = ErrorBody),
+        (status = 404, description = "No such sequence.", body = ErrorBody),
+        (status = 422, description = "The definition does not validate.", body = ErrorBody),
+        (status = 502, description = "RabbitMQ did not take the message.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or RabbitMQ is unavailable.", body = ErrorBody),
+    )
+)]
+async fn start(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<(StatusCode, Json<Started>)> {
     let id = crate::actions::start(&state, &name).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+    Ok((StatusCode::CREATED, Json(Started { id })))
 }
 
+/// The workers the record knows, alive or not.
+#[utoipa::path(
+    get,
+    path = "/workers",
+    tag = "workers",
+    responses(
+        (status = 200, description = "Every registered worker.", body = Vec<workers::WorkerInfo>),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::WorkerInfo>>> {
     Ok(Json(workers::load_workers(&state, Utc::now()).await?))
 }
 
+/// The queues that matter (the UI's, every live worker's, every queue work
+/// waits on), each followed by its `.dead` queue.
+#[utoipa::path(
+    get,
+    path = "/queues",
+    tag = "workers",
+    responses(
+        (status = 200, description = "The queues, their depth and who serves them.", body = Vec<workers::QueueInfo>),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn queues(State(state): State<AppState>) -> ApiResult<Json<Vec<workers::QueueInfo>>> {
     let w = workers::load_workers(&state, Utc::now()).await?;
     Ok(Json(workers::load_queues(&state, &w).await?))
 }
 
+/// The schedules of schedules.json, what comes next and their recent slots.
+#[utoipa::path(
+    get,
+    path = "/schedules",
+    tag = "schedules",
+    responses(
+        (status = 200, description = "The schedules (empty, with `error`, when the file does not validate).", body = schedules::Schedules),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn list_schedules(State(state): State<AppState>) -> ApiResult<Json<schedules::Schedules>> {
     Ok(Json(schedules::load(&state, Utc::now()).await?))
 }
@@ -250,21 +426,68 @@ async fn note_of(req: axum::extract::Request) -> Result<String, Problem> {
     }
 }
 
+/// Pauses a schedule: its slots are recorded as `paused` until it is
+/// resumed. Recorded as paused by `ui`, with the optional note.
+#[utoipa::path(
+    post,
+    path = "/schedules/{name}/pause",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    request_body(
+        description = "Optional: why it is paused. An empty body is no note.",
+        content(
+            (Option<schedules::NoteForm> = "application/json"),
+            (Option<schedules::NoteForm> = "application/x-www-form-urlencoded"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Paused.", body = Paused),
+        (status = 400, description = "An unreadable body.", body = ErrorBody),
+        (status = 404, description = "schedules.json does not define it.", body = ErrorBody),
+        (status = 409, description = "Paused already (or, to resume, not paused).", body = ErrorBody),
+        (status = 422, description = "schedules.json does not validate.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn pause_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
     req: axum::extract::Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Paused>> {
     let note = note_of(req).await?;
     schedules::pause(&state, &name, &note).await?;
-    Ok(Json(json!({"name": name, "paused": true})))
+    Ok(Json(Paused { name, paused: true }))
 }
 
-async fn resume_schedule(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+/// Resumes a paused schedule.
+#[utoipa::path(
+    post,
+    path = "/schedules/{name}/resume",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name.")),
+    responses(
+        (status = 200, description = "Resumed.", body = Paused),
+        (status = 404, description = "schedules.json does not define it.", body = ErrorBody),
+        (status = 409, description = "Paused already (or, to resume, not paused).", body = ErrorBody),
+        (status = 422, description = "schedules.json does not validate.", body = ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
+async fn resume_schedule(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Paused>> {
     schedules::resume(&state, &name).await?;
-    Ok(Json(json!({"name": name, "paused": false})))
+    Ok(Json(Paused { name, paused: false }))
 }
 
+/// How much the record holds (estimates past 100,000 rows a table).
+#[utoipa::path(
+    get,
+    path = "/storage",
+    tag = "storage",
+    responses(
+        (status = 200, description = "The figures.", body = scheduler_tracker::StorageFigures),
+        (status = 503, description = "PostgreSQL is unavailable.", body = ErrorBody),
+    )
+)]
 async fn storage(State(state): State<AppState>) -> ApiResult<Json<scheduler_tracker::StorageFigures>> {
     Ok(Json(state.store.storage_figures().await?))
 }

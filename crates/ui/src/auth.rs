@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-const COOKIE: &str = "scheduler_ui_token";
+pub(crate) const COOKIE: &str = "scheduler_ui_token";
 
 pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();

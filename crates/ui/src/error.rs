@@ -72,7 +72,8 @@ impl<T: Into<Problem>> From<T> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0.status, Json(serde_json::json!({"error": self.0.message}))).into_response()
+        let body = crate::openapi::ErrorBody { error: self.0.message };
+        (self.0.status, Json(body)).into_response()
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
 //!   `schedules`, `workers`, `alerts`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
+//! - `openapi`: its OpenAPI 3.1 document, built from the same registrations
+//!   as its router (`/api/v1/openapi.json`).
 //! - `logs`: reading a module's recorded log (windows, gaps, the tail) for
 //!   the API and the run page's log panels (`pages/log.rs`).
 //! - `actions`: start, retry, cancel through the producer
@@ -43,6 +45,7 @@ mod charts;
 mod error;
 mod logs;
 mod metrics;
+mod openapi;
 mod pages;
 mod params;
 mod sse;
@@ -204,7 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{name}/resume", post(schedules::resume_form))
         .route("/workers", get(workers::page))
         .route("/alerts", get(pages::alerts::page))
-        .nest("/api/v1", api::router())
+        .merge(api::router())
         .route("/metrics", get(metrics::render))
         .route("/healthz", get(healthz))
         .route("/login", get(auth::login))

@@ -213,27 +213,42 @@ pub(crate) async fn read(
 }
 
 /// `GET /api/v1/runs/{id}/log`'s answer (its shape is documented in `api`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct LogPage {
     run_id: Uuid,
+    /// Counting from 0.
     step: u32,
+    /// Counting from 1.
     attempt: u32,
+    /// The byte offset this answer starts at.
     from: i64,
+    /// Where the next answer starts: pass it back as `from`.
     next: i64,
+    /// The whole log is recorded and `next` reached its end; until then,
+    /// poll (fewer pieces than `limit` is no sign of the end).
     complete: bool,
+    /// Every byte the module wrote, once its whole log is recorded.
     log_bytes: Option<i64>,
+    /// How many of them the cap left out.
     log_omitted: Option<i64>,
     pieces: Vec<PieceOut>,
+    /// Bytes left out between the last piece and `next`.
     omitted_after: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// A stretch of one stream as it was read.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = LogPiece)]
 struct PieceOut {
+    /// Its byte offset in the execution's whole output.
     pos: i64,
+    /// `stdout` or `stderr`.
     stream: String,
     at: DateTime<Utc>,
     /// The bytes as UTF-8, invalid sequences replaced by U+FFFD.
     text: String,
+    /// Bytes left out by the cap (or lost while the database was away)
+    /// between the previous piece (or `from`) and this one.
     omitted_before: i64,
 }
 

@@ -23,15 +23,41 @@ pub(crate) fn run_id(raw: &str) -> Result<Uuid, Problem> {
 
 /// The runs filter as it appears in a query string (the runs page, its
 /// fragment and `/api/v1/runs` share it).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// The `param` attributes describe it in the OpenAPI document.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RunsQuery {
+    /// Only runs of this sequence.
     pub sequence: Option<String>,
+    /// Only runs this schedule started.
     pub schedule: Option<String>,
+    /// Only runs in this state.
+    #[param(value_type = Option<RunStateParam>, inline)]
     pub state: Option<String>,
+    /// Only runs created at or after this time: RFC 3339, or a date
+    /// (midnight UTC).
     pub since: Option<String>,
+    /// Only runs created before this time (as `since`).
     pub until: Option<String>,
+    /// The `next` of the previous page: runs older than it.
     pub before: Option<String>,
+    /// Runs per page (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+}
+
+/// A run's state, as the `state` filter takes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = RunState, rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum RunStateParam {
+    Waiting,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+    Skipped,
 }
 
 fn given(v: &Option<String>) -> Option<&str> {
@@ -163,14 +189,38 @@ pub(crate) fn encode(s: &str) -> String {
 
 /// The execution and byte window of a log read, as a query string brings
 /// them (`/api/v1/runs/{id}/log` and the run page's log routes share it).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
+    /// The step, counting from 0.
+    #[param(required = true, value_type = u32)]
     pub step: Option<String>,
+    /// The attempt, counting from 1 (default: the step's latest).
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub attempt: Option<String>,
+    /// A byte offset in the execution's whole output (both streams; default
+    /// 0): the `next` of the previous answer.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub from: Option<String>,
+    /// A byte offset to stop before (greater than `from`).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub to: Option<String>,
+    /// One stream only (default: `both`).
+    #[param(value_type = Option<LogStreamParam>, inline)]
     pub stream: Option<String>,
+    /// Pieces per answer (default 200; an answer also stops after about 1 MiB).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+}
+
+/// A stream of a module's output, as the log's `stream` filter takes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = LogStream, rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum LogStreamParam {
+    Stdout,
+    Stderr,
+    Both,
 }
 
 /// A [`LogQuery`] checked.

@@ -144,17 +144,32 @@ pub(crate) async fn page(State(state): State<AppState>) -> PageResult<Html<Strin
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
+    /// How many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Deliveries {
+    /// Newest first.
     deliveries: Vec<DeliveryView>,
 }
 
-/// `GET /api/v1/alerts/deliveries?limit=` (1..=1000, default 100), newest first.
+/// The recent alert deliveries, newest first (`GET /api/v1/alerts/deliveries?limit=`).
+#[utoipa::path(
+    get,
+    path = "/alerts/deliveries",
+    tag = "alerts",
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "The recent deliveries: `state` is `pending`, `sent`, `failed`, `held` (by the target's max_frequency) or `folded` (counted into a later alert).", body = Deliveries),
+        (status = 400, description = "A limit out of range.", body = crate::openapi::ErrorBody),
+        (status = 503, description = "PostgreSQL is unavailable.", body = crate::openapi::ErrorBody),
+    )
+)]
 pub(crate) async fn api_deliveries(
     State(state): State<AppState>,
     q: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,

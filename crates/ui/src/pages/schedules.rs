@@ -30,7 +30,7 @@ const MAX_NOTE: usize = 500;
 const BY: &str = "ui";
 
 /// One schedule: its definition, what comes next and where it stands.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct ScheduleInfo {
     pub name: String,
     pub sequence: String,
@@ -59,7 +59,7 @@ pub(crate) struct ScheduleInfo {
 }
 
 /// What the page and `GET /api/v1/schedules` show.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Schedules {
     /// The file read.
     pub file: String,
@@ -331,8 +331,9 @@ pub(crate) async fn page(State(state): State<AppState>) -> PageResult<Html<Strin
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(crate) struct NoteForm {
+    /// Why it is paused (at most 500 characters are kept).
     #[serde(default)]
     pub note: String,
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 /// How many recent runs each sequence shows.
 const LAST_RUNS: u32 = 5;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct SequenceInfo {
     pub name: String,
     /// Empty when the definition does not load (see `error`).
@@ -29,11 +29,12 @@ pub(crate) struct SequenceInfo {
     /// whoever starts it).
     pub queue: Option<String>,
     /// Its concurrency limit (`None`: runs are not limited).
+    #[schema(value_type = Option<crate::openapi::ConcurrencySchema>)]
     pub concurrency: Option<Concurrency>,
     pub last_runs: Vec<RunSummary>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct StepInfo {
     pub module_name: String,
     pub input: String,

@@ -16,7 +16,7 @@ use scheduler_tracker::WorkerView;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct WorkerInfo {
     #[serde(flatten)]
     pub worker: WorkerView,
@@ -25,7 +25,7 @@ pub(crate) struct WorkerInfo {
     pub heartbeat_age_secs: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct QueueInfo {
     pub name: String,
     /// Messages ready in the queue; `None` when the broker did not say.
