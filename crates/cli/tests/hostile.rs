@@ -192,7 +192,7 @@ fn unreachable_services_get_a_clear_message_that_says_what_to_do() {
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "3: a service unreachable");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot connect to PostgreSQL at postgres://postgres@127.0.0.1:1/x")
@@ -206,7 +206,7 @@ fn unreachable_services_get_a_clear_message_that_says_what_to_do() {
         .env("AMQP_URL", "amqp://guest:secret@127.0.0.1:1/%2f")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "3: a service unreachable");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1") && err.contains("AMQP_URL"),

@@ -268,7 +268,8 @@ fn a_backfill_creates_one_run_per_slot_once_and_obeys_the_concurrency_policy() {
 
 #[test]
 fn a_scheduled_run_gets_its_logical_date_in_placeholders_and_environment() {
-    let module = "#!/bin/sh\necho \"$ETL_LOGICAL_DATE $ETL_SCHEDULE $ETL_RUN_ID $*\" >> ledger.txt\n";
+    // It writes its --output ($4), as the output contract asks.
+    let module = "#!/bin/sh\necho \"$ETL_LOGICAL_DATE $ETL_SCHEDULE $ETL_RUN_ID $*\" >> ledger.txt\nmkdir -p out && : > \"$4\"\n";
     let steps = r#"[{"module_name": "m", "input": "in/{{ ds }}.csv", "output": "out/{{ds_nodash}}-{{ run_id }}",
                      "conf": "{{ yesterday_ds }}..{{ tomorrow_ds }}|{{ ts }}|{{ sequence }}"}]"#;
     let mut env = Env::new(&[("m", module)], &[("tick", steps)]);
