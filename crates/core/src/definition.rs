@@ -824,7 +824,10 @@ mod tests {
         assert_eq!(snap.healthcheck_url.as_deref(), Some("https://hc.example/ping/abc"));
         let plain = Sequence::parse("s", "f", r#"[{"module_name":"extract"}]"#, &modules()).unwrap();
         let json = serde_json::to_value(plain.snapshot(&modules(), "etl")).unwrap();
-        assert!(json.get("healthcheck_url").is_none(), "none: the stored JSON is unchanged");
+        assert!(
+            json.get("healthcheck_url").is_none(),
+            "none: the stored JSON is unchanged"
+        );
         check_err(
             r#"{"healthcheck_url": "hc.example/x", "steps": [{"module_name":"extract"}]}"#,
             "\"healthcheck_url\": \"hc.example/x\" is not an http:// or https:// URL",

@@ -24,8 +24,8 @@
 use crate::executions::{Claimed, ExecKey, ExecResult};
 use crate::runs::strip_nul;
 use crate::{Result, Tracker};
-use scheduler_core::{ExecState, RunState};
 use scheduler_core::machine::Plan;
+use scheduler_core::{ExecState, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -377,7 +377,8 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
     // Only the writes that cause an event take the shapes that record one.
     let retrying = matches!(w.close, Some(Close::Finish { .. })) && delayed.is_some();
     let eventful = plan.run.is_some_and(|m| {
-        matches!(m.to, RunState::Failed | RunState::Succeeded) || (m.from, m.to) == (RunState::Queued, RunState::Running)
+        matches!(m.to, RunState::Failed | RunState::Succeeded)
+            || (m.from, m.to) == (RunState::Queued, RunState::Running)
     });
     let shape = match (w.close.is_some(), plan.run.is_some()) {
         (false, false) => Shape::Running,

@@ -196,7 +196,12 @@ pub async fn run(
             every,
             ..scheduler_alerts::sender::SenderConfig::new(ctx.project.dir())
         };
-        tokio::spawn(scheduler_alerts::sender::run(ctx.store.clone(), worker_id, config, beat_stop.clone()))
+        tokio::spawn(scheduler_alerts::sender::run(
+            ctx.store.clone(),
+            worker_id,
+            config,
+            beat_stop.clone(),
+        ))
     });
     consume(&ctx, &mut inbox, &tasks, &shutdown).await;
     drain(&ctx, &mut inbox, &tasks).await;
