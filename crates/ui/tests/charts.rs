@@ -187,7 +187,7 @@ async fn a_sequence_page_charts_its_last_50_runs_with_its_figures_schedule_and_d
         "<td class=\"num mono\">21.6 s</td>",
         "5 failed",
         // The schedule, its next fire time and the missed slot.
-        "⏱ quick_nightly",
+        ">quick_nightly</a>",
         "<code>30 2 * * *</code>",
         "Europe/Madrid",
         "slot-cell f-missed",

@@ -46,6 +46,8 @@ pub(crate) struct Bar {
     pub mark_y: u32,
     pub state: String,
     pub failed: bool,
+    /// Longer than the chart's top (a run still going): cut and marked.
+    pub cut: bool,
     pub href: String,
     pub title: String,
 }
@@ -113,11 +115,22 @@ impl Stats {
 impl DurationChart {
     /// `runs` newest first, as the record lists them.
     pub fn new(runs: &[RunSummary], median_ms: Option<i64>, now: DateTime<Utc>) -> DurationChart {
-        let longest = runs.iter().filter_map(|r| r.duration_ms).max().unwrap_or(0).max(1);
+        // The scale is the finished runs' (a run still going, perhaps
+        // stuck, would flatten the others): a longer bar is cut at the top
+        // and marked.
+        let finished = |r: &&RunSummary| !matches!(r.state.as_str(), "running" | "queued" | "waiting");
+        let longest = runs
+            .iter()
+            .filter(finished)
+            .filter_map(|r| r.duration_ms)
+            .max()
+            .or_else(|| runs.iter().filter_map(|r| r.duration_ms).max())
+            .unwrap_or(0)
+            .max(1);
         let step = step_ms(longest, 4);
         let top_ms = step * ((longest + step - 1) / step);
         let base = TOP + PLOT;
-        let y_of = |ms: i64| base - ((ms as f64 / top_ms as f64) * PLOT as f64).round() as u32;
+        let y_of = |ms: i64| base - ((ms.min(top_ms) as f64 / top_ms as f64) * PLOT as f64).round() as u32;
         let slots = runs.len().max(MIN_SLOTS);
         let slot = 100.0 / slots as f64;
         let first = slots - runs.len();
@@ -158,6 +171,7 @@ impl DurationChart {
                     mark_y: (base - h).saturating_sub(4),
                     state: r.state.clone(),
                     failed: r.state == "failed",
+                    cut: r.duration_ms.is_some_and(|ms| ms > top_ms),
                     href: format!("/runs/{}", r.id),
                     title,
                 }
@@ -184,7 +198,12 @@ impl DurationChart {
                 let text_y = if y >= TOP + 12 { y - 4 } else { y + 12 };
                 (y, text_y, format!("median {}", view::duration(m)))
             }),
-            oldest: runs.last().map(|r| view::ago(r.created_at, now)).unwrap_or_default(),
+            // One run: one label, at the right.
+            oldest: runs
+                .last()
+                .filter(|_| runs.len() > 1)
+                .map(|r| view::ago(r.created_at, now))
+                .unwrap_or_default(),
             newest: runs.first().map(|r| view::ago(r.created_at, now)).unwrap_or_default(),
         }
     }
@@ -245,6 +264,7 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap();
         // Newest first, as the record lists them.
         let runs = vec![
+            run(4, "running", Some(900_000)),
             run(3, "running", Some(20_000)),
             run(2, "failed", Some(5_000)),
             run(1, "succeeded", Some(37_000)),
@@ -255,10 +275,13 @@ mod tests {
         let labels: Vec<&str> = c.ticks.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(labels, ["0", "10 s", "20 s", "30 s", "40 s"]);
         assert_eq!(c.ticks[4].y, TOP);
-        assert_eq!(c.bars.len(), 4);
-        // 20 slots, the four runs in the last four, oldest first.
+        assert_eq!(c.bars.len(), 5);
+        // 20 slots, the five runs in the last five, oldest first.
         assert_eq!(c.bars[0].state, "skipped");
-        assert_eq!((c.bars[0].x.as_str(), c.bars[0].h), ("80.750%", STUB));
+        assert_eq!((c.bars[0].x.as_str(), c.bars[0].h), ("75.750%", STUB));
+        // A run going on for 15 min is cut at the finished runs' top.
+        assert!(c.bars[4].cut && !c.bars[3].cut);
+        assert_eq!(c.bars[4].h, PLOT);
         assert_eq!(c.bars[2].state, "failed");
         assert!(c.bars[2].failed);
         assert!(
@@ -267,9 +290,11 @@ mod tests {
                 .contains("failed at step 2: step 2 (load) exited with code 3")
         );
         assert_eq!(c.bars[1].h, 148, "37 of 40 s of 160 px");
-        assert_eq!(c.bars[3].mid, "97.500%");
+        assert_eq!(c.bars[3].mid, "92.500%");
         assert!(c.bars[3].title.contains("running for 20.0 s"));
         assert_eq!(c.median, Some((TOP + 12, TOP + 8, "median 37.0 s".into())));
-        assert_eq!((c.oldest.as_str(), c.newest.as_str()), ("1 d ago", "21 h ago"));
+        assert_eq!((c.oldest.as_str(), c.newest.as_str()), ("1 d ago", "20 h ago"));
+        let one = DurationChart::new(&runs[..1], None, now);
+        assert_eq!((one.oldest.as_str(), one.newest.as_str()), ("", "20 h ago"));
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct Segment {
 pub(crate) struct Tick {
     pub x: String,
     pub label: String,
+    /// Every other tick: its label is left out where the chart is narrow.
+    pub minor: bool,
     /// `start`, `middle` or `end`: labels at the edges stay inside.
     pub anchor: &'static str,
 }
@@ -182,6 +184,7 @@ impl Timeline {
                 let x = (k * step) as f64 / span_ms as f64 * 100.0;
                 Tick {
                     x: pct(x),
+                    minor: k % 2 == 1,
                     label: if k == 0 {
                         "0".into()
                     } else {
@@ -203,10 +206,11 @@ impl Timeline {
                 .into_iter()
                 .find(|k| *k as u32 * row_h >= 40)
                 .unwrap_or(1000);
+            // By step number, on a step's first attempt.
             d.executions
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| (i + 1) % every == 0 || *i == 0)
+                .filter(|(i, e)| *i == 0 || (e.attempt == 1 && (e.step as usize + 1).is_multiple_of(every)))
                 .map(|(i, e)| Mark {
                     y: row_top(i + 1) + row_h / 2 + 4,
                     label: format!("step {}", e.step + 1),

@@ -40,9 +40,11 @@ struct SequencePage {
     /// `queue heavy`, `max_concurrent 1 · on_conflict skip`.
     policy: Vec<String>,
     stats: Stats,
-    /// Runs counted neither as successes nor as failures (canceled,
-    /// skipped, still going).
-    others: usize,
+    /// The runs counted neither as successes nor as failures, by state
+    /// ("1 running", "2 canceled").
+    others: Vec<String>,
+    /// "the last 50 runs", "its one run".
+    runs_word: String,
     median: String,
     p95: String,
     last: Option<RunRow>,
@@ -120,7 +122,11 @@ pub(crate) async fn page(State(state): State<AppState>, Path(name): Path<String>
     slowest.truncate(SLOWEST);
     html(&SequencePage {
         nav: "sequences",
-        others: stats.shown - stats.succeeded - stats.failed,
+        others: others(&history.runs),
+        runs_word: match stats.shown {
+            1 => "its one run".into(),
+            n => format!("the last {n} runs"),
+        },
         median: stats.median_ms.map(view::duration).unwrap_or_default(),
         p95: stats.p95_ms.map(view::duration).unwrap_or_default(),
         last: history.runs.first().map(|r| RunRow::new(r, now)),
@@ -139,6 +145,15 @@ pub(crate) async fn page(State(state): State<AppState>, Path(name): Path<String>
         file: format!("etl_sequences/{name}.json"),
         name,
     })
+}
+
+/// "1 running", "2 canceled": the runs neither succeeded nor failed.
+fn others(runs: &[scheduler_tracker::RunSummary]) -> Vec<String> {
+    let mut by_state: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in runs.iter().filter(|r| r.state != "succeeded" && r.state != "failed") {
+        *by_state.entry(r.state.as_str()).or_default() += 1;
+    }
+    by_state.into_iter().map(|(state, n)| format!("{n} {state}")).collect()
 }
 
 fn no_sequence(name: &str) -> Problem {
