@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`serve`] / [`router`]: the entry points; [`AppState`] is what every
 //!   handler shares.
-//! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`,
+//! - `pages/`: one file per HTML page (`runs`, `run`, `sequences`, `sequence`,
 //!   `schedules`, `workers`, `alerts`), each with its loaders, its fragments and its form actions.
 //! - `api`: the JSON API under `/api/v1`, over the same loaders.
 //! - `openapi`: its OpenAPI 3.1 document, built from the same registrations
