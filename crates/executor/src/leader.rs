@@ -26,8 +26,12 @@ use tokio::process::Child;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     /// Peak resident set size, KiB (the largest of the process and its
-    /// waited-for descendants).
-    pub max_rss_kib: u64,
+    /// waited-for descendants); `None` when it did not exceed the worker's
+    /// own. A module is spawned with `vfork` semantics (`posix_spawn`): until
+    /// it execs it runs in the worker's memory, and the kernel folds that
+    /// memory's high-water mark into the module's `ru_maxrss` at exec. A
+    /// figure at or below the worker's own peak is that, not the module's.
+    pub max_rss_kib: Option<u64>,
     pub user_cpu: Duration,
     pub system_cpu: Duration,
 }
@@ -87,8 +91,9 @@ impl Leader {
 fn usage_of(u: &libc::rusage) -> Usage {
     let time =
         |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
+    let rss = u.ru_maxrss.max(0) as u64;
     Usage {
-        max_rss_kib: u.ru_maxrss.max(0) as u64,
+        max_rss_kib: (rss > own_peak_kib()).then_some(rss),
         user_cpu: time(u.ru_utime),
         system_cpu: time(u.ru_stime),
     }
@@ -131,4 +136,28 @@ fn oom_kills() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|n| n.trim().parse().ok())
+}
+
+/// This process's own peak RSS (`VmHWM`), KiB; read at most once a second
+/// (it only grows, and a slightly old figure errs towards reporting).
+fn own_peak_kib() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PEAK: AtomicU64 = AtomicU64::new(0);
+    static READ_AT_MS: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if now_ms.saturating_sub(READ_AT_MS.load(Ordering::Relaxed)) >= 1000 {
+        READ_AT_MS.store(now_ms, Ordering::Relaxed);
+        let hwm = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        });
+        if let Some(hwm) = hwm {
+            PEAK.fetch_max(hwm, Ordering::Relaxed);
+        }
+    }
+    PEAK.load(Ordering::Relaxed)
 }

@@ -115,8 +115,8 @@ async fn the_kernel_accounts_peak_memory_and_cpu_of_the_module_and_its_children(
         outcome.stderr_tail
     );
     let usage = outcome.usage.expect("accounting from wait4 (Linux 5.3+)");
-    assert!(usage.max_rss_kib >= 64 * 1024, "peak RSS {} KiB", usage.max_rss_kib);
-    assert!(usage.max_rss_kib < 1024 * 1024, "peak RSS {} KiB", usage.max_rss_kib);
+    let rss = usage.max_rss_kib.expect("above the test process's own peak");
+    assert!((64 * 1024..1024 * 1024).contains(&rss), "peak RSS {rss} KiB");
     assert!(
         usage.user_cpu + usage.system_cpu >= std::time::Duration::from_millis(20),
         "{usage:?}"

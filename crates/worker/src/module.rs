@@ -160,7 +160,7 @@ pub fn judge(key: ExecKey, module: &str, o: &Outcome, stop: Option<StopReason>) 
         stdout_bytes: o.stdout_bytes as i64,
         stderr_bytes: o.stderr_bytes as i64,
         wall_us: Some(o.duration.as_micros() as i64),
-        peak_rss_kib: o.usage.map(|u| u.max_rss_kib as i64),
+        peak_rss_kib: o.usage.and_then(|u| u.max_rss_kib).map(|k| k as i64),
         user_cpu_us: o.usage.map(|u| u.user_cpu.as_micros() as i64),
         sys_cpu_us: o.usage.map(|u| u.system_cpu.as_micros() as i64),
         ..ExecResult::new(state)

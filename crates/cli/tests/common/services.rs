@@ -30,7 +30,25 @@ fn postgres_version() -> String {
 }
 
 /// `action`: "stop", "start" or "restart"; stops are immediate (as a crash).
+/// A checkpoint first: crash recovery then replays only what the test
+/// wrote, not every write since the last checkpoint (a large fill by
+/// another test or benchmark made the restart outlast a worker's lease).
 pub fn postgres(action: &str) {
+    if action != "start" {
+        let _ = Command::new("psql")
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "CHECKPOINT",
+            ])
+            .status();
+    }
     let version = postgres_version();
     let mut args = vec!["--skip-systemctl-redirect", &version, "main", action];
     if action != "start" {
