@@ -23,8 +23,11 @@ fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back(
                   i=1; while [ $i -le 30 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.1; done\n\
                   echo \"end $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n";
     let mut env = Env::new(&[("m", module)], &[("s", &seq(&["m", "m"]))]);
-    // Default lease (30 s): the outage is shorter, so nothing is taken over.
-    let w = env.spawn_worker(&[]);
+    // A lease of 90 s: the outage (stop, the module's end, three failed
+    // recordings, then PostgreSQL's crash recovery at start, which takes
+    // longer the more databases the server holds) stays well inside it, so
+    // nothing is taken over.
+    let w = env.spawn_worker(&["--lease", "90"]);
     let run = env.start("s");
     env.wait_exec(run, MINUTE, |e| e["state"] == "running" && e["pid"].is_number());
 
