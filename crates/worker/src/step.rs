@@ -186,9 +186,16 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
             if let Some(a) = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
                 a.pid = Some(pid);
             }
-            if let Err(e) = ctx.store.record_pid(key, ctx.worker_id, pid).await {
-                tracing::warn!(error = %e, pid, "could not record the module's pid");
-            }
+            // Bookkeeping on its own task: a database that stops answering
+            // must not keep the worker from waiting on (and stopping) the
+            // module. A late write after the result changes nothing (it
+            // applies only while the execution is running).
+            let (store, worker_id) = (ctx.store.clone(), ctx.worker_id);
+            tokio::spawn(async move {
+                if let Err(e) = store.record_pid(key, worker_id, pid).await {
+                    tracing::warn!(error = %e, pid, "could not record the module's pid");
+                }
+            });
             let outcome = match watch {
                 None => running.wait(stop).await,
                 Some(watching) => watched(ctx, key, running, stop, &reason, watching).await,
