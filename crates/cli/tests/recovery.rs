@@ -38,7 +38,12 @@ fn a_run_started_while_the_broker_is_unreachable_is_recorded_and_runs_later() {
     env.spawn_worker(&FAST_RECOVERY);
     let v = env.wait_final(run, MINUTE);
     assert_eq!(v["state"], "succeeded", "{v:#}");
-    assert!(env.worker_log(0).contains("recovery: published start_etl"));
+    // The line is written after the publish returns, which may be after the
+    // run it started has ended: wait for it rather than read at once.
+    common::wait_until("recovery to say it published start_etl", MINUTE, || {
+        let log = env.worker_log(0);
+        if log.contains("recovery: published start_etl") { Ok(()) } else { Err(log) }
+    });
 }
 
 #[test]
