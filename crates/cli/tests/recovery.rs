@@ -42,7 +42,11 @@ fn a_run_started_while_the_broker_is_unreachable_is_recorded_and_runs_later() {
     // run it started has ended: wait for it rather than read at once.
     common::wait_until("recovery to say it published start_etl", MINUTE, || {
         let log = env.worker_log(0);
-        if log.contains("recovery: published start_etl") { Ok(()) } else { Err(log) }
+        if log.contains("recovery: published start_etl") {
+            Ok(())
+        } else {
+            Err(log)
+        }
     });
 }
 
