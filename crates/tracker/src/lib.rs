@@ -40,6 +40,7 @@ pub mod retention;
 pub mod runs;
 pub mod schedules;
 pub mod slots;
+pub mod sqlite;
 pub mod store;
 pub mod ui_queries;
 pub mod views;
@@ -56,6 +57,7 @@ pub use recovery::{Expired, Stuck};
 pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
 pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
+pub use sqlite::{Embedded, EmbeddedConfig};
 pub use store::Store;
 pub use ui_queries::StateCounts;
 pub use views::{ExecutionView, QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
@@ -73,6 +75,8 @@ pub enum TrackerError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("the embedded store {path} cannot be used: {what}")]
+    Embedded { path: String, what: String },
     #[error("the database holds an unreadable value: {0}")]
     Corrupt(String),
 }

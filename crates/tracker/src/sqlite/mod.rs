@@ -1,0 +1,211 @@
+//! The embedded store: the whole record in one SQLite file, for the
+//! zero-server mode (one host, no PostgreSQL, no RabbitMQ). It fills the same
+//! [`crate::Store`] contract as [`crate::Tracker`], module by module: each
+//! file here mirrors the PostgreSQL module of the same name, in the same
+//! order, so a reader compares the two statement by statement.
+//!
+//! # How SQLite's single writer is handled
+//! - WAL journal: readers never block the writer nor each other.
+//! - `busy_timeout`: a writer waits for the one before it (30 s by default).
+//! - Every transaction that may write begins with `BEGIN IMMEDIATE`
+//!   ([`Embedded::begin`]): a deferred one that reads first and writes later
+//!   fails at once with SQLITE_BUSY when another process wrote in between,
+//!   whatever the timeout. A single statement outside a transaction takes
+//!   its write lock when it starts, so it waits like an immediate one.
+//! - Transactions are short: never held across anything but SQL.
+//! - `synchronous = FULL`: a commit is on disk when it returns, as a
+//!   PostgreSQL commit is (a run is never lost to a power cut).
+//!
+//! # Types (see `migrations/sqlite/*.sql`)
+//! UUIDs are 16-byte BLOBs; times are RFC 3339 TEXT in UTC with "+00:00"
+//! (sqlx's encoding of `DateTime<Utc>`), so text order is time order; times
+//! are computed in Rust and bound ([`now`]); JSON and arrays are TEXT JSON.
+
+pub(crate) mod activity;
+pub(crate) mod apply;
+pub(crate) mod events;
+pub(crate) mod executions;
+pub(crate) mod history;
+pub(crate) mod logs;
+pub(crate) mod recovery;
+pub(crate) mod retention;
+pub(crate) mod runs;
+pub(crate) mod schedules;
+pub(crate) mod slots;
+pub(crate) mod store;
+pub(crate) mod ui_queries;
+pub(crate) mod views;
+pub(crate) mod workers;
+
+use crate::{Result, TrackerError};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Where the embedded store is and who may use it.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The SQLite file (created with its directory when missing).
+    pub path: PathBuf,
+    /// The project directory this store belongs to: recorded when the file
+    /// is created, and a different project opening it is refused. `None`
+    /// skips the check (tools that only read).
+    pub project: Option<PathBuf>,
+    pub max_connections: u32,
+    /// How long a writer waits for the one before it.
+    pub busy_timeout: Duration,
+}
+
+impl EmbeddedConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            path: path.into(),
+            project: None,
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Handle on the embedded store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub(crate) pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Embedded {
+    /// Opens (creating it when missing) and migrates the store, and checks
+    /// that it belongs to `config.project`.
+    pub async fn open(config: &EmbeddedConfig) -> Result<Embedded> {
+        let path = &config.path;
+        let store_err = |what: String| TrackerError::Embedded {
+            path: path.display().to_string(),
+            what,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                store_err(format!(
+                    "cannot create the directory {}: {e}. Make it writable, or set DATABASE_URL=sqlite://PATH to put the store elsewhere",
+                    dir.display()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(2))
+            .min_connections(1)
+            .acquire_timeout(config.busy_timeout + Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| store_err(explain_open(&e)))?;
+        let store = Embedded {
+            pool,
+            path: path.clone(),
+        };
+        store.migrate().await.map_err(|e| match e {
+            TrackerError::Migrate(m) => store_err(explain_migrate(&m)),
+            other => other,
+        })?;
+        if let Some(project) = &config.project {
+            store.claim_project(project).await.map_err(|e| match e {
+                TrackerError::Sql(s) => store_err(explain_open(&s)),
+                other => other,
+            })?;
+        }
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records the project the store belongs to on first use; refuses
+    /// another one.
+    async fn claim_project(&self, project: &Path) -> Result<()> {
+        let mine = std::fs::canonicalize(project)
+            .unwrap_or_else(|_| project.to_path_buf())
+            .display()
+            .to_string();
+        sqlx::query("INSERT INTO store_meta (key, value) VALUES ('project', ?) ON CONFLICT (key) DO NOTHING")
+            .bind(&mine)
+            .execute(&self.pool)
+            .await?;
+        let (owner,): (String,) = sqlx::query_as("SELECT value FROM store_meta WHERE key = 'project'")
+            .fetch_one(&self.pool)
+            .await?;
+        if owner != mine {
+            return Err(TrackerError::Embedded {
+                path: self.path.display().to_string(),
+                what: format!(
+                    "it belongs to the project at {owner}, not to {mine}. Each project keeps its own store: \
+                     run from {owner}, or give this project its own file with DATABASE_URL=sqlite://PATH"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A transaction that may write: `BEGIN IMMEDIATE` takes the write lock
+    /// at once (waiting up to the busy timeout), so it never fails half-way
+    /// with SQLITE_BUSY as a deferred one that writes after reading does.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The store's clock: one host, so the process's clock is every caller's.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Placeholder while a module of this backend is being ported: never on
+/// `main`.
+pub(crate) fn unported(what: &str) -> TrackerError {
+    TrackerError::Corrupt(format!("embedded store: {what} is not ported yet"))
+}
+
+fn explain_open(e: &sqlx::Error) -> String {
+    let text = e.to_string();
+    if text.contains("unable to open") || text.contains("readonly") || text.contains("read-only") {
+        format!("{text}. Check that the file and its directory are writable by this user")
+    } else if text.contains("not a database") || text.contains("malformed") {
+        format!(
+            "{text}. The file is not a scheduler store or is damaged: move it aside (your runs stay in it) \
+             and start again with a new one, or restore it from a backup"
+        )
+    } else if text.contains("full") {
+        format!("{text}. Free some disk space; nothing was written")
+    } else {
+        text
+    }
+}
+
+fn explain_migrate(e: &sqlx::migrate::MigrateError) -> String {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => format!(
+            "it was written by a newer version of scheduler (schema version {v} is unknown to this one). \
+             Upgrade scheduler, or point DATABASE_URL=sqlite://PATH at another file"
+        ),
+        other => format!("{other}. The file may be damaged: move it aside and start with a new one"),
+    }
+}
