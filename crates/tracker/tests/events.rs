@@ -2,29 +2,24 @@
 //! their deliveries are routed, claimed and recorded once per target,
 //! against a real PostgreSQL (a database per test).
 
+mod common;
+
 use chrono::{TimeZone, Utc};
 use scheduler_core::machine::{Failure, Plan, RunMove, StepAttempt};
 use scheduler_core::policy::{Concurrency, OnConflict};
 use scheduler_core::{ExecState, Modules, RunState, Sequence};
 use scheduler_tracker::{
-    Admitted, AttemptRecord, Close, ExecKey, ExecResult, NewEvent, NewRun, Route, Store, Tracker, TrackerConfig,
-    WorkerInfo, Write,
+    Admitted, AttemptRecord, Close, ExecKey, ExecResult, NewEvent, NewRun, Route, Store, WorkerInfo, Write,
 };
-use sqlx::migrate::MigrateDatabase;
 use std::time::Duration;
 use uuid::Uuid;
 
 async fn with_store<F, Fut>(test: F)
 where
-    F: FnOnce(Tracker) -> Fut,
+    F: Fn(common::TestStore) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let url = format!("{base}/events_t_{}", Uuid::now_v7().simple());
-    let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
-    test(tracker.clone()).await;
-    Store::close(&tracker).await;
-    let _ = sqlx::Postgres::force_drop_database(&url).await;
+    common::each_backend("events_t", test).await;
 }
 
 fn new_run(steps: usize, healthcheck: Option<&str>) -> NewRun {
@@ -91,7 +86,7 @@ fn failing() -> Plan {
 #[tokio::test]
 async fn a_failed_run_records_one_run_failed_and_the_next_success_one_run_recovered() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let a = new_run(1, Some("https://hc.example/p/1"));
         start(s, &a).await;
         assert_eq!(kinds(s, a.id).await, ["healthcheck_start"]);
@@ -146,7 +141,7 @@ async fn a_failed_run_records_one_run_failed_and_the_next_success_one_run_recove
 #[tokio::test]
 async fn a_step_waiting_to_retry_records_step_retrying_and_a_step_that_succeeds_records_nothing() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let mut run = new_run(2, None);
         run.snapshot.steps[0].retry.retries = 2;
         let id = run.id;
@@ -222,7 +217,7 @@ async fn a_step_waiting_to_retry_records_step_retrying_and_a_step_that_succeeds_
 #[tokio::test]
 async fn a_missed_slot_and_a_skipped_slot_are_told_once_with_their_ledger_rows() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let slot = Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap();
         assert!(
             s.record_slot("hourly", slot, "missed", Some("passed while no scheduler ran"))
@@ -277,7 +272,7 @@ async fn a_missed_slot_and_a_skipped_slot_are_told_once_with_their_ledger_rows()
 #[tokio::test]
 async fn a_silent_worker_is_lost_once_per_silence_and_a_stopped_one_never() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let info = |id| WorkerInfo {
             id,
             host: "etl-3".into(),
@@ -334,7 +329,7 @@ fn route(event_id: i64, target: &str, held: bool) -> Route {
 #[tokio::test]
 async fn a_delivery_is_routed_once_claimed_by_one_sender_and_its_attempts_recorded() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let event = NewEvent {
             kind: "run_failed".into(),
             sequence: Some("nightly".into()),
@@ -417,7 +412,7 @@ async fn a_delivery_is_routed_once_claimed_by_one_sender_and_its_attempts_record
 #[tokio::test]
 async fn held_deliveries_are_counted_into_the_one_that_goes() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let mut ids = vec![];
         for _ in 0..4 {
             let e = NewEvent {
@@ -485,7 +480,7 @@ async fn held_deliveries_are_counted_into_the_one_that_goes() {
 #[tokio::test]
 async fn a_stall_mark_records_step_stalled_once_per_stall() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let mut run = new_run(1, None);
         run.snapshot.steps[0].stall_secs = Some(300);
         let id = run.id;

@@ -3,12 +3,11 @@
 //! decodes into its typed row, and the compare-and-set writes answer "did
 //! not apply" where they must.
 
+mod common;
+
 use scheduler_core::machine::{Failure, Plan, RunMove, StepAttempt};
 use scheduler_core::{ExecState, Message, Modules, RunState, Sequence};
-use scheduler_tracker::{
-    Admitted, ClaimFor, Close, ExecKey, ExecResult, NewRun, RunFilter, Store, Tracker, TrackerConfig, WorkerInfo, Write,
-};
-use sqlx::migrate::MigrateDatabase;
+use scheduler_tracker::{Admitted, ClaimFor, Close, ExecKey, ExecResult, NewRun, RunFilter, Store, WorkerInfo, Write};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -16,15 +15,10 @@ const LEASE: Duration = Duration::from_secs(30);
 
 async fn with_store<F, Fut>(test: F)
 where
-    F: FnOnce(Tracker) -> Fut,
+    F: Fn(common::TestStore) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let url = format!("{base}/store_t_{}", Uuid::now_v7().simple());
-    let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
-    test(tracker.clone()).await;
-    Store::close(&tracker).await;
-    let _ = sqlx::Postgres::force_drop_database(&url).await;
+    common::each_backend("store_t", test).await;
 }
 
 fn new_run(steps: usize) -> NewRun {
@@ -80,7 +74,7 @@ fn starting() -> Plan {
 #[tokio::test]
 async fn a_run_walks_through_every_write_of_the_contract() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let run = new_run(2);
         let id = run.id;
         s.create_run(&run).await.unwrap();
@@ -267,7 +261,7 @@ async fn a_run_walks_through_every_write_of_the_contract() {
 #[tokio::test]
 async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let run = new_run(3);
         let id = run.id;
         s.create_run(&run).await.unwrap();
@@ -389,7 +383,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
 #[tokio::test]
 async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let run = new_run(1);
         let id = run.id;
         s.create_run(&run).await.unwrap();
@@ -437,7 +431,7 @@ async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
 #[tokio::test]
 async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let mut run = new_run(1);
         run.snapshot.steps[0].retry.retries = 2;
         let id = run.id;
@@ -546,7 +540,7 @@ fn routed_run(queues: &[&str], policy: &str) -> NewRun {
 #[tokio::test]
 async fn a_step_on_a_queue_the_worker_does_not_serve_is_queued_there_not_claimed() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let run = routed_run(&["heavy", "q1"], "");
         s.create_run(&run).await.unwrap();
         let worker = Uuid::now_v7();
@@ -584,7 +578,7 @@ async fn twenty_simultaneous_starts_of_a_max_concurrent_1_sequence_get_one_slot(
             .collect();
         let answers = futures_util::future::join_all(runs.iter().map(|r| {
             let t = t.clone();
-            async move { Store::create_run(&t, r).await.unwrap() }
+            async move { Store::create_run(&*t, r).await.unwrap() }
         }))
         .await;
         let queued: Vec<_> = answers.iter().filter(|a| **a == Admitted::Queued).collect();
@@ -596,7 +590,7 @@ async fn twenty_simultaneous_starts_of_a_max_concurrent_1_sequence_get_one_slot(
             }
         }
         let skipped = Store::list_runs(
-            &t,
+            &*t,
             &RunFilter {
                 state: Some(RunState::Skipped),
                 limit: 100,
@@ -614,7 +608,7 @@ async fn twenty_simultaneous_starts_of_a_max_concurrent_1_sequence_get_one_slot(
 #[tokio::test]
 async fn a_waiting_run_starts_when_the_slot_frees_first_in_first_out() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let policy = r#""max_concurrent": 1, "on_conflict": "queue","#;
         let (a, b, c) = (
             routed_run(&["q1"], policy),
@@ -664,7 +658,7 @@ async fn a_waiting_run_starts_when_the_slot_frees_first_in_first_out() {
 #[tokio::test]
 async fn cancel_running_cancels_the_oldest_and_waits_for_its_module_to_stop() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let policy = r#""max_concurrent": 1, "on_conflict": "cancel_running","#;
         let (a, b) = (routed_run(&["q1"], policy), routed_run(&["q1"], policy));
         s.create_run(&a).await.unwrap();
@@ -713,7 +707,7 @@ async fn cancel_running_cancels_the_oldest_and_waits_for_its_module_to_stop() {
 #[tokio::test]
 async fn an_operators_retry_needs_a_free_slot_like_a_start() {
     with_store(|t| async move {
-        let s: &dyn Store = &t;
+        let s: &dyn Store = &*t;
         let policy = r#""max_concurrent": 1, "on_conflict": "skip","#;
         let (a, b) = (routed_run(&["q1"], policy), routed_run(&["q1"], policy));
         s.create_run(&a).await.unwrap();

@@ -23,8 +23,11 @@ use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) async fn activity(t: &Embedded, within: Duration,
-        duration_bounds_ms: &[i64],
-        memory_bounds_kib: &[i64]) -> Result<Activity> {
+pub(crate) async fn activity(
+    t: &Embedded,
+    within: Duration,
+    duration_bounds_ms: &[i64],
+    memory_bounds_kib: &[i64],
+) -> Result<Activity> {
     Err(unported("activity::activity"))
 }

@@ -39,7 +39,10 @@ pub(crate) async fn unrouted_events(t: &Embedded, limit: i64) -> Result<Vec<Even
     Err(unported("events::unrouted_events"))
 }
 
-pub(crate) async fn last_sent(t: &Embedded, keys: &[(String, String, String)]) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
+pub(crate) async fn last_sent(
+    t: &Embedded,
+    keys: &[(String, String, String)],
+) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
     Err(unported("events::last_sent"))
 }
 
@@ -55,7 +58,12 @@ pub(crate) async fn flush_held(t: &Embedded, target: &str, kind: &str, subject: 
     Err(unported("events::flush_held"))
 }
 
-pub(crate) async fn claim_deliveries(t: &Embedded, worker_id: Uuid, limit: i64, hold: Duration) -> Result<Vec<DueDelivery>> {
+pub(crate) async fn claim_deliveries(
+    t: &Embedded,
+    worker_id: Uuid,
+    limit: i64,
+    hold: Duration,
+) -> Result<Vec<DueDelivery>> {
     Err(unported("events::claim_deliveries"))
 }
 

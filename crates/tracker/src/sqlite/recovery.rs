@@ -31,7 +31,11 @@ pub(crate) async fn unpublished_runs(t: &Embedded, older_than: Duration, limit: 
     Err(unported("recovery::unpublished_runs"))
 }
 
-pub(crate) async fn unpublished_executions(t: &Embedded, older_than: Duration, limit: i64) -> Result<Vec<(ExecKey, String)>> {
+pub(crate) async fn unpublished_executions(
+    t: &Embedded,
+    older_than: Duration,
+    limit: i64,
+) -> Result<Vec<(ExecKey, String)>> {
     Err(unported("recovery::unpublished_executions"))
 }
 

@@ -23,10 +23,13 @@ use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) async fn prune_batch(t: &Embedded, retention: &Retention,
-        from: Option<PruneCursor>,
-        limit: u32,
-        dry_run: bool) -> Result<PruneBatch> {
+pub(crate) async fn prune_batch(
+    t: &Embedded,
+    retention: &Retention,
+    from: Option<PruneCursor>,
+    limit: u32,
+    dry_run: bool,
+) -> Result<PruneBatch> {
     Err(unported("retention::prune_batch"))
 }
 

@@ -35,14 +35,23 @@ pub(crate) async fn schedule_cursors(t: &Embedded, names: &[String]) -> Result<V
     Err(unported("schedules::schedule_cursors"))
 }
 
-pub(crate) async fn record_slot(t: &Embedded, schedule: &str, slot: DateTime<Utc>, fate: &str, note: Option<&str>) -> Result<bool> {
+pub(crate) async fn record_slot(
+    t: &Embedded,
+    schedule: &str,
+    slot: DateTime<Utc>,
+    fate: &str,
+    note: Option<&str>,
+) -> Result<bool> {
     Err(unported("schedules::record_slot"))
 }
 
-pub(crate) async fn fire_slot(t: &Embedded, schedule: &str,
-        slot: DateTime<Utc>,
-        fate: &str,
-        run: &NewRun) -> Result<Option<Admitted>> {
+pub(crate) async fn fire_slot(
+    t: &Embedded,
+    schedule: &str,
+    slot: DateTime<Utc>,
+    fate: &str,
+    run: &NewRun,
+) -> Result<Option<Admitted>> {
     Err(unported("schedules::fire_slot"))
 }
 

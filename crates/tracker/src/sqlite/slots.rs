@@ -35,6 +35,9 @@ pub(crate) async fn waiting_sequences(t: &Embedded) -> Result<Vec<String>> {
     Err(unported("slots::waiting_sequences"))
 }
 
-pub(crate) async fn apply_within_limit(t: &Embedded, write: &Write<'_>) -> Result<std::result::Result<Written, String>> {
+pub(crate) async fn apply_within_limit(
+    t: &Embedded,
+    write: &Write<'_>,
+) -> Result<std::result::Result<Written, String>> {
     Err(unported("slots::apply_within_limit"))
 }

@@ -2,6 +2,8 @@
 //! `sqlite/` that mirrors the PostgreSQL module of the same name, so the two
 //! backends can be compared statement by statement.
 
+use super::Embedded;
+use crate::Result;
 use crate::activity::Activity;
 use crate::apply::{Write, Written};
 use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
@@ -12,12 +14,10 @@ use crate::recovery::{Expired, Stuck};
 use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
+use crate::store::Store;
 use crate::ui_queries::StateCounts;
 use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
 use crate::workers::{Held, WorkerInfo};
-use crate::Result;
-use crate::store::Store;
-use super::Embedded;
 use chrono::{DateTime, Utc};
 use scheduler_core::machine::RunView;
 use scheduler_core::{ExecState, RetryPolicy, RunState};

@@ -23,7 +23,11 @@ use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) async fn last_runs_by_sequence(t: &Embedded, sequences: &[String], per_sequence: u32) -> Result<Vec<RunSummary>> {
+pub(crate) async fn last_runs_by_sequence(
+    t: &Embedded,
+    sequences: &[String],
+    per_sequence: u32,
+) -> Result<Vec<RunSummary>> {
     Err(unported("ui_queries::last_runs_by_sequence"))
 }
 

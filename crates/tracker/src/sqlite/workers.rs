@@ -27,10 +27,13 @@ pub(crate) async fn register_worker(t: &Embedded, worker: &WorkerInfo) -> Result
     Err(unported("workers::register_worker"))
 }
 
-pub(crate) async fn heartbeat(t: &Embedded, worker_id: Uuid,
-        draining: bool,
-        lease: Duration,
-        holding: &[ExecKey]) -> Result<Vec<Held>> {
+pub(crate) async fn heartbeat(
+    t: &Embedded,
+    worker_id: Uuid,
+    draining: bool,
+    lease: Duration,
+    holding: &[ExecKey],
+) -> Result<Vec<Held>> {
     Err(unported("workers::heartbeat"))
 }
 
