@@ -38,6 +38,8 @@ pub enum BrokerError {
     Unroutable { queue: String },
     #[error("RabbitMQ error: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("the embedded queue (in the SQLite store) failed: {0}")]
+    Store(String),
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -57,6 +57,7 @@ pub use recovery::{Expired, Stuck};
 pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
 pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
+pub use sqlite::queue::EmbeddedQueue;
 pub use sqlite::{Embedded, EmbeddedConfig};
 pub use store::Store;
 pub use ui_queries::StateCounts;

@@ -27,6 +27,7 @@ pub(crate) mod events;
 pub(crate) mod executions;
 pub(crate) mod history;
 pub(crate) mod logs;
+pub mod queue;
 pub(crate) mod recovery;
 pub(crate) mod retention;
 pub(crate) mod runs;

@@ -1,0 +1,497 @@
+//! The embedded queue: the [`Transport`] of the zero-server mode, kept in the
+//! same SQLite file as the record, in place of RabbitMQ.
+//!
+//! A message is a row of `queue_messages`: `ready` until an inbox takes it
+//! (`taken`, with the inbox's id), deleted when acknowledged, `ready` again
+//! when requeued, `dead` when dead-lettered (kept for an operator, as
+//! `Q.dead` keeps them with RabbitMQ). A message taken more than
+//! [`DELIVERY_LIMIT`] times (every consumer that took it died) is
+//! dead-lettered instead of being handed out again: a poison message stops
+//! there, as with a quorum queue's delivery limit.
+//!
+//! Waking up: a publish, once committed, closes a write handle on the bell
+//! file next to the store (`queue.bell`); every inbox watches it with
+//! inotify, so a new message is taken within a millisecond or two, and an
+//! idle inbox sleeps. It also looks every [`POLL`] on its own, which covers
+//! what no bell announces: the messages of a consumer that died, and a bell
+//! lost to a full inotify queue.
+//!
+//! A consumer that dies gives its messages back: each inbox refreshes its
+//! row in `queue_consumers`; a row not refreshed for [`CONSUMER_TTL`] is
+//! removed by whichever inbox looks next, and its taken messages are `ready`
+//! again (the record of truth makes a duplicate delivery harmless).
+//!
+//! Slots: an inbox hands out a message only while its unsettled deliveries
+//! plus its busy slots are fewer than its concurrency, the same promise as
+//! RabbitMQ's "prefetch = free slots".
+
+use super::{Embedded, now};
+use scheduler_broker::{Acker, BrokerError, Inbox, Incoming, SlotControl, Slots, Transport};
+use scheduler_core::Message;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, BrokerError>;
+
+/// How often an idle inbox looks without being rung.
+pub const POLL: Duration = Duration::from_secs(1);
+/// A consumer silent this long is dead: its messages go back to the queue.
+pub const CONSUMER_TTL: Duration = Duration::from_secs(15);
+/// How often an inbox refreshes its consumer row.
+const REFRESH: Duration = Duration::from_secs(3);
+/// Deliveries of one message after which it is dead-lettered.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+fn store_err(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Store(e.to_string())
+}
+
+/// The embedded queue, sharing the store's connection pool.
+#[derive(Debug, Clone)]
+pub struct EmbeddedQueue {
+    store: Embedded,
+    bell: PathBuf,
+}
+
+impl EmbeddedQueue {
+    pub fn new(store: &Embedded) -> EmbeddedQueue {
+        let bell = store
+            .path()
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("queue.bell");
+        EmbeddedQueue {
+            store: store.clone(),
+            bell,
+        }
+    }
+
+    /// Wakes every inbox watching the bell.
+    fn ring(&self) {
+        // Closing a handle opened for writing is the IN_CLOSE_WRITE the
+        // inboxes wait for; the file stays empty.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.bell)
+        {
+            tracing::debug!(error = %e, bell = %self.bell.display(), "cannot ring the queue's bell; consumers look within a second anyway");
+        }
+    }
+
+    /// Messages dead-lettered on `queue` (for tools and tests).
+    pub async fn dead_letters(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
+        let rows: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT body FROM queue_messages WHERE queue = ? AND state = 'dead' ORDER BY id")
+                .bind(queue)
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(store_err)?;
+        Ok(rows.into_iter().map(|(b,)| b).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for EmbeddedQueue {
+    async fn declare(&self, queue: &str) -> Result<()> {
+        sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(queue)
+            .bind(now())
+            .execute(&self.store.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn publish(&self, queue: &str, message: &Message) -> Result<()> {
+        let body = message.encode();
+        let stored = sqlx::query(
+            "INSERT INTO queue_messages (queue, body, published_at) \
+             SELECT name, ?, ? FROM queues WHERE name = ?",
+        )
+        .bind(body)
+        .bind(now())
+        .bind(queue)
+        .execute(&self.store.pool)
+        .await
+        .map_err(store_err)?;
+        if stored.rows_affected() == 0 {
+            return Err(BrokerError::Unroutable { queue: queue.into() });
+        }
+        self.ring();
+        Ok(())
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)> {
+        let alive = now() - chrono::Duration::from_std(CONSUMER_TTL).unwrap_or_default();
+        let (ready, consumers): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM queue_messages WHERE queue = ?1 AND state = 'ready'), \
+                    (SELECT count(*) FROM queue_consumers c, json_each(c.queues) q \
+                      WHERE q.value = ?1 AND c.seen_at > ?2)",
+        )
+        .bind(queue)
+        .bind(alive)
+        .fetch_one(&self.store.pool)
+        .await
+        .map_err(store_err)?;
+        Ok((ready as u32, consumers as u32))
+    }
+
+    async fn consume(&self, queues: &[String], concurrency: u16, name: &str) -> Result<Box<dyn Inbox>> {
+        for queue in queues {
+            self.declare(queue).await?;
+        }
+        let bell = Bell::watch(&self.bell).map_err(|e| {
+            tracing::warn!(error = %e, bell = %self.bell.display(), "cannot watch the queue's bell; looking every second instead");
+            e
+        });
+        let inbox = EmbeddedInbox {
+            queue: self.clone(),
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            queues: serde_json::to_string(queues).map_err(store_err)?,
+            bell: bell.ok(),
+            flow: Arc::new(Flow {
+                state: Mutex::new(FlowState {
+                    concurrency,
+                    busy: 0,
+                    unsettled: 0,
+                }),
+                changed: Notify::new(),
+            }),
+            refreshed: None,
+            stopped: false,
+        };
+        inbox.register().await?;
+        Ok(Box::new(inbox))
+    }
+
+    async fn reconnect(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}
+
+/// inotify on the bell file.
+struct Bell(AsyncFd<InotifyFd>);
+
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Bell {
+    fn watch(path: &Path) -> Result<Bell> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(store_err)?;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(store_err)?;
+        inotify
+            .add_watch(path, AddWatchFlags::IN_CLOSE_WRITE)
+            .map_err(store_err)?;
+        // `new` is deprecated for types whose fd might change or close under
+        // it; `InotifyFd` owns its inotify fd for its whole life, so the
+        // safe constructor is sound here (the replacement is `unsafe`).
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(InotifyFd(inotify)).map_err(store_err)?;
+        Ok(Bell(fd))
+    }
+
+    /// Waits for a ring, or `bound`.
+    async fn wait(&self, bound: Duration) {
+        let _ = tokio::time::timeout(bound, async {
+            loop {
+                let Ok(mut ready) = self.0.readable().await else {
+                    return;
+                };
+                match ready.get_inner().0.read_events() {
+                    Ok(_) => return,
+                    Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+struct FlowState {
+    concurrency: u16,
+    busy: u16,
+    unsettled: u16,
+}
+
+struct Flow {
+    state: Mutex<FlowState>,
+    changed: Notify,
+}
+
+impl Flow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_room(&self) -> bool {
+        let s = self.lock();
+        s.busy + s.unsettled < s.concurrency
+    }
+
+    fn settled(&self) {
+        let mut s = self.lock();
+        s.unsettled = s.unsettled.saturating_sub(1);
+        drop(s);
+        self.changed.notify_waiters();
+    }
+}
+
+#[async_trait::async_trait]
+impl SlotControl for Flow {
+    async fn take(&self) -> Result<()> {
+        self.lock().busy += 1;
+        Ok(())
+    }
+
+    async fn free(&self) -> Result<()> {
+        let mut s = self.lock();
+        s.busy = s.busy.saturating_sub(1);
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn busy(&self) -> u16 {
+        self.lock().busy
+    }
+}
+
+struct EmbeddedInbox {
+    queue: EmbeddedQueue,
+    id: Uuid,
+    name: String,
+    /// The queues served, as a JSON array (bound to `json_each`).
+    queues: String,
+    bell: Option<Bell>,
+    flow: Arc<Flow>,
+    refreshed: Option<tokio::time::Instant>,
+    stopped: bool,
+}
+
+impl EmbeddedInbox {
+    fn pool(&self) -> &sqlx::SqlitePool {
+        &self.queue.store.pool
+    }
+
+    async fn register(&self) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO queue_consumers (id, name, pid, queues, seen_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+        )
+        .bind(self.id)
+        .bind(&self.name)
+        .bind(std::process::id() as i64)
+        .bind(&self.queues)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Refreshes this consumer's row and gives back the messages of the
+    /// consumers that stopped refreshing theirs.
+    async fn housekeeping(&mut self) -> Result<()> {
+        if self.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
+            return Ok(());
+        }
+        self.register().await?;
+        let dead_before = now() - chrono::Duration::from_std(CONSUMER_TTL).unwrap_or_default();
+        let mut tx = self.queue.store.begin().await.map_err(store_err)?;
+        let returned = sqlx::query(
+            "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
+             WHERE state = 'taken' AND consumer IN (SELECT id FROM queue_consumers WHERE seen_at < ?)",
+        )
+        .bind(dead_before)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?
+        .rows_affected();
+        sqlx::query("DELETE FROM queue_consumers WHERE seen_at < ?")
+            .bind(dead_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
+        if returned > 0 {
+            tracing::warn!(
+                messages = returned,
+                "messages held by a consumer that stopped (its process died) are back in the queue"
+            );
+        }
+        self.refreshed = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Takes the oldest ready message of the served queues, if any.
+    async fn take_one(&self) -> Result<Option<(i64, Vec<u8>)>> {
+        loop {
+            let taken: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
+                "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
+                 WHERE id = (SELECT id FROM queue_messages \
+                              WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?3)) \
+                              ORDER BY id LIMIT 1) \
+                   AND state = 'ready' \
+                 RETURNING id, body, deliveries",
+            )
+            .bind(self.id)
+            .bind(now())
+            .bind(&self.queues)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(store_err)?;
+            let Some((id, body, deliveries)) = taken else {
+                return Ok(None);
+            };
+            if deliveries > DELIVERY_LIMIT {
+                sqlx::query("UPDATE queue_messages SET state = 'dead', consumer = NULL WHERE id = ?")
+                    .bind(id)
+                    .execute(self.pool())
+                    .await
+                    .map_err(store_err)?;
+                tracing::error!(
+                    message_id = id,
+                    deliveries,
+                    "a message was delivered {DELIVERY_LIMIT} times without being settled (each consumer died); dead-lettered"
+                );
+                continue;
+            }
+            return Ok(Some((id, body)));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Inbox for EmbeddedInbox {
+    async fn next(&mut self) -> Result<Option<Incoming>> {
+        loop {
+            if self.stopped {
+                std::future::pending::<()>().await;
+            }
+            let flow = self.flow.clone();
+            let changed = flow.changed.notified();
+            if !flow.has_room() {
+                changed.await;
+                continue;
+            }
+            self.housekeeping().await?;
+            if let Some((id, body)) = self.take_one().await? {
+                self.flow.lock().unsettled += 1;
+                let acker = EmbeddedAcker {
+                    pool: self.pool().clone(),
+                    id,
+                    consumer: self.id,
+                    flow: self.flow.clone(),
+                    queue: self.queue.clone(),
+                };
+                return Ok(Some(Incoming::new(body, Box::new(acker))));
+            }
+            match &self.bell {
+                Some(bell) => bell.wait(POLL).await,
+                None => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    fn slots(&self) -> Slots {
+        Slots::new(self.flow.clone())
+    }
+
+    async fn reopen(&mut self) -> Result<()> {
+        self.refreshed = None;
+        self.register().await
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        self.stopped = true;
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        // Like a closed AMQP channel: what this consumer holds unsettled goes
+        // back to the queue.
+        let back = sqlx::query(
+            "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
+             WHERE state = 'taken' AND consumer = ?",
+        )
+        .bind(self.id)
+        .execute(self.pool())
+        .await;
+        let _ = sqlx::query("DELETE FROM queue_consumers WHERE id = ?")
+            .bind(self.id)
+            .execute(self.pool())
+            .await;
+        if back.is_ok_and(|r| r.rows_affected() > 0) {
+            self.queue.ring();
+        }
+    }
+}
+
+struct EmbeddedAcker {
+    pool: sqlx::SqlitePool,
+    id: i64,
+    consumer: Uuid,
+    flow: Arc<Flow>,
+    queue: EmbeddedQueue,
+}
+
+impl EmbeddedAcker {
+    async fn settle(&self, sql: &'static str) -> Result<()> {
+        let result = sqlx::query(sql)
+            .bind(self.id)
+            .bind(self.consumer)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err);
+        self.flow.settled();
+        result.map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl Acker for EmbeddedAcker {
+    async fn ack(&self) -> Result<()> {
+        self.settle("DELETE FROM queue_messages WHERE id = ? AND consumer = ? AND state = 'taken'")
+            .await
+    }
+
+    async fn requeue(&self) -> Result<()> {
+        self.settle(
+            "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
+             WHERE id = ? AND consumer = ? AND state = 'taken'",
+        )
+        .await?;
+        self.queue.ring();
+        Ok(())
+    }
+
+    async fn dead_letter(&self) -> Result<()> {
+        self.settle(
+            "UPDATE queue_messages SET state = 'dead', consumer = NULL \
+             WHERE id = ? AND consumer = ? AND state = 'taken'",
+        )
+        .await
+    }
+}
