@@ -25,22 +25,16 @@ pub struct Global {
     /// Project directory holding modules.json and etl_sequences/ (modules run here).
     #[arg(long, global = true, env = "SCHEDULER_PROJECT", default_value = ".")]
     pub project: PathBuf,
-    /// PostgreSQL URL (the database is created if missing).
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/scheduler"
-    )]
-    pub database_url: String,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        global = true,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
+    /// The store of record. Unset (with AMQP_URL unset too): the embedded
+    /// store, `.scheduler/scheduler.db` in the project, no server needed.
+    /// `sqlite://PATH`: the embedded store in that file. `postgres://…` (with
+    /// AMQP_URL): the distributed mode (the database is created if missing).
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ URL, for the distributed mode (with a postgres:// DATABASE_URL),
+    /// e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, global = true, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
     /// Queue: the one a started run goes to (unless its sequence names one);
     /// for a worker, the comma-separated queues it serves (etl,heavy).
     #[arg(long, global = true, env = "SCHEDULER_QUEUE", default_value = "etl")]

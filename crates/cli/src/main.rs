@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod connect;
 mod logging;
+mod mode;
 mod output;
 
 use clap::Parser;
@@ -54,12 +55,12 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The exit code of a command that failed with `e`: 3 when PostgreSQL or
-/// RabbitMQ could not be reached, 2 for everything else (usage, definitions).
+/// RabbitMQ could not be reached, or the embedded store cannot be used, 2 for everything else (usage, definitions).
 fn exit_code(e: &anyhow::Error) -> u8 {
     let unreachable = e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<scheduler_tracker::TrackerError>(),
-            Some(scheduler_tracker::TrackerError::Connect { .. })
+            Some(scheduler_tracker::TrackerError::Connect { .. } | scheduler_tracker::TrackerError::Embedded { .. })
         ) || matches!(
             cause.downcast_ref::<scheduler_broker::BrokerError>(),
             Some(scheduler_broker::BrokerError::Connect { .. })

@@ -59,7 +59,11 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let captured = executor_spawn_rate(&dir, 400).await?;
     println!("the same through the executor (process group, output capture, cleanup): {captured:.0}/s serially");
 
-    let mut db = TrackerConfig::new(bench_database_url(&g.database_url));
+    let mut db = TrackerConfig::new(bench_database_url(
+        g.database_url
+            .as_deref()
+            .unwrap_or("postgres://postgres@127.0.0.1:5432/scheduler"),
+    ));
     db.max_connections = a.concurrency as u32 + 6;
     let tracker: Arc<dyn Store> = Arc::new(Tracker::open(&db).await.context("opening the bench database")?);
     let bench_db = BenchDb::connect(&db.url).await?;
@@ -67,7 +71,10 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let queue = format!("bench-{}", uuid::Uuid::now_v7());
     let broker = Broker::connect(
         &BrokerConfig {
-            url: g.amqp_url.clone(),
+            url: g
+                .amqp_url
+                .clone()
+                .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
             queue_expires_ms: Some(60_000),
         },
         "scheduler bench",

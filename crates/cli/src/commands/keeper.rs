@@ -27,13 +27,21 @@ pub fn report_death(g: &Global, worker_id: &str) {
     };
     let reported = runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let mut config = scheduler_tracker::TrackerConfig::new(&g.database_url);
-            config.max_connections = 1;
-            let tracker = scheduler_tracker::Tracker::connect(&config).await?;
-            let store: &dyn scheduler_tracker::Store = &tracker;
+            let store: Box<dyn scheduler_tracker::Store> = match crate::mode::Mode::of(g)? {
+                crate::mode::Mode::Embedded { path } => {
+                    let mut config = scheduler_tracker::EmbeddedConfig::new(path);
+                    config.max_connections = 2;
+                    Box::new(scheduler_tracker::Embedded::open(&config).await?)
+                }
+                crate::mode::Mode::Distributed { database_url, .. } => {
+                    let mut config = scheduler_tracker::TrackerConfig::new(database_url);
+                    config.max_connections = 1;
+                    Box::new(scheduler_tracker::Tracker::connect(&config).await?)
+                }
+            };
             let ended = store.worker_died(worker).await;
             store.close().await;
-            ended
+            anyhow::Ok(ended?)
         })
         .await
     });

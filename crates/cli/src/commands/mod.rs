@@ -95,7 +95,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 steps_per_run,
                 baseline: std::time::Duration::from_secs(baseline_secs),
                 database_url: bench_database_url,
-                amqp_url: g.amqp_url.clone(),
+                amqp_url: g
+                    .amqp_url
+                    .clone()
+                    .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
                 program: std::env::current_exe()
                     .map_err(|e| anyhow::anyhow!("finding this program's path, to run its worker and prune: {e}"))?,
             };
@@ -113,7 +116,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 steps_per_run,
                 samples,
                 database_url: bench_database_url,
-                amqp_url: g.amqp_url.clone(),
+                amqp_url: g
+                    .amqp_url
+                    .clone()
+                    .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
             };
             scheduler_bench::ui::bench(args).await?;
             Ok(ExitCode::SUCCESS)

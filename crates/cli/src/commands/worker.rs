@@ -46,13 +46,29 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
         }),
         prune_every: Duration::from_secs(a.prune_every.max(1)),
         keeper: keeper_command(),
-        keeper_env: vec![("DATABASE_URL".into(), g.database_url.clone().into())],
+        keeper_env: keeper_env(g)?,
         health_file: a.health_file.clone(),
         logs: scheduler_worker::logs::LogLimits {
             cap: a.log_cap,
             ..Default::default()
         },
         ..WorkerConfig::default()
+    })
+}
+
+/// What the keeper needs to find the store the worker uses: the same mode,
+/// with the embedded store's path made absolute (the keeper may start
+/// elsewhere).
+fn keeper_env(g: &Global) -> anyhow::Result<Vec<(std::ffi::OsString, std::ffi::OsString)>> {
+    Ok(match crate::mode::Mode::of(g)? {
+        crate::mode::Mode::Embedded { path } => {
+            let path = std::path::absolute(&path).unwrap_or(path);
+            vec![("DATABASE_URL".into(), format!("sqlite://{}", path.display()).into())]
+        }
+        crate::mode::Mode::Distributed { database_url, amqp_url } => vec![
+            ("DATABASE_URL".into(), database_url.into()),
+            ("AMQP_URL".into(), amqp_url.into()),
+        ],
     })
 }
 
