@@ -1,11 +1,15 @@
 //! Test harness: each test gets its own PostgreSQL database and RabbitMQ
 //! queue (unique names, queues with `x-expires`), its own project directory,
 //! and drives the real `scheduler` binary, as a user would.
+//!
+//! `SCHEDULER_TEST_MODE=embedded` runs the same tests in the zero-server
+//! mode: no URL is given to the binary, so it keeps its store and queue in
+//! the project's `.scheduler/scheduler.db`, as a new user's would.
 #![allow(dead_code)]
 
 pub mod services;
 
-use scheduler_broker::{Broker, BrokerConfig};
+use scheduler_broker::{Broker, BrokerConfig, Transport};
 use scheduler_core::Message;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -15,6 +19,15 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The mode the tests drive the binary in.
+pub fn embedded_mode() -> bool {
+    match std::env::var("SCHEDULER_TEST_MODE").as_deref() {
+        Ok("embedded") => true,
+        Ok("distributed") | Err(_) => false,
+        Ok(other) => panic!("SCHEDULER_TEST_MODE={other}: expected embedded or distributed"),
+    }
+}
 
 pub fn base_db_url() -> String {
     std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -65,15 +78,29 @@ impl Env {
         env
     }
 
+    /// The store's URL: the PostgreSQL database, or in the embedded mode
+    /// `sqlite://` and the project's store file.
     pub fn db_url(&self) -> String {
-        format!("{}/{}", base_db_url(), self.db_name)
+        if embedded_mode() {
+            format!("sqlite://{}", self.store_path().display())
+        } else {
+            format!("{}/{}", base_db_url(), self.db_name)
+        }
+    }
+
+    /// The embedded store's file (the default place, in the project).
+    pub fn store_path(&self) -> PathBuf {
+        self.project.join(".scheduler").join("scheduler.db")
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_scheduler"));
-        c.env("DATABASE_URL", self.db_url())
-            .env("AMQP_URL", AMQP_URL)
-            .env("SCHEDULER_QUEUE", &self.queue)
+        if embedded_mode() {
+            c.env_remove("DATABASE_URL").env_remove("AMQP_URL");
+        } else {
+            c.env("DATABASE_URL", self.db_url()).env("AMQP_URL", AMQP_URL);
+        }
+        c.env("SCHEDULER_QUEUE", &self.queue)
             .env("SCHEDULER_PROJECT", &self.project)
             .env("SCHEDULER_QUEUE_EXPIRES_MS", "600000")
             .env("RUST_LOG", "info")
@@ -217,6 +244,13 @@ impl Env {
 
     /// Publishes messages on this env's queue (duplicates, late ones).
     pub fn publish(&self, messages: &[Message]) {
+        if embedded_mode() {
+            return self.with_queue(|queue| async move {
+                for m in messages {
+                    queue.publish(&self.queue, m).await.unwrap();
+                }
+            });
+        }
         with_broker(|broker| async move {
             for m in messages {
                 broker.publish(&self.queue, m).await.unwrap();
@@ -236,20 +270,23 @@ impl Drop for Env {
         }
         let db = self.db_name.clone();
         let url = format!("{}/postgres", base_db_url());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            use sqlx::Connection;
-            if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-                )))
-                .execute(&mut c)
-                .await;
-            }
-        });
+        let rt = if embedded_mode() {
+            None
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
+        };
+        if let Some(rt) = rt {
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.project);
         } else {
@@ -337,6 +374,13 @@ pub fn seq(modules: &[&str]) -> String {
 impl Env {
     /// Publishes raw bytes on this env's queue (malformed input).
     pub fn publish_raw(&self, payloads: &[&[u8]]) {
+        if embedded_mode() {
+            return self.with_queue(|queue| async move {
+                for p in payloads {
+                    queue.publish_raw(&self.queue, p).await.unwrap();
+                }
+            });
+        }
         with_broker(|broker| async move {
             for p in payloads {
                 broker.publish_raw(&self.queue, p, "garbage").await.unwrap();
@@ -346,7 +390,34 @@ impl Env {
 
     /// Messages waiting in `queue` (ready, not delivered).
     pub fn queue_depth(&self, queue: &str) -> u32 {
+        if embedded_mode() {
+            return self.with_queue(|q| async move { q.queue_depth(queue).await.unwrap().0 });
+        }
         with_broker(|broker| async move { broker.queue_depth(queue).await.unwrap().0 })
+    }
+}
+
+impl Env {
+    /// Runs `f` with the embedded queue of this env's store (embedded mode).
+    pub fn with_queue<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(scheduler_tracker::EmbeddedQueue) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = scheduler_tracker::Embedded::open(&scheduler_tracker::EmbeddedConfig::new(self.store_path()))
+                .await
+                .unwrap();
+            let queue = scheduler_tracker::EmbeddedQueue::new(&store);
+            queue.declare(&self.queue).await.unwrap();
+            let out = f(queue).await;
+            store.close().await;
+            out
+        })
     }
 }
 

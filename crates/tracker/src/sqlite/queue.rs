@@ -85,6 +85,24 @@ impl EmbeddedQueue {
         }
     }
 
+    /// Stores bytes as they are on `queue` (tests of malformed messages).
+    pub async fn publish_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
+        let stored = sqlx::query(
+            "INSERT INTO queue_messages (queue, body, published_at) SELECT name, ?, ? FROM queues WHERE name = ?",
+        )
+        .bind(body)
+        .bind(now())
+        .bind(queue)
+        .execute(&self.store.pool)
+        .await
+        .map_err(store_err)?;
+        if stored.rows_affected() == 0 {
+            return Err(BrokerError::Unroutable { queue: queue.into() });
+        }
+        self.ring();
+        Ok(())
+    }
+
     /// Messages dead-lettered on `queue` (for tools and tests).
     pub async fn dead_letters(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
         let rows: Vec<(Vec<u8>,)> =
@@ -110,22 +128,7 @@ impl Transport for EmbeddedQueue {
     }
 
     async fn publish(&self, queue: &str, message: &Message) -> Result<()> {
-        let body = message.encode();
-        let stored = sqlx::query(
-            "INSERT INTO queue_messages (queue, body, published_at) \
-             SELECT name, ?, ? FROM queues WHERE name = ?",
-        )
-        .bind(body)
-        .bind(now())
-        .bind(queue)
-        .execute(&self.store.pool)
-        .await
-        .map_err(store_err)?;
-        if stored.rows_affected() == 0 {
-            return Err(BrokerError::Unroutable { queue: queue.into() });
-        }
-        self.ring();
-        Ok(())
+        self.publish_raw(queue, &message.encode()).await
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<(u32, u32)> {
