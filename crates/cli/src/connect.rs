@@ -24,6 +24,8 @@ pub async fn broker(g: &Global, name: &str) -> anyhow::Result<Broker> {
     let config = BrokerConfig {
         url: g.amqp_url.clone(),
         queue_expires_ms: g.queue_expires_ms,
+        queue_type: g.queue_type,
+        delivery_limit: g.delivery_limit,
     };
     Ok(Broker::connect(&config, name).await?)
 }

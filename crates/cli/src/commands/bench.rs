@@ -69,6 +69,8 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         &BrokerConfig {
             url: g.amqp_url.clone(),
             queue_expires_ms: Some(60_000),
+            queue_type: g.queue_type,
+            delivery_limit: g.delivery_limit,
         },
         "scheduler bench",
     )
