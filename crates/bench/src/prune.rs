@@ -155,8 +155,8 @@ async fn measure(
     let queue = format!("bench-prune-{}", Uuid::now_v7());
     let broker = Broker::connect(
         &BrokerConfig {
-            url: args.amqp_url.clone(),
             queue_expires_ms: Some(600_000),
+            ..BrokerConfig::new(args.amqp_url.clone())
         },
         "scheduler bench-prune",
     )

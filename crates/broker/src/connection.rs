@@ -1,11 +1,15 @@
 //! Connecting to RabbitMQ, declaring a queue and its dead-letter queue, and
 //! publishing with confirms.
 //!
-//! Topology, per queue name `Q` (default `etl`): a durable classic queue `Q`
-//! whose rejected messages go (through the default exchange) to the durable
-//! queue `Q.dead`. Messages are published to the default exchange with
-//! routing key `Q`, persistent, `mandatory` (an unroutable message is an
-//! error, not a silent drop).
+//! Topology, per queue name `Q` (default `etl`): a durable queue `Q` of the
+//! configured [`QueueType`] whose rejected messages go (through the default
+//! exchange) to the durable queue `Q.dead`, of the same type. A quorum `Q`
+//! also dead-letters a message returned more than `delivery_limit` times
+//! (requeued, or left unacknowledged by a consumer that died): a poison
+//! message that kills every worker ends in `Q.dead` instead of looping.
+//! Messages are published to the default exchange with routing key `Q`,
+//! persistent, `mandatory` (an unroutable message is an error, not a silent
+//! drop).
 
 use crate::{BrokerError, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -15,12 +19,64 @@ use scheduler_core::Message;
 use scheduler_core::redact_url;
 use std::sync::{Arc, RwLock};
 
+/// The kind of RabbitMQ queue declared for `Q` and `Q.dead`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Replicated with Raft: the queue survives the loss of a minority of a
+    /// cluster's nodes, and a delivery limit dead-letters poison messages.
+    /// RabbitMQ's recommendation for durable queues.
+    #[default]
+    Quorum,
+    /// A queue on one node: unavailable while that node is down.
+    Classic,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "quorum" => Ok(QueueType::Quorum),
+            "classic" => Ok(QueueType::Classic),
+            other => Err(format!("unknown queue type {other:?}: expected quorum or classic")),
+        }
+    }
+}
+
+/// Returns of one message (requeues, and deliveries left unacknowledged by
+/// a consumer that died) after which a quorum queue dead-letters it. A
+/// claimed step's delivery is acknowledged before its module runs, so a
+/// worker killed mid-module does not count; what counts is a crash between
+/// delivery and claim, and a handler requeueing while PostgreSQL is away
+/// (`requeue_later` waits longer after each return, so 20 returns span
+/// minutes of outage, not seconds).
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub url: String,
     /// `x-expires` for declared queues (tests: leftovers vanish). `None` in
     /// production: a queue outlives its workers.
     pub queue_expires_ms: Option<u32>,
+    /// The type of every queue this process declares; a queue that exists
+    /// with the other type is refused by RabbitMQ ([`BrokerError::QueueType`]).
+    pub queue_type: QueueType,
+    /// Quorum queues only: `x-delivery-limit`.
+    pub delivery_limit: u32,
 }
 
 impl BrokerConfig {
@@ -28,6 +84,8 @@ impl BrokerConfig {
         BrokerConfig {
             url: url.into(),
             queue_expires_ms: None,
+            queue_type: QueueType::default(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
     }
 }
@@ -65,7 +123,36 @@ impl Inner {
     }
 }
 
+/// One durable queue; RabbitMQ's refusal of an existing queue of the other
+/// type (or other arguments) becomes [`BrokerError::QueueType`].
+async fn declare_one(ch: &Channel, queue: &str, config: &BrokerConfig, args: FieldTable) -> Result<()> {
+    match ch
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_precondition_failed(&e) => Err(BrokerError::QueueType {
+            queue: queue.into(),
+            wanted: config.queue_type,
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.kind() == &lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)
+    )
+}
+
 impl Broker {
+    /// The settings this broker declares queues with.
+    pub fn config(&self) -> BrokerConfig {
+        self.inner().config.clone()
+    }
+
     /// Connects; `name` shows in the RabbitMQ connection list.
     pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Broker> {
         let inner = Inner::open(config, name).await?;
@@ -92,27 +179,40 @@ impl Broker {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Declares `queue` and `queue.dead` (idempotent).
+    /// Declares `queue` and `queue.dead` (idempotent), on a channel of their
+    /// own: RabbitMQ closes the channel of a refused declare, and the
+    /// publishing channel must outlive it.
     pub async fn declare(&self, queue: &str) -> Result<()> {
         let inner = self.inner();
-        let ch = &inner.publisher;
+        let config = &inner.config;
+        let ch = inner.connection.create_channel().await?;
         let dead = format!("{queue}.dead");
-        ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), self.expiry())
-            .await?;
-        let mut args = self.expiry();
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dead.as_str().into()),
-        );
-        ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        Ok(())
+        let declared = async {
+            declare_one(&ch, &dead, config, self.base_args(config)).await?;
+            let mut args = self.base_args(config);
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead.as_str().into()),
+            );
+            if config.queue_type == QueueType::Quorum {
+                args.insert("x-delivery-limit".into(), AMQPValue::LongUInt(config.delivery_limit));
+            }
+            declare_one(&ch, queue, config, args).await
+        }
+        .await;
+        let _ = ch.close(200, "OK".into()).await;
+        declared
     }
 
-    fn expiry(&self) -> FieldTable {
+    /// `x-queue-type` and `x-expires`, for `Q` and `Q.dead` alike.
+    fn base_args(&self, config: &BrokerConfig) -> FieldTable {
         let mut args = FieldTable::default();
-        if let Some(ms) = self.inner().config.queue_expires_ms {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(config.queue_type.as_str().into()),
+        );
+        if let Some(ms) = config.queue_expires_ms {
             args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
         }
         args

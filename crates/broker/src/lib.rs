@@ -19,7 +19,7 @@ pub mod connection;
 pub mod inbox;
 pub mod transport;
 
-pub use connection::{Broker, BrokerConfig};
+pub use connection::{Broker, BrokerConfig, DEFAULT_DELIVERY_LIMIT, QueueType};
 pub use inbox::RabbitInbox;
 pub use transport::{Acker, Inbox, Incoming, SlotControl, Slots, Transport};
 
@@ -36,6 +36,17 @@ pub enum BrokerError {
         "queue {queue:?} does not exist on the broker, so the message could not be routed; start a worker for it, or declare it"
     )]
     Unroutable { queue: String },
+    #[error(
+        "queue {queue:?} exists on RabbitMQ with other settings than a {wanted} queue \
+         ({detail}). A queue's type cannot change in place: run every command with the \
+         queue's current type (--queue-type / SCHEDULER_QUEUE_TYPE), or move the queue \
+         (README: \"Moving a classic queue to quorum\")"
+    )]
+    QueueType {
+        queue: String,
+        wanted: connection::QueueType,
+        detail: String,
+    },
     #[error("RabbitMQ error: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("the embedded queue (in the SQLite store) failed: {0}")]

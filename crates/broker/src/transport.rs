@@ -11,7 +11,9 @@
 //!   deliveries back;
 //! - an [`Inbox`] never hands out more deliveries than its free [`Slots`]:
 //!   a slot taken for a step that runs after its delivery was acknowledged
-//!   keeps counting (RabbitMQ: prefetch lowered to the free slots).
+//!   keeps counting, and unsettled deliveries plus taken slots never exceed
+//!   the slots (RabbitMQ: each new consumer's prefetch is the free slots
+//!   left, and the consumer is replaced when that changes).
 //!
 //! A trait object rather than generics, for the reason the store gives
 //! (`scheduler_tracker::store`): non-generic callers, one boxed future per
@@ -63,6 +65,11 @@ pub trait Acker: Send + Sync {
     async fn requeue(&self) -> Result<()>;
     /// Out of the queue for good, kept where an operator can inspect it.
     async fn dead_letter(&self) -> Result<()>;
+    /// The delivery's step took a slot: from now on the slot counts, not
+    /// the delivery. Returns the token [`SlotControl::take`] is given.
+    fn release_hold(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One delivery. Dropping it unsettled leaves it with this consumer until
@@ -70,11 +77,16 @@ pub trait Acker: Send + Sync {
 pub struct Incoming {
     pub data: Vec<u8>,
     acker: Box<dyn Acker>,
+    redeliveries: u32,
 }
 
 impl Incoming {
     pub fn new(data: Vec<u8>, acker: Box<dyn Acker>) -> Incoming {
-        Incoming { data, acker }
+        Incoming {
+            data,
+            acker,
+            redeliveries: 0,
+        }
     }
     pub async fn ack(&self) -> Result<()> {
         self.acker.ack().await
@@ -85,14 +97,24 @@ impl Incoming {
     pub async fn dead_letter(&self) -> Result<()> {
         self.acker.dead_letter().await
     }
+    /// How many times the broker delivered this message before (RabbitMQ
+    /// quorum queues' `x-delivery-count`; 0 where the transport does not
+    /// count).
+    pub fn redeliveries(&self) -> u32 {
+        self.redeliveries
+    }
+    pub fn with_redeliveries(mut self, redeliveries: u32) -> Incoming {
+        self.redeliveries = redeliveries;
+        self
+    }
 }
 
 /// A consumer's capacity, shared by the tasks running its steps.
 #[async_trait::async_trait]
 pub trait SlotControl: Send + Sync {
     /// Takes a slot for a step that will run; call before acknowledging its
-    /// delivery.
-    async fn take(&self) -> Result<()>;
+    /// delivery. `held`: what the delivery's [`Acker::release_hold`] gave.
+    async fn take(&self, held: Option<u64>) -> Result<()>;
     /// Frees a slot when its step is done.
     async fn free(&self) -> Result<()>;
     async fn busy(&self) -> u16;
@@ -106,8 +128,9 @@ impl Slots {
     pub fn new(control: Arc<dyn SlotControl>) -> Slots {
         Slots(control)
     }
-    pub async fn take(&self) -> Result<()> {
-        self.0.take().await
+    /// Takes a slot for the step of `delivery`; call before acknowledging it.
+    pub async fn take(&self, delivery: &Incoming) -> Result<()> {
+        self.0.take(delivery.acker.release_hold()).await
     }
     pub async fn free(&self) -> Result<()> {
         self.0.free().await

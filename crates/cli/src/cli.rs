@@ -39,6 +39,15 @@ pub struct Global {
     /// for a worker, the comma-separated queues it serves (etl,heavy).
     #[arg(long, global = true, env = "SCHEDULER_QUEUE", default_value = "etl")]
     pub queue: String,
+    /// Type of the queues this command declares (the queue and its `.dead`):
+    /// quorum (replicated, a delivery limit for poison messages) or classic.
+    /// An existing queue keeps its type: see the README to move one.
+    #[arg(long, global = true, env = "SCHEDULER_QUEUE_TYPE", default_value = "quorum")]
+    pub queue_type: scheduler_broker::QueueType,
+    /// Quorum queues: returns of a message (requeues, a consumer dying
+    /// before settling it) after which RabbitMQ moves it to the `.dead` queue.
+    #[arg(long, global = true, env = "SCHEDULER_DELIVERY_LIMIT", default_value_t = scheduler_broker::DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: u32,
     /// Log format on stderr: text or json.
     #[arg(long, global = true, env = "SCHEDULER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -59,6 +59,8 @@ async fn broker(g: &Global, url: &str, name: &str) -> anyhow::Result<Broker> {
     let config = BrokerConfig {
         url: url.to_string(),
         queue_expires_ms: g.queue_expires_ms,
+        queue_type: g.queue_type,
+        delivery_limit: g.delivery_limit,
     };
     Ok(Broker::connect(&config, name).await?)
 }

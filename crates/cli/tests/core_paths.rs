@@ -140,11 +140,21 @@ fn twenty_runs_spread_over_two_worker_processes_all_succeed() {
 }
 
 #[test]
-fn a_long_module_does_not_hide_queued_work_from_an_idle_worker() {
+fn a_long_module_does_not_hide_queued_work_from_an_idle_worker_classic() {
+    a_long_module_does_not_hide_queued_work_from_an_idle_worker("classic");
+}
+
+#[test]
+fn a_long_module_does_not_hide_queued_work_from_an_idle_worker_quorum() {
+    a_long_module_does_not_hide_queued_work_from_an_idle_worker("quorum");
+}
+
+fn a_long_module_does_not_hide_queued_work_from_an_idle_worker(queue_type: &'static str) {
     let mut env = Env::new(
         &[("long", "#!/bin/sh\nsleep 8\n"), ("ok", LEDGER_MODULE)],
         &[("long", &seq(&["long"])), ("short", &seq(&["ok"]))],
-    );
+    )
+    .with_queue_type(queue_type);
     env.spawn_worker(&["-c", "1"]);
     let long = env.start("long");
     env.wait_exec(long, MINUTE, |e| e["state"] == "running");
@@ -166,5 +176,21 @@ fn a_long_module_does_not_hide_queued_work_from_an_idle_worker() {
     assert_ne!(
         v["executions"][0]["worker_id"], long_worker,
         "the short run waited behind the long one"
+    );
+}
+
+#[test]
+fn a_command_declaring_a_queue_of_the_other_type_exits_2_saying_what_to_do() {
+    let mut env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]).with_queue_type("classic");
+    let out = env.run(&["start", "s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The queue is classic now; a worker left at the default (quorum) is refused.
+    env.queue_type = None;
+    let out = env.cmd().args(["worker"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--queue-type") && err.contains("x-queue-type") && err.contains(&env.queue),
+        "{err}"
     );
 }

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 async fn deps(app: &common::TestApp) -> (Broker, Project) {
     let broker = Broker::connect(
         &BrokerConfig {
-            url: common::AMQP_URL.into(),
             queue_expires_ms: Some(600_000),
+            ..BrokerConfig::new(common::AMQP_URL)
         },
         "ui-serve-test",
     )

@@ -30,13 +30,22 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, message: Message) {
 }
 
 /// The store (or the transport) is unavailable: hand the message back after
-/// a pause rather than lose it or spin on it.
+/// a pause rather than lose it or spin on it. The pause doubles with each
+/// return of the message (1 s to 30 s): a quorum queue dead-letters a
+/// message returned more than its delivery limit, and 20 returns must span
+/// minutes of a database outage (about 8), not 20 seconds.
 pub(crate) async fn requeue_later(incoming: Incoming, e: &(dyn std::fmt::Display + Sync)) {
-    tracing::warn!(error = %e, "could not handle the message; requeueing it in 1s");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pause = requeue_pause(incoming.redeliveries());
+    tracing::warn!(error = %e, ?pause, redeliveries = incoming.redeliveries(), "could not handle the message; requeueing it after a pause");
+    tokio::time::sleep(pause).await;
     if let Err(e) = incoming.requeue().await {
         tracing::warn!(error = %e, "could not requeue; the broker will redeliver it");
     }
+}
+
+/// 1 s, doubling with each earlier return, at most 30 s.
+pub fn requeue_pause(redeliveries: u32) -> Duration {
+    Duration::from_secs(1u64 << redeliveries.min(5)).min(Duration::from_secs(30))
 }
 
 /// `start_etl`, delivering the first step locally when this worker serves
@@ -131,4 +140,20 @@ async fn handle_message(ctx: &Ctx, message: &Message) -> Result<Effect, Producer
         Message::ExecModule { .. } => return Ok(Effect::Dropped("exec_module is not a quick message".into())),
     };
     scheduler_producer::apply(&*ctx.store, &*ctx.transport, run_id, decision).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requeue_pause;
+    use std::time::Duration;
+
+    #[test]
+    fn the_requeue_pause_doubles_to_30_s_so_the_delivery_limit_spans_minutes() {
+        assert_eq!(requeue_pause(0), Duration::from_secs(1));
+        assert_eq!(requeue_pause(4), Duration::from_secs(16));
+        assert_eq!(requeue_pause(5), Duration::from_secs(30));
+        assert_eq!(requeue_pause(u32::MAX), Duration::from_secs(30));
+        let twenty: Duration = (0..20).map(requeue_pause).sum();
+        assert!(twenty >= Duration::from_secs(8 * 60), "{twenty:?}");
+    }
 }

@@ -45,7 +45,7 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 /// continues into, free the slot.
 pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed) {
     failpoint::hit(failpoint::AFTER_CLAIM);
-    if let Err(e) = ctx.slots.take().await {
+    if let Err(e) = ctx.slots.take(&incoming).await {
         tracing::warn!(error = %e, "could not adjust the prefetch; continuing");
     }
     // The step is ours (lease in PostgreSQL): the delivery has done its job.

@@ -52,8 +52,8 @@ impl Harness {
         let store: Arc<dyn Store> = Arc::new(Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap());
         let broker = Broker::connect(
             &BrokerConfig {
-                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 queue_expires_ms: Some(600_000),
+                ..BrokerConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f")
             },
             "worker-delivery-test",
         )

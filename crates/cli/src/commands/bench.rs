@@ -76,6 +76,8 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
             queue_expires_ms: Some(60_000),
+            queue_type: g.queue_type,
+            delivery_limit: g.delivery_limit,
         },
         "scheduler bench",
     )

@@ -37,6 +37,8 @@ pub struct Env {
     pub db_name: String,
     pub queue: String,
     pub project: PathBuf,
+    /// `SCHEDULER_QUEUE_TYPE` of every command (default: the binary's own).
+    pub queue_type: Option<&'static str>,
     workers: Vec<Child>,
 }
 
@@ -63,8 +65,15 @@ impl Env {
             db_name: format!("sched_t_{}", &id[id.len() - 16..]),
             queue: format!("t-{id}"),
             project,
+            queue_type: None,
             workers: vec![],
         }
+    }
+
+    /// The same, with every command declaring queues of `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: &'static str) -> Env {
+        self.queue_type = Some(queue_type);
+        self
     }
 
     /// An environment over a copy of the repository's own project files.
@@ -106,6 +115,9 @@ impl Env {
             .env("RUST_LOG", "info")
             .current_dir(&self.project)
             .stdin(Stdio::null());
+        if let Some(t) = self.queue_type {
+            c.env("SCHEDULER_QUEUE_TYPE", t);
+        }
         c
     }
 
@@ -432,9 +444,10 @@ where
         .build()
         .unwrap();
     rt.block_on(async {
+        // Publishing and passive declares only: any queue type does.
         let config = BrokerConfig {
-            url: AMQP_URL.into(),
             queue_expires_ms: Some(600_000),
+            ..BrokerConfig::new(AMQP_URL)
         };
         let broker = Broker::connect(&config, "test").await.unwrap();
         let out = f(broker.clone()).await;

@@ -349,8 +349,8 @@ pub async fn db_clock(db: &mut sqlx::PgConnection) -> f64 {
 
 fn broker_config() -> BrokerConfig {
     BrokerConfig {
-        url: AMQP_URL.into(),
         queue_expires_ms: Some(600_000),
+        ..BrokerConfig::new(AMQP_URL)
     }
 }
 

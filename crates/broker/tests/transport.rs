@@ -1,0 +1,288 @@
+//! The transport's promises against the real RabbitMQ, each run once per
+//! queue type (`both_types!`): publish, consume, acknowledge; "never more
+//! unsettled deliveries + taken slots than slots" through every slot change;
+//! dead-lettering; redelivery after a consumer's crash; and, for quorum
+//! queues, a poison message dead-lettered after the delivery limit. Queues
+//! are unique per test and expire.
+
+use scheduler_broker::{Broker, BrokerConfig, BrokerError, Inbox, Incoming, QueueType, Transport};
+use std::time::{Duration, Instant};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// How long a consumer is given to (wrongly) receive one more delivery.
+const QUIET: Duration = Duration::from_millis(700);
+
+fn config(queue_type: QueueType) -> BrokerConfig {
+    BrokerConfig {
+        queue_expires_ms: Some(600_000),
+        queue_type,
+        ..BrokerConfig::new(AMQP_URL)
+    }
+}
+
+async fn broker(queue_type: QueueType) -> Broker {
+    Broker::connect(&config(queue_type), "broker-test").await.unwrap()
+}
+
+fn unique(name: &str) -> String {
+    format!("bt-{name}-{}", uuid_suffix())
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+async fn publish_n(broker: &Broker, queue: &str, n: u8) {
+    for i in 0..n {
+        broker.publish_raw(queue, &[i], "t").await.unwrap();
+    }
+}
+
+async fn next(inbox: &mut Box<dyn Inbox>) -> Incoming {
+    tokio::time::timeout(Duration::from_secs(10), inbox.next())
+        .await
+        .expect("a delivery within 10 s")
+        .unwrap()
+        .expect("the consumer is live")
+}
+
+/// Nothing more is delivered for [`QUIET`].
+async fn assert_quiet(inbox: &mut Box<dyn Inbox>, why: &str) {
+    if let Ok(got) = tokio::time::timeout(QUIET, inbox.next()).await {
+        let data = got.ok().flatten().map(|d| d.data);
+        panic!("{why}: got a delivery {data:?}");
+    }
+}
+
+/// Ready messages in `queue`, once the count settles at `want` (a quorum
+/// queue answers from its Raft state, a moment behind).
+async fn wait_depth(broker: &Broker, queue: &str, want: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ready, _) = broker.queue_depth(queue).await.unwrap();
+        if ready == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{queue}: {ready} ready, want {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! both_types {
+    ($($name:ident),* $(,)?) => {
+        mod classic { $(#[tokio::test] async fn $name() { super::$name(scheduler_broker::QueueType::Classic).await } )* }
+        mod quorum { $(#[tokio::test] async fn $name() { super::$name(scheduler_broker::QueueType::Quorum).await } )* }
+    };
+}
+
+both_types!(
+    published_messages_are_consumed_and_acknowledged_once,
+    deliveries_plus_taken_slots_never_exceed_the_slots,
+    slots_are_shared_by_the_queues_of_one_worker,
+    a_dead_lettered_message_lands_in_the_dead_queue,
+    a_consumer_that_dies_gives_its_deliveries_back,
+);
+
+async fn published_messages_are_consumed_and_acknowledged_once(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("ack");
+    b.declare(&q).await.unwrap();
+    b.declare(&q).await.unwrap(); // idempotent
+    publish_n(&b, &q, 3).await;
+    let mut inbox = b.consume(std::slice::from_ref(&q), 4, "t").await.unwrap();
+    let mut seen = vec![];
+    for _ in 0..3 {
+        let d = next(&mut inbox).await;
+        seen.push(d.data[0]);
+        d.ack().await.unwrap();
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2]);
+    assert_quiet(&mut inbox, "acknowledged messages must not come back").await;
+    inbox.close().await;
+    wait_depth(&b, &q, 0).await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// The promise the worker's "prefetch = free slots" rests on: with 3
+/// slots, after taking slots for steps (and acknowledging their
+/// deliveries), only the free slots' worth of messages is delivered; the
+/// rest stays ready in the queue for other workers; each freed slot lets
+/// exactly one more through.
+async fn deliveries_plus_taken_slots_never_exceed_the_slots(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("slots");
+    b.declare(&q).await.unwrap();
+    publish_n(&b, &q, 8).await;
+    let mut inbox = b.consume(std::slice::from_ref(&q), 3, "t").await.unwrap();
+    let slots = inbox.slots();
+    // Three deliveries, none settled: the slots are full.
+    let d1 = next(&mut inbox).await;
+    let d2 = next(&mut inbox).await;
+    let d3 = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "3 unsettled deliveries fill 3 slots").await;
+    // Two become running steps (slot taken, then acknowledged, as the worker
+    // does); one is a duplicate, acknowledged without a slot.
+    slots.take(&d1).await.unwrap();
+    d1.ack().await.unwrap();
+    slots.take(&d2).await.unwrap();
+    d2.ack().await.unwrap();
+    d3.ack().await.unwrap();
+    // One slot left: exactly one more delivery.
+    let d4 = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "2 running steps + 1 unsettled delivery fill 3 slots").await;
+    slots.take(&d4).await.unwrap();
+    d4.ack().await.unwrap();
+    assert_eq!(slots.busy().await, 3);
+    assert_quiet(&mut inbox, "3 running steps fill 3 slots").await;
+    wait_depth(&b, &q, 4).await;
+    // A step ends: one more.
+    slots.free().await.unwrap();
+    let d5 = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "2 running steps + 1 unsettled delivery fill 3 slots").await;
+    // Requeued: it comes back, still within the slots.
+    d5.requeue().await.unwrap();
+    let d6 = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "after a requeue, still one free slot").await;
+    d6.ack().await.unwrap();
+    // Every step ends: three at once.
+    for _ in 0..3 {
+        slots.free().await.unwrap();
+    }
+    let mut rest = vec![];
+    for _ in 0..3 {
+        rest.push(next(&mut inbox).await);
+    }
+    assert_quiet(&mut inbox, "3 free slots, 3 deliveries").await;
+    for d in &rest {
+        d.ack().await.unwrap();
+    }
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// Two queues, one slot: each queue gets its turn, never two deliveries.
+async fn slots_are_shared_by_the_queues_of_one_worker(t: QueueType) {
+    let b = broker(t).await;
+    let (qa, qb) = (unique("qa"), unique("qb"));
+    b.declare(&qa).await.unwrap();
+    b.declare(&qb).await.unwrap();
+    publish_n(&b, &qb, 2).await;
+    let mut inbox = b.consume(&[qa.clone(), qb.clone()], 1, "t").await.unwrap();
+    let slots = inbox.slots();
+    // Only qb has work: it is reached even if qa's turn comes first.
+    let d = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "one slot, one unsettled delivery").await;
+    slots.take(&d).await.unwrap();
+    d.ack().await.unwrap();
+    publish_n(&b, &qa, 1).await;
+    assert_quiet(&mut inbox, "the only slot runs a step").await;
+    slots.free().await.unwrap();
+    let d = next(&mut inbox).await;
+    d.ack().await.unwrap();
+    let d = next(&mut inbox).await;
+    d.ack().await.unwrap();
+    assert_quiet(&mut inbox, "both queues drained").await;
+    inbox.close().await;
+    b.delete_queue(&qa).await.unwrap();
+    b.delete_queue(&qb).await.unwrap();
+}
+
+async fn a_dead_lettered_message_lands_in_the_dead_queue(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("dlq");
+    b.declare(&q).await.unwrap();
+    publish_n(&b, &q, 1).await;
+    let mut inbox = b.consume(std::slice::from_ref(&q), 1, "t").await.unwrap();
+    next(&mut inbox).await.dead_letter().await.unwrap();
+    wait_depth(&b, &format!("{q}.dead"), 1).await;
+    wait_depth(&b, &q, 0).await;
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A worker killed before settling: its connection closes and RabbitMQ
+/// hands the delivery to another consumer.
+async fn a_consumer_that_dies_gives_its_deliveries_back(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("crash");
+    b.declare(&q).await.unwrap();
+    publish_n(&b, &q, 1).await;
+    let doomed = broker(t).await;
+    let mut inbox = doomed.consume(std::slice::from_ref(&q), 1, "doomed").await.unwrap();
+    let d = next(&mut inbox).await;
+    doomed.close().await;
+    drop(d);
+    let mut survivor = b.consume(std::slice::from_ref(&q), 1, "survivor").await.unwrap();
+    let again = next(&mut survivor).await;
+    assert_eq!(again.data, [0]);
+    if t == QueueType::Quorum {
+        assert_eq!(again.redeliveries(), 1, "quorum queues count the return");
+    }
+    again.ack().await.unwrap();
+    survivor.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A message that every consumer returns (requeued, or left unsettled by a
+/// consumer that crashed) is moved to `Q.dead` once returned more than the
+/// delivery limit, instead of looping for ever.
+#[tokio::test]
+async fn quorum_a_poison_message_is_dead_lettered_after_the_delivery_limit() {
+    let config = BrokerConfig {
+        delivery_limit: 3,
+        ..config(QueueType::Quorum)
+    };
+    let b = Broker::connect(&config, "broker-test").await.unwrap();
+    let q = unique("poison");
+    b.declare(&q).await.unwrap();
+    b.publish_raw(&q, b"poison", "t").await.unwrap();
+    // Returns 1 and 2: consumers that die holding it.
+    for _ in 0..2 {
+        let doomed = Broker::connect(&config, "doomed").await.unwrap();
+        let mut inbox = doomed.consume(std::slice::from_ref(&q), 1, "doomed").await.unwrap();
+        let _held = next(&mut inbox).await;
+        doomed.close().await;
+    }
+    // Return 3: requeued. Then the delivery at the limit, requeued too.
+    let mut inbox = b.consume(std::slice::from_ref(&q), 1, "t").await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_eq!(d.redeliveries(), 2);
+    d.requeue().await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_eq!(d.redeliveries(), 3, "the last delivery before the dead queue");
+    d.requeue().await.unwrap();
+    assert_quiet(&mut inbox, "returned past the limit: dead-lettered, not delivered").await;
+    wait_depth(&b, &format!("{q}.dead"), 1).await;
+    wait_depth(&b, &q, 0).await;
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A queue's type cannot change in place: declaring it with the other type
+/// is a clear error naming the setting, and the connection stays usable.
+#[tokio::test]
+async fn declaring_an_existing_queue_with_the_other_type_says_what_to_do() {
+    for (existing, wanted) in [
+        (QueueType::Classic, QueueType::Quorum),
+        (QueueType::Quorum, QueueType::Classic),
+    ] {
+        let q = unique("mismatch");
+        broker(existing).await.declare(&q).await.unwrap();
+        let b = broker(wanted).await;
+        let err = b.declare(&q).await.unwrap_err();
+        assert!(matches!(err, BrokerError::QueueType { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--queue-type") && text.contains(&q) && text.contains("x-queue-type"),
+            "{text}"
+        );
+        // The publishing channel survived the refused declare.
+        b.publish_raw(&q, b"x", "t").await.unwrap();
+        b.delete_queue(&q).await.unwrap();
+    }
+}
