@@ -92,6 +92,8 @@ mod tests {
             database_url: db.map(str::to_string),
             amqp_url: amqp.map(str::to_string),
             queue: "etl".into(),
+            queue_type: scheduler_broker::QueueType::Quorum,
+            delivery_limit: 20,
             log_format: "text".into(),
             queue_expires_ms: None,
         }

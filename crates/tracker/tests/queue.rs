@@ -51,7 +51,7 @@ async fn an_inbox_never_holds_more_than_its_free_slots_and_a_freed_slot_lets_the
     }
     let slots = inbox.slots();
     let a = inbox.next().await.unwrap().unwrap();
-    slots.take().await.unwrap();
+    slots.take(&a).await.unwrap();
     a.ack().await.unwrap();
     let b = inbox.next().await.unwrap().unwrap();
     // One slot busy, one delivery unsettled: no room for a third.

@@ -263,7 +263,9 @@ impl Flow {
 
 #[async_trait::async_trait]
 impl SlotControl for Flow {
-    async fn take(&self) -> Result<()> {
+    /// The delivery keeps counting until it is settled (a moment later):
+    /// counting it twice meanwhile is the safe side of the promise.
+    async fn take(&self, _held: Option<u64>) -> Result<()> {
         self.lock().busy += 1;
         Ok(())
     }
@@ -349,7 +351,7 @@ impl EmbeddedInbox {
     }
 
     /// Takes the oldest ready message of the served queues, if any.
-    async fn take_one(&self) -> Result<Option<(i64, Vec<u8>)>> {
+    async fn take_one(&self) -> Result<Option<(i64, Vec<u8>, i64)>> {
         loop {
             let taken: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
                 "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
@@ -381,7 +383,7 @@ impl EmbeddedInbox {
                 );
                 continue;
             }
-            return Ok(Some((id, body)));
+            return Ok(Some((id, body, deliveries)));
         }
     }
 }
@@ -400,7 +402,7 @@ impl Inbox for EmbeddedInbox {
                 continue;
             }
             self.housekeeping().await?;
-            if let Some((id, body)) = self.take_one().await? {
+            if let Some((id, body, deliveries)) = self.take_one().await? {
                 self.flow.lock().unsettled += 1;
                 let acker = EmbeddedAcker {
                     pool: self.pool().clone(),
@@ -409,7 +411,10 @@ impl Inbox for EmbeddedInbox {
                     flow: self.flow.clone(),
                     queue: self.queue.clone(),
                 };
-                return Ok(Some(Incoming::new(body, Box::new(acker))));
+                let redeliveries = u32::try_from(deliveries - 1).unwrap_or(0);
+                return Ok(Some(
+                    Incoming::new(body, Box::new(acker)).with_redeliveries(redeliveries),
+                ));
             }
             match &self.bell {
                 Some(bell) => bell.wait(POLL).await,
