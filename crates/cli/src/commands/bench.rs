@@ -1,8 +1,10 @@
-//! `scheduler bench`: pushes runs of no-op modules through the real path
-//! (PostgreSQL, RabbitMQ with confirms, process spawning) and prints
+//! `scheduler bench`: pushes runs of no-op modules through the real path of
+//! the mode it is given (PostgreSQL and RabbitMQ with confirms, or the
+//! embedded store and its queue; process spawning either way) and prints
 //! throughput and overhead beside the bare cost of spawning the same module,
-//! measured in the same run. It uses its own database (`<db>_bench`) and a
-//! throw-away queue, so it never mixes with real runs.
+//! measured in the same run. It uses its own database (`<db>_bench`), or its
+//! own SQLite file in a temporary directory, and a throw-away queue, so it
+//! never mixes with real runs.
 
 use crate::cli::Global;
 use anyhow::Context;
@@ -10,7 +12,7 @@ use clap::Args;
 use scheduler_bench::BenchDb;
 use scheduler_broker::{Broker, BrokerConfig, Transport};
 use scheduler_producer::{Project, start_run};
-use scheduler_tracker::{RunFilter, Store, Tracker, TrackerConfig};
+use scheduler_tracker::{Embedded, EmbeddedConfig, EmbeddedQueue, RunFilter, Store, Tracker, TrackerConfig};
 use scheduler_worker::WorkerConfig;
 use std::path::Path;
 use std::process::ExitCode;
@@ -59,29 +61,40 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let captured = executor_spawn_rate(&dir, 400).await?;
     println!("the same through the executor (process group, output capture, cleanup): {captured:.0}/s serially");
 
-    let mut db = TrackerConfig::new(bench_database_url(
-        g.database_url
-            .as_deref()
-            .unwrap_or("postgres://postgres@127.0.0.1:5432/scheduler"),
-    ));
-    db.max_connections = a.concurrency as u32 + 6;
-    let tracker: Arc<dyn Store> = Arc::new(Tracker::open(&db).await.context("opening the bench database")?);
-    let bench_db = BenchDb::connect(&db.url).await?;
-    bench_db.erase_everything().await?;
+    let mode = crate::mode::Mode::of(g)?;
+    println!("{}", mode.describe());
     let queue = format!("bench-{}", uuid::Uuid::now_v7());
-    let broker = Broker::connect(
-        &BrokerConfig {
-            url: g
-                .amqp_url
-                .clone()
-                .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
-            queue_expires_ms: Some(60_000),
-            queue_type: g.queue_type,
-            delivery_limit: g.delivery_limit,
-        },
-        "scheduler bench",
-    )
-    .await?;
+    let (tracker, transport, broker): (Arc<dyn Store>, Arc<dyn Transport>, Option<Broker>) = match &mode {
+        crate::mode::Mode::Embedded { .. } => {
+            // Its own file, beside the bench's project: never the project's store.
+            let mut config = EmbeddedConfig::new(dir.join(".scheduler").join("bench.db"));
+            config.max_connections = a.concurrency as u32 + 6;
+            let store = Embedded::open(&config)
+                .await
+                .context("opening the bench's embedded store")?;
+            let queue = EmbeddedQueue::new(&store);
+            (Arc::new(store), Arc::new(queue), None)
+        }
+        crate::mode::Mode::Distributed { database_url, amqp_url } => {
+            let mut db = TrackerConfig::new(bench_database_url(database_url));
+            db.max_connections = a.concurrency as u32 + 6;
+            let tracker = Tracker::open(&db).await.context("opening the bench database")?;
+            let bench_db = BenchDb::connect(&db.url).await?;
+            bench_db.erase_everything().await?;
+            bench_db.close().await;
+            let broker = Broker::connect(
+                &BrokerConfig {
+                    url: amqp_url.clone(),
+                    queue_expires_ms: Some(60_000),
+                    queue_type: g.queue_type,
+                    delivery_limit: g.delivery_limit,
+                },
+                "scheduler bench",
+            )
+            .await?;
+            (Arc::new(tracker), Arc::new(broker.clone()), Some(broker))
+        }
+    };
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
         concurrency: a.concurrency,
@@ -89,7 +102,6 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         ..WorkerConfig::default()
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let transport: Arc<dyn Transport> = Arc::new(broker.clone());
     let worker = tokio::spawn(scheduler_worker::worker::run(
         tracker.clone(),
         transport.clone(),
@@ -106,7 +118,6 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         project,
         store: tracker,
         transport,
-        db: bench_db,
         queue: queue.clone(),
         steps: a.steps,
     };
@@ -115,9 +126,11 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
 
     shutdown.cancel();
     worker.await??;
-    broker.delete_queue(&queue).await.ok();
-    broker.close().await;
-    bench.db.close().await;
+    if let Some(broker) = broker {
+        broker.delete_queue(&queue).await.ok();
+        broker.close().await;
+    }
+    bench.store.close().await;
     std::fs::remove_dir_all(&dir).ok();
     Ok(ExitCode::SUCCESS)
 }
@@ -127,7 +140,6 @@ struct Bench {
     project: Project,
     store: Arc<dyn Store>,
     transport: Arc<dyn Transport>,
-    db: BenchDb,
     queue: String,
     steps: u32,
 }
@@ -151,10 +163,10 @@ impl Bench {
         let mut ids = Vec::new();
         for _ in 0..runs {
             let id = self.start().await?;
-            wait_all(&*self.store, &self.db, &[id]).await?;
+            wait_all(&*self.store, &[id]).await?;
             ids.push(id);
         }
-        let lat = measure(&self.db, &ids, self.steps).await?;
+        let lat = measure(&*self.store, &ids, self.steps).await?;
         println!("\nlatency phase: {runs} runs one after another");
         println!(
             "  per-step dispatch overhead (run wall time minus module time, per step): {}",
@@ -182,11 +194,11 @@ impl Bench {
         while let Some(r) = starts.join_next().await {
             ids.push(r??);
         }
-        wait_all(&*self.store, &self.db, &ids).await?;
+        wait_all(&*self.store, &ids).await?;
         let elapsed = t0.elapsed();
         let executions = (runs * self.steps) as f64;
         let rate = executions / elapsed.as_secs_f64();
-        let thr = measure(&self.db, &ids, self.steps).await?;
+        let thr = measure(&*self.store, &ids, self.steps).await?;
         println!("\nthroughput phase: {runs} runs started at once");
         println!(
             "  {executions:.0} module executions in {:.2}s = {rate:.0} executions/s",
@@ -280,24 +292,31 @@ async fn executor_spawn_rate(dir: &Path, total: usize) -> anyhow::Result<f64> {
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
-async fn wait_all(store: &dyn Store, db: &BenchDb, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
+/// Waits until every run of `ids` is final (read through the store, as
+/// `scheduler runs` does; one query every 20 ms).
+async fn wait_all(store: &dyn Store, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
+    let wanted: std::collections::HashSet<uuid::Uuid> = ids.iter().copied().collect();
     loop {
-        let unfinished = db.count_unfinished(ids).await?;
-        if unfinished == 0 {
-            let failed = store
-                .list_runs(&RunFilter {
-                    state: Some(scheduler_core::RunState::Failed),
-                    limit: 1,
-                    ..Default::default()
-                })
-                .await?;
-            anyhow::ensure!(failed.is_empty(), "a bench run failed: {:?}", failed[0].error);
+        let newest = store
+            .list_runs(&RunFilter {
+                sequence: Some("bench".into()),
+                limit: u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1),
+                ..Default::default()
+            })
+            .await?;
+        let mine: Vec<_> = newest.iter().filter(|r| wanted.contains(&r.id)).collect();
+        if let Some(failed) = mine.iter().find(|r| r.state == "failed") {
+            anyhow::bail!("a bench run failed: {:?}", failed.error);
+        }
+        let finished = mine.iter().filter(|r| r.state == "succeeded").count();
+        if finished == ids.len() {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{unfinished} bench runs did not finish within 10 minutes"
+            "{} bench runs did not finish within 10 minutes",
+            ids.len() - finished
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -309,13 +328,38 @@ struct Stats {
     module: String,
 }
 
-async fn measure(db: &BenchDb, ids: &[uuid::Uuid], steps: u32) -> anyhow::Result<Stats> {
-    let rows: Vec<(f64, f64, f64)> = db
-        .run_timings(ids)
-        .await?
-        .into_iter()
-        .map(|t| (t.wall_ms, t.module_ms, t.first_ms))
-        .collect();
+/// Per run: wall time (recorded to finished), the modules' own time, and
+/// recorded to the first module's start, in ms, from the store's record.
+async fn measure(store: &dyn Store, ids: &[uuid::Uuid], steps: u32) -> anyhow::Result<Stats> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(detail) = store.run_detail(*id).await? else {
+            continue;
+        };
+        let Some(finished) = detail.run.finished_at else {
+            continue;
+        };
+        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let wall = ms(finished - detail.run.created_at);
+        let module: f64 = detail
+            .executions
+            .iter()
+            .map(|e| {
+                e.wall_us
+                    .map(|us| us as f64 / 1000.0)
+                    .or(e.duration_ms.map(|d| d as f64))
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        let first = detail
+            .executions
+            .iter()
+            .filter_map(|e| e.started_at)
+            .min()
+            .map(|s| ms(s - detail.run.created_at))
+            .unwrap_or(0.0);
+        rows.push((wall, module, first));
+    }
     let mut overhead: Vec<f64> = rows.iter().map(|(w, m, _)| (w - m) / steps as f64).collect();
     let mut first: Vec<f64> = rows.iter().map(|(_, _, f)| *f).collect();
     let mut module: Vec<f64> = rows.iter().map(|(_, m, _)| m / steps as f64).collect();
