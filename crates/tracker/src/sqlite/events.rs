@@ -2,7 +2,7 @@
 
 #![allow(unused_imports, unused_variables)]
 
-use super::{Embedded, unported};
+use super::{Embedded, now, unported};
 use crate::Result;
 use crate::activity::Activity;
 use crate::apply::{Write, Written};
@@ -22,6 +22,32 @@ use scheduler_core::machine::RunView;
 use scheduler_core::{ExecState, RetryPolicy, RunState};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// Records an event on `conn`: inside a caller's transaction, so it commits
+/// (or not) with the change that caused it. Returns its id.
+pub(crate) async fn insert_on(conn: &mut sqlx::SqliteConnection, e: &NewEvent) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO events (kind, sequence, run_id, step, attempt, schedule, slot_at, worker_id, message, detail, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+    )
+    .bind(&e.kind)
+    .bind(&e.sequence)
+    .bind(e.run_id)
+    .bind(e.step.map(|s| s as i32))
+    .bind(e.attempt.map(|a| a as i32))
+    .bind(&e.schedule)
+    .bind(e.slot_at)
+    .bind(e.worker_id)
+    .bind(e.message.as_deref().map(crate::runs::strip_nul))
+    .bind(if e.detail.is_null() {
+        serde_json::json!({})
+    } else {
+        e.detail.clone()
+    })
+    .bind(now())
+    .fetch_one(conn)
+    .await?)
+}
 
 pub(crate) async fn record_event(t: &Embedded, event: &NewEvent) -> Result<i64> {
     Err(unported("events::record_event"))
