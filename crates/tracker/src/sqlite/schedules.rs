@@ -3,6 +3,7 @@
 //! the ledger row and its run are written in one `BEGIN IMMEDIATE`
 //! transaction.
 
+use super::slots::admit_in;
 use super::{Embedded, now};
 use crate::Result;
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
@@ -162,7 +163,6 @@ pub(crate) async fn record_slot(
 /// concurrency policy) in one transaction. `None`: another scheduler fired
 /// it already; nothing was written. A run the policy skips records the slot
 /// as `skipped` with the reason.
-#[allow(unused_variables)] // until `slots::admit_in` is ported (porter p1)
 pub(crate) async fn fire_slot(
     t: &Embedded,
     schedule: &str,
@@ -170,7 +170,47 @@ pub(crate) async fn fire_slot(
     fate: &str,
     run: &NewRun,
 ) -> Result<Option<Admitted>> {
-    Err(super::unported("schedules::fire_slot"))
+    let mut tx = t.begin().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO schedule_slots (schedule, slot_at, fate, recorded_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(schedule)
+    .bind(slot)
+    .bind(fate)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let admitted = admit_in(&mut tx, run).await?;
+    let (fate, note) = match &admitted {
+        Admitted::Skipped(note) => ("skipped", Some(note.as_str())),
+        _ => (fate, None),
+    };
+    sqlx::query("UPDATE schedule_slots SET fate = ?3, note = ?4, run_id = ?5 WHERE schedule = ?1 AND slot_at = ?2")
+        .bind(schedule)
+        .bind(slot)
+        .bind(fate)
+        .bind(note)
+        .bind(run.id)
+        .execute(&mut *tx)
+        .await?;
+    if let Admitted::Skipped(note) = &admitted {
+        let event = crate::events::NewEvent {
+            kind: "slot_skipped".into(),
+            sequence: Some(run.snapshot.sequence.clone()),
+            run_id: Some(run.id),
+            schedule: Some(schedule.to_string()),
+            slot_at: Some(slot),
+            message: Some(note.clone()),
+            ..Default::default()
+        };
+        super::events::insert_on(&mut tx, &event).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(admitted))
 }
 
 /// The newest `limit` slots of a schedule, newest first.
