@@ -41,7 +41,7 @@ SELECT e.step, e.attempt, e.module, e.queued_at, e.state, e.duration_ms, e.peak_
 pub(crate) async fn sequence_history(t: &Embedded, sequence: &str, limit: u32) -> Result<SequenceHistory> {
     static RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "{CLOCK} SELECT {RUN_COLUMNS} FROM clock, runs WHERE runs.sequence = ?3
+            "{CLOCK} SELECT {RUN_COLUMNS} FROM runs CROSS JOIN clock WHERE runs.sequence = ?3
               ORDER BY runs.created_at DESC, runs.id DESC LIMIT ?4"
         )
     });

@@ -30,7 +30,10 @@ use uuid::Uuid;
 /// The batch's read: `?1` the bound, `?2`/`?3` the cursor, `?4` the batch
 /// size, and (with `keep_last`) `?5` its offset, `keep_last - 1`. One row
 /// per run scanned, oldest first, with whether it goes and what would go
-/// with it (counted by primary-key ranges, run by run).
+/// with it (counted by primary-key ranges, run by run). The candidates are
+/// a range scan of `runs_newest` in its order: `+state` keeps the planner
+/// from reading every old final run through `runs_by_state` and sorting
+/// them for the first `limit`.
 fn batch_sql(keep_last: bool) -> String {
     // The keep_last-th newest run of the run's sequence (a short range scan
     // of `runs_by_sequence`); older runs may go. A sequence with fewer runs
@@ -45,7 +48,7 @@ fn batch_sql(keep_last: bool) -> String {
         "WITH scan AS MATERIALIZED (
             SELECT id, created_at FROM runs
              WHERE created_at < ?1 AND (created_at, id) > (?2, ?3)
-               AND state IN ('succeeded', 'failed', 'canceled', 'skipped')
+               AND +state IN ('succeeded', 'failed', 'canceled', 'skipped')
              ORDER BY created_at, id
              LIMIT ?4
         )

@@ -27,10 +27,11 @@ pub(crate) async fn last_runs_by_sequence(
         format!(
             "{CLOCK}
              SELECT {RUN_COLUMNS}
-               FROM clock, json_each(?3) AS s
+               FROM json_each(?3) AS s
                JOIN runs ON runs.id IN (
                    SELECT n.id FROM runs n WHERE n.sequence = s.value
                     ORDER BY n.created_at DESC, n.id DESC LIMIT ?4)
+               CROSS JOIN clock
               ORDER BY runs.sequence, runs.created_at DESC, runs.id DESC"
         )
     });

@@ -33,7 +33,10 @@ macro_rules! live_worker {
 }
 
 /// The columns of a [`RunSummary`], from relations named `runs` and
-/// `clock` ([`CLOCK`]). Durations are differences of stored times
+/// `clock` ([`CLOCK`]), joined `runs CROSS JOIN clock`: SQLite keeps the
+/// order of a cross join, so `runs` is the outer loop and its index order
+/// serves `ORDER BY` (with `clock` first, a keyset page would sort every
+/// matching run). Durations are differences of stored times
 /// (`unixepoch(.., 'subsec')`, to the millisecond).
 pub(crate) const RUN_COLUMNS: &str = concat!(
     "runs.id, runs.sequence, runs.state, runs.trigger, runs.queue, runs.step_count,
@@ -67,7 +70,7 @@ fn select_runs() -> QueryBuilder<Sqlite> {
 
 pub(crate) async fn list_runs(t: &Embedded, f: &RunFilter) -> Result<Vec<RunSummary>> {
     let mut q = select_runs();
-    q.push(" FROM clock, runs WHERE true");
+    q.push(" FROM runs CROSS JOIN clock WHERE true");
     if let Some(s) = &f.sequence {
         q.push(" AND sequence = ").push_bind(s.clone());
     }
@@ -188,7 +191,7 @@ impl From<ExecutionRow> for ExecutionView {
 pub(crate) async fn run_detail(t: &Embedded, run_id: Uuid) -> Result<Option<RunDetail>> {
     let mut tx = t.pool.begin().await?;
     let mut q = select_runs();
-    q.push(", runs.snapshot FROM clock, runs WHERE runs.id = ")
+    q.push(", runs.snapshot FROM runs CROSS JOIN clock WHERE runs.id = ")
         .push_bind(run_id);
     let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         return Ok(None);
