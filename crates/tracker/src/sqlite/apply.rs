@@ -1,28 +1,448 @@
-//! Mirrors `crate::apply` (PostgreSQL) for the embedded store.
+//! Mirrors `crate::apply` (PostgreSQL) for the embedded store: writing a
+//! decision of the state machine whole or not at all.
+//!
+//! PostgreSQL writes it as one statement of data-modifying CTEs. SQLite has
+//! none, so here it is one `BEGIN IMMEDIATE` transaction of the same parts,
+//! in the same order, each a statement of its own; the atomicity is the
+//! same (the transaction commits every part that applied, or, on an error,
+//! none), and so is the rule between the parts: a part that does not apply
+//! means nothing after it applies.
+//!
+//! 1. **close** the execution (compare-and-set on `running`, guarded by the
+//!    worker id or by the lease being expired). Not applied: nothing else.
+//! 2. **move** the run `from -> to` (compare-and-set), or, without a move,
+//!    **read** it if it is `running`. Neither: the close (if any) is all
+//!    that is written.
+//! 3. a move to `canceled` cancels the run's queued executions (before the
+//!    insert, as PostgreSQL's CTE sees the table as it was before the
+//!    statement: the execution queued by this write is never among them).
+//! 4. **queue** the next execution from the run's snapshot, optionally
+//!    already claimed (`ON CONFLICT DO NOTHING`: a duplicate is a no-op).
+//! 5. the events: `step_retrying` when the queued execution is a delayed
+//!    retry of the attempt just closed (PostgreSQL's shape `CloseRetry`:
+//!    only without a move); a run's `run_failed`, `run_recovered` and
+//!    healthcheck pings when it moved (`MOVE_EVENTS`). The hot path (close,
+//!    read, queue) issues none of these statements.
 
-#![allow(unused_imports, unused_variables)]
-
-use super::{Embedded, unported};
+use super::{Embedded, now};
 use crate::Result;
-use crate::activity::Activity;
-use crate::apply::{Write, Written};
-use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
-use crate::executions::{Claimed, ExecKey};
-use crate::history::SequenceHistory;
-use crate::logs::{LogPiece, LogRow, LogState};
-use crate::recovery::{Expired, Stuck};
-use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
-use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
-use crate::slots::{Admitted, NewRun};
-use crate::ui_queries::StateCounts;
-use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
-use crate::workers::{Held, WorkerInfo};
+use crate::apply::{Close, Write, Written};
+use crate::executions::{Claimed, ExecResult, ModuleEnv, StepDef, env_pairs};
+use crate::runs::strip_nul;
 use chrono::{DateTime, Utc};
-use scheduler_core::machine::RunView;
-use scheduler_core::{ExecState, RetryPolicy, RunState};
+use scheduler_core::{ExecState, RunState};
+use sqlx::SqliteConnection;
+use sqlx::types::Json;
+use std::sync::LazyLock;
 use std::time::Duration;
-use uuid::Uuid;
 
-pub(crate) async fn apply_write(t: &Embedded, write: &Write<'_>) -> Result<Written> {
-    Err(unported("apply::apply_write"))
+/// What the run part returns, whether it moved the run or read it: the
+/// answer's run-level columns. `$2` is the step to queue (its `cwd`, `env`
+/// and definition for the claim).
+const RUN_COLUMNS: &str = "id, sequence, step_count, queue,
+       json_type(snapshot, '$.concurrency.max_concurrent') IS NOT NULL AS limited,
+       json_extract(snapshot, '$.logical_date') AS logical_date,
+       json_extract(snapshot, '$.schedule') AS schedule,
+       json_extract(snapshot, '$.steps[' || $2 || '].cwd') AS cwd,
+       json_extract(snapshot, '$.steps[' || $2 || '].env') AS env,
+       json_extract(snapshot, '$.steps[' || $2 || ']') AS step_def";
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    sequence: String,
+    step_count: i32,
+    queue: String,
+    limited: bool,
+    logical_date: Option<String>,
+    schedule: Option<String>,
+    cwd: Option<String>,
+    env: Option<ModuleEnv>,
+    step_def: Option<StepDef>,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueuedRow {
+    module: String,
+    argv: Json<Vec<String>>,
+    timeout_secs: Option<i64>,
+    retry: i32,
+    queue: Option<String>,
+    state: String,
+}
+
+pub(crate) async fn apply_write(t: &Embedded, w: &Write<'_>) -> Result<Written> {
+    let mut tx = t.begin().await?;
+    let written = apply_on(&mut tx, w).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// [`apply_write`] on a given connection, inside the caller's `BEGIN
+/// IMMEDIATE` transaction.
+pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Result<Written> {
+    let now = now();
+    let plan = w.plan;
+    let delayed = plan.queue.and_then(|q| q.delay);
+
+    // 1. Close.
+    if let Some(close) = w.close
+        && !close_execution(conn, w.run_id, close, now).await?
+    {
+        return Ok(Written::default());
+    }
+
+    // 2. Move, or read.
+    let step = plan.queue.map(|q| q.step as i32);
+    let run: Option<RunRow> = match plan.run {
+        Some(m) => {
+            static MOVE: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "UPDATE runs SET
+                    state = $4,
+                    updated_at = $7,
+                    started_at = CASE WHEN $4 = 'running' THEN coalesce(started_at, $7) ELSE started_at END,
+                    finished_at = CASE WHEN $4 IN ('succeeded', 'failed', 'canceled', 'skipped') THEN $7 ELSE NULL END,
+                    failed_step = CASE WHEN $4 = 'failed' THEN $5 WHEN $4 = 'running' THEN NULL ELSE failed_step END,
+                    error = CASE WHEN $4 = 'failed' THEN $6 WHEN $4 = 'running' THEN NULL ELSE error END,
+                    note = CASE WHEN $3 = 'waiting' THEN NULL ELSE note END
+                  WHERE id = $1 AND state = $3
+              RETURNING {RUN_COLUMNS}"
+                )
+            });
+            sqlx::query_as(sqlx::AssertSqlSafe(MOVE.as_str()))
+                .bind(w.run_id)
+                .bind(step)
+                .bind(m.from.as_str())
+                .bind(m.to.as_str())
+                .bind(plan.failure.as_ref().map(|f| f.step as i32))
+                .bind(plan.failure.as_ref().map(|f| strip_nul(&f.reason)))
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        // Read, not written: updating the run on every step would rewrite
+        // its row and every index on it.
+        None => {
+            static READ: LazyLock<String> =
+                LazyLock::new(|| format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND state = 'running'"));
+            sqlx::query_as(sqlx::AssertSqlSafe(READ.as_str()))
+                .bind(w.run_id)
+                .bind(step)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    let Some(run) = run else {
+        return Ok(Written {
+            closed: true,
+            ..Written::default()
+        });
+    };
+
+    // 3. A run moved to `canceled` takes its queued executions with it.
+    if plan.run.is_some_and(|m| m.to == RunState::Canceled) {
+        sqlx::query(
+            "UPDATE executions SET state = 'canceled', finished_at = $2 WHERE run_id = $1 AND state = 'queued'",
+        )
+        .bind(w.run_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // 4. Queue.
+    let queued: Option<QueuedRow> = match plan.queue {
+        None => None,
+        Some(q) => {
+            let claim = w.claim_for.filter(|_| delayed.is_none());
+            let lease_until = claim.map(|c| after(now, c.lease));
+            let due_at = delayed.map(|d| after(now, d));
+            let queues = Json(claim.map_or(&[][..], |c| c.queues));
+            // Claimed when a worker asked, the step is due now and the
+            // worker serves the step's queue (the run's for older
+            // snapshots).
+            sqlx::query_as(
+                "INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
+                                         worker_id, started_at, lease_until, retry, due_at, queue, queued_at)
+                 SELECT $1, $2, $3, json_extract(s, '$.module_name'), json_extract(s, '$.argv'),
+                        json_extract(s, '$.timeout_secs'),
+                        CASE WHEN claim THEN 'running' ELSE 'queued' END,
+                        CASE WHEN claim THEN $4 END,
+                        CASE WHEN claim THEN $9 END,
+                        CASE WHEN claim THEN $5 END,
+                        coalesce($6, 0), $7, step_queue, $9
+                   FROM (SELECT s, step_queue,
+                                $4 IS NOT NULL AND step_queue IN (SELECT value FROM json_each($8)) AS claim
+                           FROM (SELECT s, coalesce(json_extract(s, '$.queue'), queue) AS step_queue
+                                   FROM (SELECT json_extract(snapshot, '$.steps[' || $2 || ']') AS s, queue
+                                           FROM runs WHERE id = $1)))
+                  WHERE s IS NOT NULL
+                 ON CONFLICT DO NOTHING
+              RETURNING module, argv, timeout_secs, retry, queue, state",
+            )
+            .bind(w.run_id)
+            .bind(q.step as i32)
+            .bind(q.attempt as i32)
+            .bind(claim.map(|c| c.worker_id))
+            .bind(lease_until)
+            .bind(q.retry as i32)
+            .bind(due_at)
+            .bind(queues)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+
+    // 5. Events.
+    let retrying = matches!(w.close, Some(Close::Finish { .. })) && delayed.is_some();
+    if retrying
+        && plan.run.is_none()
+        && let (Some(q), Some(Close::Finish { key, result, .. }), Some(queue)) = (plan.queue, w.close, &queued)
+    {
+        sqlx::query(
+            "INSERT INTO events (kind, sequence, run_id, step, attempt, message, detail, at)
+             SELECT 'step_retrying', sequence, id, $2, $3, $4,
+                    json_patch('{}', json_object(
+                        'module', $5, 'retry', $6, 'next_attempt', $7,
+                        'retries', json_extract(snapshot, '$.steps[' || $8 || '].retry.retries'),
+                        'due_at', $9, 'exit_code', $10)),
+                    $11
+               FROM runs WHERE id = $1",
+        )
+        .bind(w.run_id)
+        .bind(key.step as i32)
+        .bind(key.attempt as i32)
+        .bind(result.error.as_deref().map(strip_nul))
+        .bind(&queue.module)
+        .bind(queue.retry)
+        .bind(q.attempt as i32)
+        .bind(q.step as i32)
+        .bind(delayed.map(|d| after(now, d)))
+        .bind(result.exit_code)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(m) = plan.run {
+        move_events(conn, w, m.from, m.to, &run.sequence, now).await?;
+    }
+
+    let claimed = queued.as_ref().is_some_and(|q| q.state == "running");
+    let exec_queue = queued.as_ref().and_then(|q| q.queue.clone());
+    let inserted = queued.map(|q| Claimed {
+        module: q.module,
+        argv: q.argv.0,
+        timeout_secs: q.timeout_secs.map(|t| t as u64),
+        sequence: run.sequence.clone(),
+        step_count: run.step_count as u32,
+        retry: q.retry.max(0) as u32,
+        logical_date: run.logical_date.clone(),
+        schedule: run.schedule.clone(),
+        cwd: run.cwd.clone(),
+        env: env_pairs(run.env.clone()),
+        watch: run.step_def.clone().map(|d| d.0).unwrap_or_default(),
+    });
+    Ok(Written {
+        closed: true,
+        run: true,
+        queued: inserted.is_some(),
+        claimed: inserted.filter(|_| claimed),
+        queue: Some(run.queue),
+        exec_queue,
+        sequence: Some(run.sequence),
+        limited: run.limited,
+    })
+}
+
+/// Closes a running execution: the holder's result, or recovery's
+/// `abandoned` once its lease expired. True if it applied.
+async fn close_execution(
+    conn: &mut SqliteConnection,
+    run_id: uuid::Uuid,
+    close: Close<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let none = ExecResult::new(ExecState::Abandoned);
+    let (kind, key, worker, state, result, error) = match close {
+        Close::Finish { key, worker_id, result } => (
+            "finish",
+            key,
+            Some(worker_id),
+            result.state,
+            result,
+            result.error.as_deref().map(strip_nul),
+        ),
+        Close::Abandon { key, reason } => (
+            "abandon",
+            key,
+            None,
+            ExecState::Abandoned,
+            &none,
+            Some(strip_nul(reason)),
+        ),
+    };
+    let finished = kind == "finish";
+    let output = result.output.as_ref().filter(|_| finished);
+    let warnings = (finished && !result.warnings.is_empty())
+        .then(|| Json(result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()));
+    let started: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+        "UPDATE executions
+            SET state = $6, finished_at = $35, lease_until = NULL,
+                duration_ms = $7,
+                exit_code = $8, signal = $9, error = $10, stdout_tail = $11, stderr_tail = $12,
+                stdout_bytes = $13, stderr_bytes = $14,
+                wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
+                output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
+                warnings = $34
+          WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
+            AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
+      RETURNING started_at",
+    )
+    .bind(run_id)
+    .bind(kind)
+    .bind(key.step as i32)
+    .bind(key.attempt as i32)
+    .bind(worker)
+    .bind(state.as_str())
+    .bind(finished.then_some(result.duration_ms))
+    .bind(result.exit_code)
+    .bind(result.signal)
+    .bind(error)
+    .bind(finished.then(|| strip_nul(&result.stdout_tail)))
+    .bind(finished.then(|| strip_nul(&result.stderr_tail)))
+    .bind(finished.then_some(result.stdout_bytes))
+    .bind(finished.then_some(result.stderr_bytes))
+    // $15..$25 are the PostgreSQL statement's other parts: left unbound
+    // (NULL) here so that the numbering stays the same.
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(None::<i32>)
+    .bind(finished.then_some(result.wall_us).flatten())
+    .bind(finished.then_some(result.peak_rss_kib).flatten())
+    .bind(finished.then_some(result.user_cpu_us).flatten())
+    .bind(finished.then_some(result.sys_cpu_us).flatten())
+    .bind(output.map(|o| strip_nul(&o.path)))
+    .bind(output.map(|o| o.bytes))
+    .bind(output.map(|o| o.mtime))
+    .bind(output.and_then(|o| o.sha256.clone()))
+    .bind(warnings)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((started_at,)) = started else {
+        return Ok(false);
+    };
+    if !finished {
+        // PostgreSQL computes an abandoned attempt's duration in SQL
+        // (`now() - started_at`); times here are computed in Rust.
+        let ms = started_at.map(|s| (now - s).num_milliseconds());
+        sqlx::query("UPDATE executions SET duration_ms = $4 WHERE run_id = $1 AND step = $2 AND attempt = $3")
+            .bind(run_id)
+            .bind(key.step as i32)
+            .bind(key.attempt as i32)
+            .bind(ms)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// The events of a run move (PostgreSQL's `MOVE_EVENTS`): a run that
+/// failed, a sequence green again after failing (`failing_sequences` holds
+/// the streak; the success deletes its row), and the healthcheck pings of a
+/// run whose snapshot names a `healthcheck_url` (start from `queued`,
+/// success, fail). Called only after the move applied.
+async fn move_events(
+    conn: &mut SqliteConnection,
+    w: &Write<'_>,
+    from: RunState,
+    to: RunState,
+    sequence: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let plan = w.plan;
+    let failed_step = plan.failure.as_ref().map(|f| f.step as i32);
+    let reason = plan.failure.as_ref().map(|f| strip_nul(&f.reason));
+    if to == RunState::Failed {
+        sqlx::query(
+            "INSERT INTO failing_sequences AS fs (sequence, since, failures, last_run) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (sequence) DO UPDATE SET failures = fs.failures + 1, last_run = excluded.last_run",
+        )
+        .bind(sequence)
+        .bind(now)
+        .bind(w.run_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (kind, sequence, run_id, step, message, detail, at)
+             SELECT 'run_failed', sequence, id, $2, $3,
+                    json_patch('{}', json_object('module', json_extract(snapshot, '$.steps[' || $2 || '].module_name'),
+                                                 'schedule', json_extract(snapshot, '$.schedule'))),
+                    $4
+               FROM runs WHERE id = $1",
+        )
+        .bind(w.run_id)
+        .bind(failed_step)
+        .bind(reason.clone())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if to == RunState::Succeeded {
+        let green: Option<(String, i64)> =
+            sqlx::query_as("DELETE FROM failing_sequences WHERE sequence = $1 RETURNING since, failures")
+                .bind(sequence)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some((since, failures)) = green {
+            sqlx::query(
+                "INSERT INTO events (kind, sequence, run_id, detail, at)
+                 VALUES ('run_recovered', $1, $2, json_object('failing_since', $3, 'failures', $4), $5)",
+            )
+            .bind(sequence)
+            .bind(w.run_id)
+            .bind(since)
+            .bind(failures)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if (from, to) == (RunState::Queued, RunState::Running) || matches!(to, RunState::Succeeded | RunState::Failed) {
+        let kind = match to {
+            RunState::Running => "healthcheck_start",
+            RunState::Succeeded => "healthcheck_success",
+            _ => "healthcheck_fail",
+        };
+        sqlx::query(
+            "INSERT INTO events (kind, sequence, run_id, message, detail, at)
+             SELECT $2, sequence, id, $3, json_object('url', json_extract(snapshot, '$.healthcheck_url')), $4
+               FROM runs WHERE id = $1 AND json_type(snapshot, '$.healthcheck_url') IS NOT NULL",
+        )
+        .bind(w.run_id)
+        .bind(kind)
+        .bind(reason.filter(|_| to == RunState::Failed))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `now` plus a lease or a delay (saturating: a span beyond chrono's range
+/// ends at the latest time it holds).
+pub(crate) fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -1,44 +1,71 @@
-//! Mirrors `crate::runs` (PostgreSQL) for the embedded store.
+//! Mirrors `crate::runs` (PostgreSQL) for the embedded store: what the state
+//! machine reads about a run. Recording it is [`super::slots`]; moving it is
+//! [`super::apply`].
 
-#![allow(unused_imports, unused_variables)]
-
-use super::{Embedded, unported};
+use super::{Embedded, now};
 use crate::Result;
-use crate::activity::Activity;
-use crate::apply::{Write, Written};
-use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
-use crate::executions::{Claimed, ExecKey};
-use crate::history::SequenceHistory;
-use crate::logs::{LogPiece, LogRow, LogState};
-use crate::recovery::{Expired, Stuck};
-use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
-use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
-use crate::slots::{Admitted, NewRun};
-use crate::ui_queries::StateCounts;
-use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
-use crate::workers::{Held, WorkerInfo};
-use chrono::{DateTime, Utc};
+use crate::runs::parse_state;
 use scheduler_core::machine::RunView;
-use scheduler_core::{ExecState, RetryPolicy, RunState};
-use std::time::Duration;
 use uuid::Uuid;
 
+/// Notes that the queue took the run's `start_etl`. PostgreSQL writes this
+/// marker through a pool with `synchronous_commit = off`; SQLite's
+/// `synchronous` is per connection and the store has one pool, so here it
+/// is an ordinary (durable) write.
 pub(crate) async fn mark_run_published(t: &Embedded, run_id: Uuid) -> Result<()> {
-    Err(unported("runs::mark_run_published"))
+    sqlx::query("UPDATE runs SET published_at = coalesce(published_at, $2) WHERE id = $1")
+        .bind(run_id)
+        .bind(now())
+        .execute(&t.pool)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn run_view(t: &Embedded, run_id: Uuid) -> Result<Option<RunView>> {
-    Err(unported("runs::run_view"))
+    let row: Option<(String, i32)> = sqlx::query_as("SELECT state, step_count FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(&t.pool)
+        .await?;
+    row.map(|(state, step_count)| {
+        Ok(RunView {
+            id: run_id,
+            state: parse_state(state)?,
+            step_count: step_count as u32,
+        })
+    })
+    .transpose()
 }
 
+/// The queue a run's messages go to.
 pub(crate) async fn run_queue(t: &Embedded, run_id: Uuid) -> Result<Option<String>> {
-    Err(unported("runs::run_queue"))
+    Ok(sqlx::query_scalar("SELECT queue FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(&t.pool)
+        .await?)
 }
 
+/// Whether the latest attempt of the run's last step succeeded.
 pub(crate) async fn last_step_succeeded(t: &Embedded, run_id: Uuid) -> Result<bool> {
-    Err(unported("runs::last_step_succeeded"))
+    let state: Option<String> = sqlx::query_scalar(
+        "SELECT e.state FROM executions e JOIN runs r ON r.id = e.run_id
+         WHERE e.run_id = $1 AND e.step = r.step_count - 1
+         ORDER BY e.attempt DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .fetch_optional(&t.pool)
+    .await?;
+    Ok(state.as_deref() == Some("succeeded"))
 }
 
+/// The failing step of a failed run and how many attempts it had.
 pub(crate) async fn failed_step_attempts(t: &Embedded, run_id: Uuid) -> Result<Option<(u32, u32)>> {
-    Err(unported("runs::failed_step_attempts"))
+    let row: Option<(i32, i32)> = sqlx::query_as(
+        "SELECT r.failed_step, (SELECT coalesce(max(attempt), 0) FROM executions e
+                                  WHERE e.run_id = r.id AND e.step = r.failed_step) AS attempts
+         FROM runs r WHERE r.id = $1 AND r.failed_step IS NOT NULL",
+    )
+    .bind(run_id)
+    .fetch_optional(&t.pool)
+    .await?;
+    Ok(row.map(|(step, attempts)| (step as u32, attempts as u32)))
 }

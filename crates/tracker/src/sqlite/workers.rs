@@ -1,32 +1,42 @@
-//! Mirrors `crate::workers` (PostgreSQL) for the embedded store.
+//! Mirrors `crate::workers` (PostgreSQL) for the embedded store: worker
+//! registration, and heartbeats that renew the leases of the worker's
+//! executions in the same transaction.
 
-#![allow(unused_imports, unused_variables)]
-
-use super::{Embedded, unported};
+use super::apply::after;
+use super::{Embedded, now};
 use crate::Result;
-use crate::activity::Activity;
-use crate::apply::{Write, Written};
-use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
-use crate::executions::{Claimed, ExecKey};
-use crate::history::SequenceHistory;
-use crate::logs::{LogPiece, LogRow, LogState};
-use crate::recovery::{Expired, Stuck};
-use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
-use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
-use crate::slots::{Admitted, NewRun};
-use crate::ui_queries::StateCounts;
-use crate::views::{QueueLoad, RunDetail, RunFilter, RunSummary, WorkerView};
+use crate::executions::ExecKey;
 use crate::workers::{Held, WorkerInfo};
-use chrono::{DateTime, Utc};
-use scheduler_core::machine::RunView;
-use scheduler_core::{ExecState, RetryPolicy, RunState};
+use sqlx::types::Json;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) async fn register_worker(t: &Embedded, worker: &WorkerInfo) -> Result<()> {
-    Err(unported("workers::register_worker"))
+pub(crate) async fn register_worker(t: &Embedded, w: &WorkerInfo) -> Result<()> {
+    let now = now();
+    sqlx::query(
+        "INSERT INTO workers (id, host, pid, version, concurrency, queues, state, started_at, heartbeat_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7)",
+    )
+    .bind(w.id)
+    .bind(&w.host)
+    .bind(w.pid as i32)
+    .bind(&w.version)
+    .bind(w.concurrency as i32)
+    .bind(Json(&w.queues))
+    .bind(now)
+    .execute(&t.pool)
+    .await?;
+    Ok(())
 }
 
+/// Marks the worker alive (`running` or `draining`) and extends the lease
+/// of each of `holding` that is still recorded as its own and running;
+/// returns those executions, each saying whether its run was canceled.
+///
+/// PostgreSQL's one statement (the worker's row, then every lease through
+/// `unnest` of three arrays) is here one `BEGIN IMMEDIATE` transaction: the
+/// worker's row, then one compare-and-set per held execution (a worker
+/// holds at most its concurrency's worth).
 pub(crate) async fn heartbeat(
     t: &Embedded,
     worker_id: Uuid,
@@ -34,13 +44,67 @@ pub(crate) async fn heartbeat(
     lease: Duration,
     holding: &[ExecKey],
 ) -> Result<Vec<Held>> {
-    Err(unported("workers::heartbeat"))
+    let now = now();
+    let mut tx = t.begin().await?;
+    sqlx::query("UPDATE workers SET heartbeat_at = $2, state = $3 WHERE id = $1")
+        .bind(worker_id)
+        .bind(now)
+        .bind(if draining { "draining" } else { "running" })
+        .execute(&mut *tx)
+        .await?;
+    let until = after(now, lease);
+    let mut held = Vec::with_capacity(holding.len());
+    for key in holding {
+        let canceled: Option<(bool,)> = sqlx::query_as(
+            "UPDATE executions SET lease_until = $5
+              WHERE worker_id = $1 AND state = 'running' AND run_id = $2 AND step = $3 AND attempt = $4
+          RETURNING (SELECT r.state = 'canceled' FROM runs r WHERE r.id = executions.run_id)",
+        )
+        .bind(worker_id)
+        .bind(key.run_id)
+        .bind(key.step as i32)
+        .bind(key.attempt as i32)
+        .bind(until)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((canceled,)) = canceled {
+            held.push(Held { key: *key, canceled });
+        }
+    }
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// The worker is gone (its keeper saw it die and stopped its modules): the
+/// leases of the executions it held end now, and so does the reaper lease
+/// if it held it. Returns how many leases ended. (PostgreSQL's two CTEs:
+/// here two statements in one `BEGIN IMMEDIATE` transaction.)
+pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
+    let now = now();
+    let mut tx = t.begin().await?;
+    sqlx::query("UPDATE reaper_lease SET until = $2 WHERE holder = $1 AND until > $2")
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let ended = sqlx::query(
+        "UPDATE executions SET lease_until = $2
+          WHERE worker_id = $1 AND state = 'running' AND lease_until > $2",
+    )
+    .bind(worker_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ended.rows_affected())
 }
 
 pub(crate) async fn worker_stopped(t: &Embedded, worker_id: Uuid) -> Result<()> {
-    Err(unported("workers::worker_stopped"))
-}
-
-pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
-    Err(unported("workers::worker_died"))
+    let now = now();
+    sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = $2, heartbeat_at = $2 WHERE id = $1")
+        .bind(worker_id)
+        .bind(now)
+        .execute(&t.pool)
+        .await?;
+    Ok(())
 }
