@@ -87,7 +87,7 @@ SELECT e.module,
 
 /// `(module, duration bucket, memory bucket, executions, duration sum,
 /// memory sum)`: a row of [`BUCKETS`].
-type BucketRow = (String, i32, Option<i32>, i64, i64, i64);
+pub(crate) type BucketRow = (String, i32, Option<i32>, i64, i64, i64);
 
 /// Through `schedule_slots_not_run`.
 const SLOTS: &str = "
@@ -134,7 +134,7 @@ pub(crate) async fn activity(
 }
 
 /// Bucketed rows -> cumulative histograms per module, by module name.
-fn histograms(
+pub(crate) fn histograms(
     rows: &[BucketRow],
     duration_bounds: &[i64],
     memory_bounds: &[i64],

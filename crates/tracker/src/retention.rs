@@ -52,8 +52,8 @@ pub struct Retention {
 /// Where the next batch starts: after this `(created_at, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneCursor {
-    created_at: DateTime<Utc>,
-    id: Uuid,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
 }
 
 /// What a prune deleted (or, dry, would delete).

@@ -1,24 +1,32 @@
 //! The reads behind `/metrics`' activity ([`Store::activity`]) and a
-//! sequence's page ([`Store::sequence_history`]), against a real
-//! PostgreSQL: a history written row by row with known times, durations,
+//! sequence's page ([`Store::sequence_history`]), against both
+//! backends: a history written row by row with known times, durations,
 //! memory, retries, stalls and slots, and the figures each read gives.
 
-use scheduler_tracker::{ModuleHistogram, Store, Tracker, TrackerConfig};
-use sqlx::migrate::MigrateDatabase;
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::TestStore;
+use scheduler_tracker::{ModuleHistogram, Store};
 use std::time::Duration;
 use uuid::Uuid;
 
 async fn with_store<F, Fut>(test: F)
 where
-    F: FnOnce(Tracker, String) -> Fut,
+    F: Fn(TestStore) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let url = format!("{base}/activity_t_{}", Uuid::now_v7().simple());
-    let tracker = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
-    test(tracker.clone(), url.clone()).await;
-    Store::close(&tracker).await;
-    let _ = sqlx::Postgres::force_drop_database(&url).await;
+    common::each_backend("activity_t", test).await;
+}
+
+/// A time as both backends take it as text: RFC 3339, UTC, "+00:00" (as
+/// sqlx encodes a `DateTime<Utc>` for SQLite).
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+fn ago(secs: i64) -> String {
+    ts(Utc::now() - chrono::Duration::seconds(secs))
 }
 
 /// A run of `sequence` created `ago_secs` ago, ended `state` (or running),
@@ -35,58 +43,58 @@ struct Row<'a> {
     execs: Vec<Exec<'a>>,
 }
 
-async fn insert(db: &mut sqlx::PgConnection, r: &Row<'_>) -> Uuid {
+/// The set-up SQL binds text: an empty string is NULL, a UUID goes in
+/// as PostgreSQL's `uuid` or SQLite's 16-byte BLOB.
+async fn insert(t: &TestStore, r: &Row<'_>) -> Uuid {
     let id = Uuid::now_v7();
-    let finished = r.state != "running";
-    sqlx::query(
+    let started = ago(r.ago_secs);
+    let ended = ago(r.ago_secs - r.run_secs);
+    let finished = if r.state != "running" { ended.as_str() } else { "" };
+    t.raw(
         "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, created_at, started_at, finished_at)
-         VALUES ($1, $2, $3, 'q', 'test', '{}', 3, now() - make_interval(secs => $4),
-                 now() - make_interval(secs => $4),
-                 CASE WHEN $6 THEN now() - make_interval(secs => $4 - $5) END)",
+         VALUES ($1::uuid, $2, $3, 'q', 'test', '{}', 3, $4::timestamptz, $4::timestamptz,
+                 NULLIF($5, '')::timestamptz)",
+        "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, created_at, started_at, finished_at)
+         VALUES (unhex(replace(?1, '-', '')), ?2, ?3, 'q', 'test', '{}', 3, ?4, ?4, NULLIF(?5, ''))",
+        &[&id.to_string(), r.sequence, r.state, &started, finished],
     )
-    .bind(id)
-    .bind(r.sequence)
-    .bind(r.state)
-    .bind(r.ago_secs as f64)
-    .bind(r.run_secs as f64)
-    .bind(finished)
-    .execute(&mut *db)
-    .await
-    .unwrap();
+    .await;
     for (step, attempt, module, state, ms, kib, retry, stalled) in &r.execs {
-        let ended = *state != "running" && *state != "queued";
-        sqlx::query(
+        let done = *state != "running" && *state != "queued";
+        let now = ts(Utc::now());
+        t.raw(
             "INSERT INTO executions (run_id, step, attempt, module, argv, state, queued_at, started_at, finished_at,
                                      duration_ms, peak_rss_kib, retry, stalled_at)
-             VALUES ($1, $2, $3, $4, '{}', $5, now() - make_interval(secs => $6), now() - make_interval(secs => $6),
-                     CASE WHEN $7 THEN now() - make_interval(secs => $6 - $8) END,
-                     CASE WHEN $7 THEN $9::bigint END, $10, $11, CASE WHEN $12 THEN now() END)",
+             VALUES ($1::uuid, $2::int, $3::int, $4, '{}', $5, $6::timestamptz, $6::timestamptz,
+                     NULLIF($7, '')::timestamptz, NULLIF($8, '')::bigint, NULLIF($9, '')::bigint, $10::int,
+                     NULLIF($11, '')::timestamptz)",
+            "INSERT INTO executions (run_id, step, attempt, module, argv, state, queued_at, started_at, finished_at,
+                                     duration_ms, peak_rss_kib, retry, stalled_at)
+             VALUES (unhex(replace(?1, '-', '')), ?2, ?3, ?4, '[]', ?5, ?6, ?6,
+                     NULLIF(?7, ''), NULLIF(?8, ''), NULLIF(?9, ''), ?10, NULLIF(?11, ''))",
+            &[
+                &id.to_string(),
+                &step.to_string(),
+                &attempt.to_string(),
+                module,
+                state,
+                &started,
+                if done { &ended } else { "" },
+                &if done { ms.to_string() } else { String::new() },
+                &kib.map(|k| k.to_string()).unwrap_or_default(),
+                &retry.to_string(),
+                if *stalled { &now } else { "" },
+            ],
         )
-        .bind(id)
-        .bind(step)
-        .bind(attempt)
-        .bind(module)
-        .bind(state)
-        .bind(r.ago_secs as f64)
-        .bind(ended)
-        .bind(r.run_secs as f64)
-        .bind(ms)
-        .bind(kib)
-        .bind(retry)
-        .bind(stalled)
-        .execute(&mut *db)
-        .await
-        .unwrap();
+        .await;
     }
     id
 }
 
 #[tokio::test]
 async fn activity_counts_the_last_window_by_sequence_and_module_and_every_missed_slot() {
-    with_store(|t, url| async move {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        let s: &dyn Store = &t;
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
         // Within the hour: a success, a failure retried once, a run still
         // going with a stalled step; two hours ago: a failure (outside).
         let rows = [
@@ -126,21 +134,19 @@ async fn activity_counts_the_last_window_by_sequence_and_module_and_every_missed
             },
         ];
         for r in &rows {
-            insert(&mut db, r).await;
+            insert(&t, r).await;
         }
         // The stall watch's events: one within the hour (its step wrote
         // again since), one two hours ago.
         for (module, mins) in [("load", 5), ("extract", 120)] {
-            sqlx::query(
+            t.raw(
                 "INSERT INTO events (kind, sequence, step, attempt, detail, at)
-                 VALUES ('step_stalled', 'nightly', 1, 1, jsonb_build_object('module', $1::text),
-                         now() - make_interval(mins => $2))",
+                 VALUES ('step_stalled', 'nightly', 1, 1, jsonb_build_object('module', $1::text), $2::timestamptz)",
+                "INSERT INTO events (kind, sequence, step, attempt, detail, at)
+                 VALUES ('step_stalled', 'nightly', 1, 1, json_object('module', ?1), ?2)",
+                &[module, &ago(mins * 60)],
             )
-            .bind(module)
-            .bind(mins)
-            .execute(&mut db)
-            .await
-            .unwrap();
+            .await;
         }
         s.register_schedules(&["nightly_at_2".into(), "quiet".into()])
             .await
@@ -200,10 +206,8 @@ async fn activity_counts_the_last_window_by_sequence_and_module_and_every_missed
 
 #[tokio::test]
 async fn a_sequence_history_is_its_newest_runs_and_the_median_of_each_step() {
-    with_store(|t, url| async move {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        let s: &dyn Store = &t;
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
         // Six runs, oldest first: step 0 takes 1..6 s, step 1 10 s (one
         // failure, retried and succeeded).
         for i in 1..=6i64 {
@@ -221,7 +225,7 @@ async fn a_sequence_history_is_its_newest_runs_and_the_median_of_each_step() {
                 run_secs: 20,
                 execs,
             };
-            insert(&mut db, &r).await;
+            insert(&t, &r).await;
         }
         let other = Row {
             sequence: "other",
@@ -230,7 +234,7 @@ async fn a_sequence_history_is_its_newest_runs_and_the_median_of_each_step() {
             run_secs: 1,
             execs: vec![(0, 1, "x", "failed", 1, None, 0, false)],
         };
-        insert(&mut db, &other).await;
+        insert(&t, &other).await;
 
         let h = s.sequence_history("nightly", 5).await.unwrap();
         assert_eq!(h.runs.len(), 5, "the newest five");

@@ -1,40 +1,41 @@
-//! Retention against a real PostgreSQL (a database per test): which runs a
+//! Retention against each backend (a fresh store per test): which runs a
 //! prune deletes and which it keeps, what goes with them, the dry run, the
 //! batches, and the storage figures. History is written with the store's
 //! own `create_run`, then aged and moved to its state by SQL of the test's
 //! own, as years of use would leave it.
 
+mod common;
+
 use chrono::{DateTime, Utc};
+use common::{Backend, TestStore};
 use scheduler_core::{Modules, Sequence};
-use scheduler_tracker::{NewRun, PruneCounts, Retention, Store, Tracker, TrackerConfig};
-use sqlx::migrate::MigrateDatabase;
-use sqlx::{Connection, PgConnection};
+use scheduler_tracker::{NewRun, PruneCounts, Retention};
 use std::time::Duration;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The store under test; `store` derefs to `dyn Store`.
 struct Db {
-    store: Tracker,
-    sql: PgConnection,
+    store: TestStore,
 }
 
 async fn with_db<F, Fut>(test: F)
 where
-    F: FnOnce(Db) -> Fut,
+    F: Fn(Db) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let url = format!("{base}/retention_t_{}", Uuid::now_v7().simple());
-    let store = Tracker::open(&TrackerConfig::new(&url)).await.unwrap();
-    let sql = PgConnection::connect(&url).await.unwrap();
-    test(Db {
-        store: store.clone(),
-        sql,
-    })
-    .await;
-    Store::close(&store).await;
-    let _ = sqlx::Postgres::force_drop_database(&url).await;
+    common::each_backend("retention_t", |store| test(Db { store })).await;
+}
+
+/// A time as both backends take it as text: RFC 3339, UTC, "+00:00" (as
+/// sqlx encodes a `DateTime<Utc>` for SQLite).
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+fn days_ago(days: f64) -> String {
+    ts(Utc::now() - chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
 }
 
 /// A run of `sequence` in `state`, created `age_days` ago and (when
@@ -83,26 +84,30 @@ fn new_run() -> NewRun {
     }
 }
 
+/// The test's own SQL binds text: a UUID goes in as PostgreSQL's `uuid` or
+/// SQLite's 16-byte BLOB, an empty string is NULL.
 impl Db {
     async fn past(&mut self, p: Past) -> Uuid {
         let run = new_run();
         let id = run.id;
         self.store.create_run(&run).await.unwrap();
-        sqlx::query(
-            "UPDATE runs SET sequence = $2, state = $3,
-                    created_at = now() - make_interval(secs => $4 * 86400),
-                    finished_at = CASE WHEN $5::float8 IS NULL THEN NULL
-                                       ELSE now() - make_interval(secs => $5 * 86400) END
-              WHERE id = $1",
-        )
-        .bind(id)
-        .bind(p.sequence)
-        .bind(p.state)
-        .bind(p.created_days)
-        .bind(p.finished_days)
-        .execute(&mut self.sql)
-        .await
-        .unwrap();
+        let finished = p.finished_days.map(days_ago).unwrap_or_default();
+        self.store
+            .raw(
+                "UPDATE runs SET sequence = $2, state = $3, created_at = $4::timestamptz,
+                        finished_at = NULLIF($5, '')::timestamptz
+                  WHERE id = $1::uuid",
+                "UPDATE runs SET sequence = ?2, state = ?3, created_at = ?4, finished_at = NULLIF(?5, '')
+                  WHERE id = unhex(replace(?1, '-', ''))",
+                &[
+                    &id.to_string(),
+                    p.sequence,
+                    p.state,
+                    &days_ago(p.created_days),
+                    &finished,
+                ],
+            )
+            .await;
         for step in 0..p.execs as i32 {
             self.exec(id, step, "succeeded").await;
         }
@@ -111,57 +116,67 @@ impl Db {
 
     /// An execution of `run` with two log rows (5 and 7 bytes).
     async fn exec(&mut self, run: Uuid, step: i32, state: &str) {
-        sqlx::query(
-            "INSERT INTO executions (run_id, step, attempt, module, argv, state)
-             VALUES ($1, $2, 1, 'm', ARRAY['./m.sh'], $3)",
-        )
-        .bind(run)
-        .bind(step)
-        .bind(state)
-        .execute(&mut self.sql)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO execution_logs (run_id, step, attempt, pos, stream, at, data)
-             VALUES ($1, $2, 1, 0, 'stdout', now(), '\\x68656c6c6f'::bytea),
-                    ($1, $2, 1, 5, 'stderr', now(), '\\x776f726c64210a'::bytea)",
-        )
-        .bind(run)
-        .bind(step)
-        .execute(&mut self.sql)
-        .await
-        .unwrap();
+        let (run, step, now) = (run.to_string(), step.to_string(), ts(Utc::now()));
+        self.store
+            .raw(
+                "INSERT INTO executions (run_id, step, attempt, module, argv, state)
+                 VALUES ($1::uuid, $2::int, 1, 'm', ARRAY['./m.sh'], $3)",
+                "INSERT INTO executions (run_id, step, attempt, module, argv, state)
+                 VALUES (unhex(replace(?1, '-', '')), ?2, 1, 'm', '[\"./m.sh\"]', ?3)",
+                &[&run, &step, state],
+            )
+            .await;
+        self.store
+            .raw(
+                "INSERT INTO execution_logs (run_id, step, attempt, pos, stream, at, data)
+                 VALUES ($1::uuid, $2::int, 1, 0, 'stdout', $3::timestamptz, '\\x68656c6c6f'::bytea),
+                        ($1::uuid, $2::int, 1, 5, 'stderr', $3::timestamptz, '\\x776f726c64210a'::bytea)",
+                "INSERT INTO execution_logs (run_id, step, attempt, pos, stream, at, data)
+                 VALUES (unhex(replace(?1, '-', '')), ?2, 1, 0, 'stdout', ?3, x'68656c6c6f'),
+                        (unhex(replace(?1, '-', '')), ?2, 1, 5, 'stderr', ?3, x'776f726c64210a')",
+                &[&run, &step, &now],
+            )
+            .await;
+    }
+
+    async fn count(&self, pg: &str, lite: &str, args: &[&str]) -> i64 {
+        self.store.raw_i64(pg, lite, args).await
     }
 
     async fn exists(&mut self, run: Uuid) -> bool {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
-            .bind(run)
-            .fetch_one(&mut self.sql)
-            .await
-            .unwrap()
+        self.count(
+            "SELECT count(*) FROM runs WHERE id = $1::uuid",
+            "SELECT count(*) FROM runs WHERE id = unhex(replace(?1, '-', ''))",
+            &[&run.to_string()],
+        )
+        .await
+            > 0
     }
 
     /// (runs, executions, log rows) in the database.
     async fn rows(&mut self) -> (i64, i64, i64) {
-        sqlx::query_as(
-            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM executions),
-                    (SELECT count(*) FROM execution_logs)",
-        )
-        .fetch_one(&mut self.sql)
-        .await
-        .unwrap()
+        let mut n = [0; 3];
+        for (i, table) in ["runs", "executions", "execution_logs"].iter().enumerate() {
+            let sql = format!("SELECT count(*) FROM {table}");
+            n[i] = self.count(&sql, &sql, &[]).await;
+        }
+        (n[0], n[1], n[2])
     }
 
     /// Executions and log rows of one run.
     async fn rows_of(&mut self, run: Uuid) -> (i64, i64) {
-        sqlx::query_as(
-            "SELECT (SELECT count(*) FROM executions WHERE run_id = $1),
-                    (SELECT count(*) FROM execution_logs WHERE run_id = $1)",
-        )
-        .bind(run)
-        .fetch_one(&mut self.sql)
-        .await
-        .unwrap()
+        let run = run.to_string();
+        let mut n = [0; 2];
+        for (i, table) in ["executions", "execution_logs"].iter().enumerate() {
+            n[i] = self
+                .count(
+                    &format!("SELECT count(*) FROM {table} WHERE run_id = $1::uuid"),
+                    &format!("SELECT count(*) FROM {table} WHERE run_id = unhex(replace(?1, '-', ''))"),
+                    &[&run],
+                )
+                .await;
+        }
+        (n[0], n[1])
     }
 
     /// Every batch until the bound is reached; the totals and the batches.
@@ -250,21 +265,21 @@ async fn a_pruned_runs_schedule_slot_stays_and_lets_go_of_it() {
     with_db(|mut db| async move {
         let run = db.past(Past::new("succeeded", 40.0, Some(40.0))).await;
         let slot: DateTime<Utc> = Utc::now() - chrono::Duration::days(40);
-        sqlx::query(
-            "INSERT INTO schedule_slots (schedule, slot_at, fate, run_id) VALUES ('nightly', $1, 'started', $2)",
-        )
-        .bind(slot)
-        .bind(run)
-        .execute(&mut db.sql)
-        .await
-        .unwrap();
+        db.store
+            .raw(
+                "INSERT INTO schedule_slots (schedule, slot_at, fate, run_id)
+                 VALUES ('nightly', $1::timestamptz, 'started', $2::uuid)",
+                "INSERT INTO schedule_slots (schedule, slot_at, fate, run_id)
+                 VALUES ('nightly', ?1, 'started', unhex(replace(?2, '-', '')))",
+                &[&ts(slot), &run.to_string()],
+            )
+            .await;
         let (done, _) = db.prune(older_than(30), 500, false).await;
         assert_eq!(done.runs, 1);
-        let slots: Vec<(String, Option<Uuid>)> = sqlx::query_as("SELECT fate, run_id FROM schedule_slots")
-            .fetch_all(&mut db.sql)
-            .await
-            .unwrap();
-        assert_eq!(slots, vec![("started".to_string(), None)]);
+        let sql = "SELECT count(*) FROM schedule_slots";
+        assert_eq!(db.count(sql, sql, &[]).await, 1, "the slot stays");
+        let sql = "SELECT count(*) FROM schedule_slots WHERE fate = 'started' AND run_id IS NULL";
+        assert_eq!(db.count(sql, sql, &[]).await, 1, "without its run");
     })
     .await;
 }
@@ -357,45 +372,70 @@ async fn a_prune_goes_in_batches_and_stops_at_the_bound() {
     .await;
 }
 
+/// PostgreSQL: the prune skips the run an operator's retry holds locked,
+/// never waiting for it. SQLite has one writer: the retry's transaction
+/// holds the whole store, so the batch waits for it (within the busy
+/// timeout) and then sees the run running again. On both, the retried run
+/// is never deleted and the others go.
 #[tokio::test]
-async fn a_run_being_written_is_skipped_not_waited_for_and_a_retried_run_is_never_deleted() {
+async fn a_run_being_retried_is_never_deleted_and_on_postgresql_never_waited_for() {
     with_db(|mut db| async move {
         let retried = db.past(Past::new("failed", 40.0, Some(40.0))).await;
         let other = db.past(Past::new("failed", 41.0, Some(41.0))).await;
-        // An operator's retry in flight: the run's row is locked, moving back
-        // to running, while the prune passes.
-        let base = std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        let url = format!("{base}/{}", current_db(&mut db.sql).await);
-        let mut operator = PgConnection::connect(&url).await.unwrap();
-        let mut tx = operator.begin().await.unwrap();
-        sqlx::query("UPDATE runs SET state = 'running', finished_at = NULL WHERE id = $1")
-            .bind(retried)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-
         let started = std::time::Instant::now();
-        let (done, _) = db.prune(older_than(30), 500, false).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the prune skipped the locked run"
-        );
-        assert_eq!(done.runs, 1);
-        assert!(!db.exists(other).await);
-        tx.commit().await.unwrap();
+        match db.store.backend {
+            Backend::Postgres => {
+                use sqlx::Connection;
+                // An operator's retry in flight: the run's row is locked,
+                // moving back to running, while the prune passes.
+                let mut operator = sqlx::PgConnection::connect(&db.store.location).await.unwrap();
+                let mut tx = operator.begin().await.unwrap();
+                sqlx::query("UPDATE runs SET state = 'running', finished_at = NULL WHERE id = $1")
+                    .bind(retried)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                let (done, _) = db.prune(older_than(30), 500, false).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the prune skipped the locked run"
+                );
+                assert_eq!(done.runs, 1);
+                assert!(!db.exists(other).await);
+                tx.commit().await.unwrap();
+            }
+            Backend::Sqlite => {
+                use sqlx::Connection;
+                let url = format!("sqlite://{}", db.store.location);
+                let mut operator = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut operator).await.unwrap();
+                sqlx::query("UPDATE runs SET state = 'running', finished_at = NULL WHERE id = ?1")
+                    .bind(retried)
+                    .execute(&mut operator)
+                    .await
+                    .unwrap();
+                let pruner = Db {
+                    store: db.store.clone(),
+                };
+                let prune = tokio::spawn(async move { pruner.prune(older_than(30), 500, false).await });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(
+                    !prune.is_finished(),
+                    "one writer: the batch waits for the retry's commit"
+                );
+                sqlx::query("COMMIT").execute(&mut operator).await.unwrap();
+                let (done, _) = prune.await.unwrap();
+                assert!(started.elapsed() < Duration::from_secs(5));
+                assert_eq!(done.runs, 1, "the retried run is running again when the batch reads it");
+                assert!(!db.exists(other).await);
+            }
+        }
 
         let (done, _) = db.prune(older_than(30), 500, false).await;
         assert_eq!(done.runs, 0, "running again: not final");
         assert!(db.exists(retried).await);
     })
     .await;
-}
-
-async fn current_db(sql: &mut PgConnection) -> String {
-    sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(sql)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

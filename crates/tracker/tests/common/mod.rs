@@ -81,6 +81,37 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// Like [`TestStore::raw`], for a test's read of what the contract does
+    /// not expose: the one integer (a count) the query returns.
+    pub async fn raw_i64(&self, pg: &str, lite: &str, args: &[&str]) -> i64 {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.location).await.unwrap();
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(pg.to_string()));
+                for a in args {
+                    q = q.bind(a.to_string());
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.location))
+                    .await
+                    .unwrap();
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(lite.to_string()));
+                for a in args {
+                    q = q.bind(a.to_string());
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+}
+
 pub async fn open(backend: Backend, prefix: &str) -> TestStore {
     match backend {
         Backend::Postgres => {
