@@ -76,7 +76,12 @@ pub(crate) async fn mark_lost_workers(t: &Embedded, silent_for: Duration) -> Res
             kind: "worker_lost".into(),
             worker_id: Some(w.id),
             message: Some(format!("no heartbeat since {} UTC", w.heartbeat_at.format("%H:%M:%S"))),
-            detail: serde_json::json!({"host": w.host, "pid": w.pid, "heartbeat_at": w.heartbeat_at}),
+            // "+00:00" as PostgreSQL's jsonb writes a timestamptz.
+            detail: serde_json::json!({
+                "host": w.host,
+                "pid": w.pid,
+                "heartbeat_at": w.heartbeat_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+            }),
             ..Default::default()
         };
         insert_on(&mut tx, &event).await?;

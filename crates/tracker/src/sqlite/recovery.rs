@@ -120,6 +120,11 @@ pub(crate) async fn unpublished_executions(
 /// How long until the next queued retry is due (zero if one is overdue);
 /// `None` when no retry waits. The earliest due time is read, the wait
 /// computed in Rust.
+///
+/// Differs from PostgreSQL's today, on purpose: there `greatest(NULL, 0)`
+/// is 0 (PostgreSQL's `greatest` skips NULLs), so with no retry waiting it
+/// answers `Some(0)`, against its own contract, and the reaper then wakes
+/// every `MIN_WAIT` instead of every pass. This follows the contract.
 pub(crate) async fn next_retry_due(t: &Embedded) -> Result<Option<Duration>> {
     let due: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT min(e.due_at)
