@@ -179,12 +179,6 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-/// Placeholder while a module of this backend is being ported: never on
-/// `main`.
-pub(crate) fn unported(what: &str) -> TrackerError {
-    TrackerError::Corrupt(format!("embedded store: {what} is not ported yet"))
-}
-
 fn explain_open(e: &sqlx::Error) -> String {
     let text = e.to_string();
     if text.contains("unable to open") || text.contains("readonly") || text.contains("read-only") {
