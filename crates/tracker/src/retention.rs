@@ -276,10 +276,12 @@ pub(crate) async fn prune_batch(
 
 /// The events' batch statement, as [`batch_sql`] is the runs': `$1` age in
 /// seconds, `$2`/`$3` the cursor. An event goes once it is older than the
-/// bound, routed, and none of its deliveries is `pending` (to be sent or
+/// bound, routed, none of its deliveries is `pending` (to be sent or
 /// retried) or `held` (waiting for its target's `max_frequency` period, to
-/// be sent with the others folded into it): `sent`, `failed` and `folded`
-/// are final, so what the statement's snapshot sees final stays final, and
+/// be sent with the others folded into it), and none is the newest let go
+/// to its target for its kind and subject (throttling counts from it; one
+/// event per target, kind and subject, bounded by the definitions, stays
+/// for that): `sent`, `failed` and `folded` are final, so what the statement's snapshot sees final stays final, and
 /// an event whose routing commits after the snapshot is seen unrouted and
 /// kept. Deliveries and their attempts go by `ON DELETE CASCADE`. Events
 /// have no foreign key to runs: an event outlives its run (a run pruned
@@ -305,6 +307,16 @@ fn events_batch_sql(limit: u32, delete: bool) -> String {
              WHERE e.routed_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
                                 WHERE d.event_id = e.id AND d.state IN ('pending', 'held'))
+               -- The newest delivery let go to a target for its kind and
+               -- subject is what `max_frequency` counts its period from:
+               -- kept, however old, or a prune shorter than the period
+               -- would let the next alert through at once.
+               AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
+                                WHERE d.event_id = e.id AND d.released_at IS NOT NULL
+                                  AND NOT EXISTS (SELECT 1 FROM alert_deliveries n
+                                                   WHERE n.target = d.target AND n.kind = d.kind
+                                                     AND n.subject = d.subject
+                                                     AND (n.released_at, n.event_id) > (d.released_at, d.event_id)))
              {lock}
         ),
         deliveries AS (

@@ -585,3 +585,31 @@ async fn old_events_go_with_their_deliveries_once_delivered_or_given_up_never_pe
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_newest_alert_let_go_per_target_kind_and_subject_stays_for_its_max_frequency() {
+    with_db(|mut db| async move {
+        let run = db.past(Past::new("failed", 40.0, Some(39.0))).await;
+        let older = db.event(run, 40.0, true, &[("hook", "sent")]).await;
+        let newest = db.event(run, 39.0, true, &[("hook", "sent")]).await;
+        let elsewhere = db.event(run, 39.0, true, &[("mail", "failed")]).await;
+        for (id, days) in [(older, 40.0), (newest, 39.0), (elsewhere, 39.0)] {
+            sqlx::query("UPDATE alert_deliveries SET released_at = now() - make_interval(secs => $2 * 86400) WHERE event_id = $1")
+                .bind(id)
+                .bind(days)
+                .execute(&mut db.sql)
+                .await
+                .unwrap();
+        }
+        let (done, _) = db.prune_events(DAY * 30, 500, false).await;
+        assert_eq!(done.events, 1, "{done:?}");
+        assert!(!db.event_exists(older).await);
+        assert!(
+            db.event_exists(newest).await && db.event_exists(elsewhere).await,
+            "the last one each target was sent of run_failed for s is what its max_frequency counts from"
+        );
+        let last = db.store.recent_deliveries(10).await.unwrap();
+        assert_eq!(last.len(), 2, "{last:?}");
+    })
+    .await;
+}
