@@ -71,7 +71,8 @@ fn a_sigkilled_worker_is_posted_as_lost_at_once_with_its_host_and_the_step_it_he
     env.wait_exec(run, MINUTE, |e| {
         e["state"] == "running" && e["pid"].is_number() && e["worker_id"] == doomed_id.as_str()
     });
-    let survivor = env.spawn_worker(&args);
+    // The survivor runs recovery (and the sender) once the first is dead.
+    env.spawn_worker(&args);
     env.signal_worker(doomed, Signal::SIGKILL);
     env.wait_worker(doomed, MINUTE);
 
@@ -108,7 +109,6 @@ fn a_sigkilled_worker_is_posted_as_lost_at_once_with_its_host_and_the_step_it_he
             _ => Err(hook.summary()),
         },
     );
-    assert!(env.worker_log(survivor).contains("worker started"));
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn slots_skipped_by_the_concurrency_policy_and_missed_while_no_scheduler_ran_are
             && text.contains("passed while no scheduler ran; outside the catch-up policy or window"),
         "{text}"
     );
-    // Every slot event posted is one the ledger holds, once.
+    // Each slot is told once.
     let slots: Vec<(String, String)> = hook
         .posts()
         .iter()
