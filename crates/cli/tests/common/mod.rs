@@ -3,6 +3,7 @@
 //! and drives the real `scheduler` binary, as a user would.
 #![allow(dead_code)]
 
+pub mod receiver;
 pub mod services;
 
 use scheduler_broker::{Broker, BrokerConfig};
