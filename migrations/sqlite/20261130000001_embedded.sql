@@ -163,6 +163,7 @@ CREATE TABLE events (
 CREATE INDEX events_unrouted ON events (id) WHERE routed_at IS NULL;
 CREATE INDEX events_by_run ON events (run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX events_stalled ON events (at) WHERE kind = 'step_stalled';
+CREATE INDEX events_at ON events (at, id);
 
 CREATE TABLE alert_deliveries (
     event_id      INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,

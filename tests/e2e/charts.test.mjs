@@ -297,6 +297,40 @@ async function barsVisible(page, selector) {
   assert.deepEqual(bad, [], `${selector}: bars not visible`);
 }
 
+// No label of the duration chart (the y-axis's, the dates under it, the
+// legend's, the median's value) overlaps another, or comes so close on the
+// same line (4 px) that two read as one ("3 min median 2 min 47 s").
+async function labelsApart(page) {
+  const clashes = await page.evaluate(() => {
+    const els = [...document.querySelectorAll("#durations svg.dc-axis text, #durations .dc-when span, #durations .tl-legend > span, #durations svg.dc-chart text:not(.dc-x):not(.dc-cut)")];
+    const boxes = els.map((e) => [e.textContent, e.getBoundingClientRect()]).filter(([, b]) => b.width > 0);
+    const out = [];
+    for (let i = 0; i < boxes.length; i++)
+      for (let j = i + 1; j < boxes.length; j++) {
+        const [ta, a] = boxes[i];
+        const [tb, b] = boxes[j];
+        const near = 4;
+        if (a.left < b.right + near && b.left < a.right + near && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) out.push([ta, tb]);
+      }
+    return out;
+  });
+  assert.deepEqual(clashes, [], "labels of the duration chart overlap");
+  // Inside the plot only the marks (✕, ▲): the median's value is in the
+  // legend, never beside a y-axis label or over the bars.
+  assert.equal(await page.locator("#durations svg.dc-chart text:not(.dc-x):not(.dc-cut)").count(), 0);
+  // Every y-axis label whole, none cut by its SVG's edge (the "0" was).
+  const cut = await page.evaluate(() =>
+    [...document.querySelectorAll("#durations svg.dc-axis text")]
+      .filter((t) => {
+        const b = t.getBoundingClientRect();
+        const s = t.ownerSVGElement.getBoundingClientRect();
+        return b.top < s.top - 0.5 || b.bottom > s.bottom + 0.5 || b.left < s.left - 0.5 || b.right > s.right + 0.5;
+      })
+      .map((t) => t.textContent),
+  );
+  assert.deepEqual(cut, [], "y-axis labels cut by the chart's edge");
+}
+
 async function shot(page, name, locator) {
   const file = path.join(shots, `charts-${name}.png`);
   if (locator) await page.locator(locator).screenshot({ path: file });
@@ -364,6 +398,7 @@ test("one real run: its timeline shows the retry's delay and every step's wait a
     await page.locator("svg.dc-chart").waitFor();
     assert.equal(await page.locator("g.dc-bar").count(), 1);
     await page.getByText("100 %").waitFor();
+    await labelsApart(page);
     await fitsWidth(page);
     await shot(page, `sequence-1-${size}`);
   }
@@ -401,8 +436,12 @@ test("50 runs: the sequence page charts them, failures marked, with its figures 
     await barsVisible(page, "rect.dc-r");
     await page.locator(".seq-schedule h3", { hasText: "nightly_0230" }).waitFor();
     await page.locator(".slot-cell.f-missed").waitFor();
+    // The median's value is said once, in the legend, clear of the y axis.
+    await page.locator("#durations .dc-median-key", { hasText: /median of the successes: \d/ }).waitFor();
+    await labelsApart(page);
     await fitsWidth(page);
     await shot(page, `sequence-50-${size}`);
+    await shot(page, `sequence-50-chart-${size}`, "#durations");
   }
   // A failed night that was retried, and the newest night, still running
   // with its step stalled.

@@ -137,6 +137,15 @@ before(async () => {
   // Notes when each chunk of log reaches the page, before any page script
   // runs (an init script is the browser's own, not subject to the page's CSP).
   await context.addInitScript(() => {
+    // Every status each log panel said, in order.
+    window.__statuses = {};
+    new MutationObserver(() => {
+      for (const p of document.querySelectorAll(".log-panel")) {
+        const t = p.querySelector(".log-status")?.textContent;
+        const said = (window.__statuses[p.id] ||= []);
+        if (t && said[said.length - 1] !== t) said.push(t);
+      }
+    }).observe(document, { childList: true, subtree: true, characterData: true });
     window.__arrivals = [];
     new MutationObserver((records) => {
       const seen = Date.now();
@@ -272,7 +281,26 @@ test("a running step's log streams into its page live, told apart by stream, and
   assert.equal(dl.headers.get("content-disposition"), `attachment; filename="${run}-step1-attempt1.log"`);
   const raw = Buffer.from(await dl.arrayBuffer());
   assert.ok(raw.includes(Buffer.from("and \x1b[31mred\x1b[0m\n")), "the download holds the raw bytes");
+  const said = await page.evaluate(() => window.__statuses["log-0-1"]);
+  assert.deepEqual(said, ["loading…", "complete"], "a finished attempt's log is never said to be live");
+
+  // An attempt that ended without its log's total (its worker died before
+  // writing the last of it): read to the end, said to have ended, never
+  // "live", then incomplete.
+  psql(`UPDATE executions SET state = 'abandoned', log_bytes = NULL, log_omitted = NULL WHERE run_id = '${run}'`);
+  await page.reload();
+  const lost = page.locator("#log-0-1");
+  await lost.getByRole("button", { name: "Show log" }).click();
+  await lost.locator(".log-status", { hasText: "incomplete" }).waitFor();
+  const told = await page.evaluate(() => window.__statuses["log-0-1"]);
+  assert.ok(!told.includes("live"), `an ended attempt said live: ${told}`);
+  assert.ok(told.some((t) => t.startsWith("ended; reading the rest of its log")), `${told}`);
+  await panel.screenshot({ path: path.join(shots, "log-panel-incomplete.png") });
 });
+
+function psql(sql) {
+  execFileSync("psql", [`${DB_BASE}/${dbName}`, "-v", "ON_ERROR_STOP=1", "-qc", sql]);
+}
 
 async function shot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });

@@ -38,6 +38,39 @@ fn step_name(event: &Event) -> String {
     }
 }
 
+/// The steps a lost worker held (`detail.runs`), a few named:
+/// "; it held run 0190abcd (nightly step 2)".
+fn held_steps(event: &Event) -> String {
+    const NAMED: usize = 3;
+    let runs = event
+        .detail
+        .get("runs")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if runs.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = runs
+        .iter()
+        .take(NAMED)
+        .map(|r| {
+            let run = r["run_id"]
+                .as_str()
+                .map(|id| id.chars().take(8).collect())
+                .unwrap_or_else(|| "?".to_string());
+            let seq = r["sequence"].as_str().unwrap_or("?");
+            let step = r["step"].as_i64().map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            format!("run {run} ({seq} step {step})")
+        })
+        .collect();
+    let more = match runs.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!("; it held {}{more}", named.join(", "))
+}
+
 /// The run's page, when the UI's address is known.
 pub fn run_link(event: &Event, ui_url: Option<&str>) -> Option<String> {
     Some(format!("{}/runs/{}", ui_url?, event.run_id?))
@@ -94,13 +127,22 @@ pub fn text(event: &Event, folded: Option<Folded>, ui_url: Option<&str>) -> Stri
                 .detail_i64("pid")
                 .map(|p| format!(", pid {p}"))
                 .unwrap_or_default();
-            let last = event
-                .detail_str("heartbeat_at")
-                .and_then(|s| s.parse::<DateTime<Utc>>().ok())
-                .map(|t| format!(" since {}", t.format("%H:%M:%S UTC")))
-                .unwrap_or_default();
+            // The recorded reason (its death seen by its keeper, or a lease
+            // of silence), else the silence from the last heartbeat.
+            let why = match &event.message {
+                Some(m) => m.clone(),
+                None => {
+                    let last = event
+                        .detail_str("heartbeat_at")
+                        .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+                        .map(|t| format!(" since {}", t.format("%H:%M:%S UTC")))
+                        .unwrap_or_default();
+                    format!("no heartbeat{last}")
+                }
+            };
             format!(
-                "Worker {worker} on {host}{pid} is lost: no heartbeat{last}; recovery hands its steps to other workers"
+                "Worker {worker} on {host}{pid} is lost: {why}{}; recovery hands its steps to other workers",
+                held_steps(event)
             )
         }
         EventKind::Test => format!("Test alert from the scheduler: {reason}"),
@@ -246,10 +288,22 @@ mod tests {
         );
         e.kind = EventKind::WorkerLost;
         e.worker_id = Some(uuid::Uuid::nil());
+        e.message = None;
         e.detail = json!({"host": "etl-3", "pid": 4242, "heartbeat_at": "2026-11-28T10:01:00Z"});
         assert!(
             text(&e, None, None)
                 .starts_with("Worker 00000000 on etl-3, pid 4242 is lost: no heartbeat since 10:01:00 UTC")
+        );
+        e.message = Some("the worker process died; its keeper stopped its modules".into());
+        e.detail["runs"] = json!([
+            {"run_id": "0190abcd-0000-7000-8000-000000000000", "sequence": "nightly", "step": 2, "attempt": 1},
+            {"run_id": "0190ef01-0000-7000-8000-000000000000", "sequence": "hourly", "step": 1, "attempt": 3},
+        ]);
+        assert_eq!(
+            text(&e, None, None),
+            "Worker 00000000 on etl-3, pid 4242 is lost: the worker process died; its keeper stopped its modules; \
+             it held run 0190abcd (nightly step 2), run 0190ef01 (hourly step 1); \
+             recovery hands its steps to other workers"
         );
     }
 

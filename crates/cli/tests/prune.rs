@@ -2,11 +2,14 @@
 //! runs with their executions and logs and nothing else (`--dry-run` counts
 //! them first), keeps the newest of each sequence with `--keep-last`, goes
 //! in batches, refuses an age it cannot read; and a worker told to
-//! (`--prune-older-than`) prunes on its own from its recovery loop. Runs are
-//! made old by moving their times back 40 days in the test's database.
+//! (`--prune-older-than`) prunes on its own from its recovery loop; alert
+//! events go too once delivered or given up, never one still pending, and
+//! outlive their runs. Runs and events are made old by moving their times
+//! back 40 days in the test's database.
 
 mod common;
 
+use common::receiver::Receiver;
 use common::{Env, seq, wait_until};
 use std::time::Duration;
 use uuid::Uuid;
@@ -247,8 +250,15 @@ fn a_worker_told_to_prunes_old_finished_runs_from_its_recovery_loop() {
     let young = env.start("s");
     env.wait_final(young, Duration::from_secs(60));
 
+    // An old alert event, delivered long ago (no target wanted it).
+    sql(
+        &env,
+        "INSERT INTO events (kind, at, message, routed_at) VALUES ('test', now() - interval '40 days', 'old', now())",
+    );
+
     wait_until("the worker to prune the old runs", Duration::from_secs(30), || {
-        let left = old.iter().filter(|r| exists(&env, **r)).count();
+        let left = old.iter().filter(|r| exists(&env, **r)).count()
+            + sql(&env, "SELECT count(*) FROM events WHERE kind = 'test'") as usize;
         if left == 0 {
             Ok(())
         } else {
@@ -257,6 +267,87 @@ fn a_worker_told_to_prunes_old_finished_runs_from_its_recovery_loop() {
     });
     env.wait_for_log(0, "retention: pruned finished runs", Duration::from_secs(5));
     assert!(env.worker_log(0).contains("runs=3"), "{}", env.worker_log(0));
+    assert!(env.worker_log(0).contains("events=1"), "{}", env.worker_log(0));
     assert!(exists(&env, young), "young: kept");
     assert_eq!(env.show(slow)["state"], "running", "running: kept, however old");
+}
+
+#[test]
+fn prune_deletes_old_alert_events_once_delivered_and_keeps_a_pending_one_past_its_run() {
+    let hook = Receiver::start(&[]);
+    let mut env = Env::new(&[("fail", "#!/bin/sh\nexit 3\n")], &[("f", &seq(&["fail"]))]);
+    let alerts = serde_json::json!({"targets": {"hook": {"type": "webhook", "url": hook.url("/hook"), "events": ["run_failed"]}}});
+    std::fs::write(env.project.join("alerts.json"), alerts.to_string()).unwrap();
+    env.spawn_worker(&[]);
+    let runs: Vec<Uuid> = (0..3).map(|_| env.start("f")).collect();
+    for run in &runs {
+        assert_eq!(env.wait_final(*run, Duration::from_secs(60))["state"], "failed");
+    }
+    wait_until("three alerts sent", Duration::from_secs(60), || {
+        match sql(&env, "SELECT count(*) FROM alert_deliveries WHERE state = 'sent'") {
+            3 => Ok(()),
+            n => Err(format!("{n} sent\n{}", hook.summary())),
+        }
+    });
+    // The newest is still to be tried again (as after a 500), tomorrow.
+    // (The newest: retention keeps the newest alert let go to a target for
+    // its kind and subject, which its max_frequency counts from.)
+    let listed: serde_json::Value = serde_json::from_slice(&env.run(&["alerts", "--json"]).stdout).unwrap();
+    let newest = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|d| (d["created_at"].as_str().map(str::to_string), d["event_id"].as_i64()))
+        .unwrap()
+        .clone();
+    let pending: Uuid = newest["run_id"].as_str().unwrap().parse().unwrap();
+    sql(
+        &env,
+        &format!(
+            "UPDATE alert_deliveries SET state = 'pending', next_at = now() + interval '1 day'
+              WHERE event_id = {}",
+            newest["event_id"]
+        ),
+    );
+    age_everything(&env);
+    sql(&env, "UPDATE events SET at = at - interval '40 days'");
+
+    let (out, err, code) = prune(&env, &["--older-than", "30d", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would delete 3 runs, 3 executions"), "{out}");
+    assert!(
+        out.contains("would delete 2 alert events and 2 deliveries (sent, given up or folded; none pending or held)"),
+        "{out}"
+    );
+    assert_eq!(sql(&env, "SELECT count(*) FROM events"), 3, "a dry run deletes nothing");
+
+    let (out, err, code) = prune(&env, &["--older-than", "30d"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted 3 runs"), "{out}");
+    assert!(out.contains("deleted 2 alert events and 2 deliveries"), "{out}");
+    assert!(runs.iter().all(|r| !exists(&env, *r)));
+    // The pending one outlives its run, and is still listed.
+    assert_eq!(
+        sql(&env, &format!("SELECT count(*) FROM events WHERE run_id = '{pending}'")),
+        1
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&env.run(&["alerts", "--json"]).stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(
+        (listed[0]["state"].as_str(), listed[0]["run_id"].as_str()),
+        (Some("pending"), Some(pending.to_string().as_str()))
+    );
+
+    // Sent at last, it stays all the same: the newest alert of its kind let
+    // go to the hook. The two pruned took their attempts with them.
+    sql(&env, "UPDATE alert_deliveries SET state = 'sent', sent_at = now()");
+    let (out, _, code) = prune(&env, &["--older-than", "30d"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted 0 alert events and 0 deliveries"), "{out}");
+    assert_eq!(
+        sql(&env, "SELECT count(*) FROM alert_attempts"),
+        1,
+        "attempts with their deliveries"
+    );
 }

@@ -160,7 +160,10 @@ pub(crate) async fn record_event(t: &Tracker, e: &NewEvent) -> Result<i64> {
 
 /// Marks the workers silent for longer than `silent_for` (and not stopped)
 /// as lost, once per silence, and records a `worker_lost` for each in the
-/// same statement. Returns them (id, host).
+/// same statement, with the steps it still holds (`runs`: run, sequence,
+/// step counted from 1, attempt). A worker whose keeper reported its death
+/// was marked then (`workers::worker_died`) and is not told twice. Returns
+/// them (id, host).
 pub(crate) async fn mark_lost_workers(t: &Tracker, silent_for: Duration) -> Result<Vec<(Uuid, String)>> {
     Ok(sqlx::query_as(
         "WITH lost AS (
@@ -170,9 +173,15 @@ pub(crate) async fn mark_lost_workers(t: &Tracker, silent_for: Duration) -> Resu
          RETURNING id, host, pid, heartbeat_at
          ), ev AS (
             INSERT INTO events (kind, worker_id, message, detail)
-            SELECT 'worker_lost', id, 'no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'HH24:MI:SS') || ' UTC',
-                   jsonb_build_object('host', host, 'pid', pid, 'heartbeat_at', heartbeat_at)
-              FROM lost
+            SELECT 'worker_lost', l.id, 'no heartbeat since ' || to_char(l.heartbeat_at AT TIME ZONE 'UTC', 'HH24:MI:SS') || ' UTC',
+                   jsonb_build_object('host', l.host, 'pid', l.pid, 'heartbeat_at', l.heartbeat_at,
+                                      'runs', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                                   'run_id', x.run_id, 'sequence', r.sequence,
+                                                   'step', x.step + 1, 'attempt', x.attempt)
+                                                   ORDER BY x.run_id, x.step), '[]'::jsonb)
+                                                 FROM executions x JOIN runs r ON r.id = x.run_id
+                                                WHERE x.worker_id = l.id AND x.state = 'running'))
+              FROM lost l
          )
          SELECT id, host FROM lost",
     )

@@ -54,7 +54,10 @@ pub use executions::{Claimed, ExecKey, ExecResult, OutputFacts, StepWatch};
 pub use history::{SequenceHistory, StepStats};
 pub use logs::{LogPiece, LogRow, LogState, omitted_line};
 pub use recovery::{Expired, Stuck};
-pub use retention::{PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
+pub use retention::{
+    EventCursor, EventPruneBatch, PRUNE_BATCH, PRUNE_PAUSE, PruneBatch, PruneCounts, PruneCursor, Retention,
+    StorageFigures,
+};
 pub use schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 pub use slots::{Admitted, NewRun};
 pub use sqlite::queue::EmbeddedQueue;

@@ -1,6 +1,8 @@
 //! Retention: deleting finished runs older than a bound, with their
-//! executions and their logs, in small batches; and the storage figures the
-//! UI shows (how much is kept), cheap at millions of rows.
+//! executions and their logs, in small batches; the alert events older than
+//! the bound whose deliveries are all over ([`prune_events_batch`]); and the
+//! storage figures the UI shows (how much is kept), cheap at millions of
+//! rows.
 //!
 //! One batch is one statement (in a short transaction of its own, which only
 //! turns JIT off for it): it picks the next few hundred final runs created
@@ -56,6 +58,13 @@ pub struct PruneCursor {
     pub(crate) id: Uuid,
 }
 
+/// Where the next batch of events starts: after this `(at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) id: i64,
+}
+
 /// What a prune deleted (or, dry, would delete).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PruneCounts {
@@ -64,6 +73,10 @@ pub struct PruneCounts {
     pub log_rows: i64,
     /// Bytes of output in those log rows.
     pub log_bytes: i64,
+    /// Alert events (healthcheck pings included), each with its deliveries.
+    pub events: i64,
+    /// Their deliveries (one per event and target), with their attempts.
+    pub deliveries: i64,
 }
 
 impl std::ops::AddAssign for PruneCounts {
@@ -72,6 +85,8 @@ impl std::ops::AddAssign for PruneCounts {
         self.executions += o.executions;
         self.log_rows += o.log_rows;
         self.log_bytes += o.log_bytes;
+        self.events += o.events;
+        self.deliveries += o.deliveries;
     }
 }
 
@@ -84,6 +99,19 @@ pub struct PruneBatch {
     /// Where the next batch starts; `None` when this one reached the bound.
     pub next: Option<PruneCursor>,
     /// The bound this batch used: runs that finished before it went.
+    pub bound: DateTime<Utc>,
+}
+
+/// One batch of events' outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPruneBatch {
+    /// `events` and `deliveries` (the rest is zero).
+    pub counts: PruneCounts,
+    /// Events looked at (deleted or kept); at most the batch size.
+    pub scanned: i64,
+    /// Where the next batch starts; `None` when this one reached the bound.
+    pub next: Option<EventCursor>,
+    /// The bound this batch used: events recorded before it went.
     pub bound: DateTime<Utc>,
 }
 
@@ -238,6 +266,118 @@ pub(crate) async fn prune_batch(
             executions: row.executions,
             log_rows: row.log_rows,
             log_bytes: row.log_bytes,
+            ..PruneCounts::default()
+        },
+        scanned: row.scanned,
+        next,
+        bound: row.bound,
+    })
+}
+
+/// The events' batch statement, as [`batch_sql`] is the runs': `$1` age in
+/// seconds, `$2`/`$3` the cursor. An event goes once it is older than the
+/// bound, routed, none of its deliveries is `pending` (to be sent or
+/// retried) or `held` (waiting for its target's `max_frequency` period, to
+/// be sent with the others folded into it), and none is the newest let go
+/// to its target for its kind and subject (throttling counts from it; one
+/// event per target, kind and subject, bounded by the definitions, stays
+/// for that): `sent`, `failed` and `folded` are final, so what the statement's snapshot sees final stays final, and
+/// an event whose routing commits after the snapshot is seen unrouted and
+/// kept. Deliveries and their attempts go by `ON DELETE CASCADE`. Events
+/// have no foreign key to runs: an event outlives its run (a run pruned
+/// while its alert is still pending is alerted all the same), and pruning
+/// runs never touches events.
+fn events_batch_sql(limit: u32, delete: bool) -> String {
+    let lock = if delete { "FOR UPDATE OF e SKIP LOCKED" } else { "" };
+    let gone = if delete {
+        "gone AS (DELETE FROM events e USING doomed d WHERE e.id = d.id RETURNING e.id)"
+    } else {
+        "gone AS (SELECT id FROM doomed)"
+    };
+    format!(
+        "WITH bound AS (SELECT now() - make_interval(secs => $1) AS at),
+        scan AS MATERIALIZED (
+            SELECT id, at FROM events
+             WHERE at < (SELECT at FROM bound) AND (at, id) > ($2, $3)
+             ORDER BY at, id
+             LIMIT {limit}
+        ),
+        doomed AS (
+            SELECT e.id FROM events e JOIN scan s ON s.id = e.id
+             WHERE e.routed_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
+                                WHERE d.event_id = e.id AND d.state IN ('pending', 'held'))
+               -- The newest delivery let go to a target for its kind and
+               -- subject is what `max_frequency` counts its period from:
+               -- kept, however old, or a prune shorter than the period
+               -- would let the next alert through at once.
+               AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
+                                WHERE d.event_id = e.id AND d.released_at IS NOT NULL
+                                  AND NOT EXISTS (SELECT 1 FROM alert_deliveries n
+                                                   WHERE n.target = d.target AND n.kind = d.kind
+                                                     AND n.subject = d.subject
+                                                     AND (n.released_at, n.event_id) > (d.released_at, d.event_id)))
+             {lock}
+        ),
+        deliveries AS (
+            SELECT coalesce(sum(x.n), 0)::bigint AS n FROM doomed d
+             CROSS JOIN LATERAL (SELECT count(*) AS n FROM alert_deliveries a WHERE a.event_id = d.id) x
+        ),
+        {gone},
+        last AS (SELECT at, id FROM scan ORDER BY at DESC, id DESC LIMIT 1)
+        SELECT (SELECT count(*) FROM gone) AS events,
+               (SELECT n FROM deliveries) AS deliveries,
+               (SELECT count(*) FROM scan) AS scanned,
+               (SELECT at FROM last) AS last_at,
+               (SELECT id FROM last) AS last_id,
+               (SELECT at FROM bound) AS bound"
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct EventBatchRow {
+    events: i64,
+    deliveries: i64,
+    scanned: i64,
+    last_at: Option<DateTime<Utc>>,
+    last_id: Option<i64>,
+    bound: DateTime<Utc>,
+}
+
+/// One batch of at most `limit` events recorded more than `older_than` ago,
+/// after `from` (`None`: from the oldest), whose deliveries are all over:
+/// deleted with their deliveries and attempts, or only counted when
+/// `dry_run`.
+pub(crate) async fn prune_events_batch(
+    t: &Tracker,
+    older_than: Duration,
+    from: Option<EventCursor>,
+    limit: u32,
+    dry_run: bool,
+) -> Result<EventPruneBatch> {
+    let limit = limit.max(1);
+    let from = from.unwrap_or(EventCursor {
+        at: DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
+        id: i64::MIN,
+    });
+    let mut tx = t.pool.begin().await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let row: EventBatchRow = sqlx::query_as(sqlx::AssertSqlSafe(events_batch_sql(limit, !dry_run)))
+        .bind(older_than.as_secs_f64())
+        .bind(from.at)
+        .bind(from.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let next = match (row.last_at, row.last_id) {
+        (Some(at), Some(id)) if row.scanned >= limit as i64 => Some(EventCursor { at, id }),
+        _ => None,
+    };
+    Ok(EventPruneBatch {
+        counts: PruneCounts {
+            events: row.events,
+            deliveries: row.deliveries,
+            ..PruneCounts::default()
         },
         scanned: row.scanned,
         next,

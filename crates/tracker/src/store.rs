@@ -27,7 +27,7 @@ use crate::executions::{Claimed, ExecKey};
 use crate::history::SequenceHistory;
 use crate::logs::{LogPiece, LogRow, LogState};
 use crate::recovery::{Expired, Stuck};
-use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
+use crate::retention::{EventCursor, EventPruneBatch, PruneBatch, PruneCursor, Retention, StorageFigures};
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::ui_queries::StateCounts;
@@ -142,7 +142,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Held>>;
     async fn worker_stopped(&self, worker_id: Uuid) -> Result<()>;
     /// The worker is gone and its modules are stopped (its keeper says so):
-    /// end the leases it held now, so recovery takes its steps over at once.
+    /// end the leases it held now, so recovery takes its steps over at once,
+    /// and (unless it had stopped) mark it lost and record `worker_lost`
+    /// with the steps it held, in the same statement.
     async fn worker_died(&self, worker_id: Uuid) -> Result<u64>;
 
     // --- recovery
@@ -204,6 +206,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         dry_run: bool,
     ) -> Result<PruneBatch>;
+    /// Deletes (or, `dry_run`, counts) one batch of at most `limit` alert
+    /// events recorded more than `older_than` ago, after `from` (`None`:
+    /// from the oldest), whose deliveries are all sent, given up or folded
+    /// (never one pending or held), with those deliveries and their
+    /// attempts. Call again with `next` until it is `None`.
+    async fn prune_events_batch(
+        &self,
+        older_than: Duration,
+        from: Option<EventCursor>,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<EventPruneBatch>;
     /// How much is stored (runs, executions, logs), cheap at any size.
     async fn storage_figures(&self) -> Result<StorageFigures>;
 
@@ -436,6 +450,15 @@ impl Store for Tracker {
         dry_run: bool,
     ) -> Result<PruneBatch> {
         crate::retention::prune_batch(self, retention, from, limit, dry_run).await
+    }
+    async fn prune_events_batch(
+        &self,
+        older_than: Duration,
+        from: Option<EventCursor>,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<EventPruneBatch> {
+        crate::retention::prune_events_batch(self, older_than, from, limit, dry_run).await
     }
     async fn storage_figures(&self) -> Result<StorageFigures> {
         crate::retention::storage_figures(self).await

@@ -90,17 +90,39 @@ pub(crate) async fn heartbeat(
 }
 
 /// The worker is gone (its keeper saw it die and stopped its modules): the
-/// leases of the executions it held end now, and so does the reaper lease
-/// if it held it, so that recovery (on any other worker) re-attempts its
-/// steps at its next pass instead of a lease later. Returns how many.
+/// leases of the executions it held end now, and so do the reaper and the
+/// alert leases if it held them, so that recovery (on any other worker)
+/// re-attempts its steps at its next pass instead of a lease later, and
+/// another sender delivers the alerts. Unless it had said it stopped, it is
+/// marked lost and `worker_lost` recorded in the same statement, naming the
+/// steps it held (told now, not once a lease of silence has passed; recovery's
+/// [`crate::events`] `mark_lost_workers` then finds it told already). Returns
+/// how many leases ended.
 pub(crate) async fn worker_died(t: &Tracker, worker_id: Uuid) -> Result<u64> {
     let (ended,): (i64,) = sqlx::query_as(
         "WITH reaper AS (
             UPDATE reaper_lease SET until = now() WHERE holder = $1 AND until > now()
+         ), sender AS (
+            UPDATE alert_lease SET until = now() WHERE holder = $1 AND until > now()
          ), ended AS (
-            UPDATE executions SET lease_until = now()
-             WHERE worker_id = $1 AND state = 'running' AND lease_until > now()
-         RETURNING 1
+            UPDATE executions e SET lease_until = now()
+              FROM runs r
+             WHERE e.worker_id = $1 AND e.state = 'running' AND e.lease_until > now() AND r.id = e.run_id
+         RETURNING e.run_id, e.step, e.attempt, r.sequence
+         ), lost AS (
+            UPDATE workers SET lost_at = now()
+             WHERE id = $1 AND state <> 'stopped' AND (lost_at IS NULL OR lost_at < heartbeat_at)
+         RETURNING id, host, pid, heartbeat_at
+         ), ev AS (
+            INSERT INTO events (kind, worker_id, message, detail)
+            SELECT 'worker_lost', l.id, 'the worker process died; its keeper stopped its modules',
+                   jsonb_build_object('host', l.host, 'pid', l.pid, 'heartbeat_at', l.heartbeat_at,
+                                      'runs', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                                   'run_id', x.run_id, 'sequence', x.sequence,
+                                                   'step', x.step + 1, 'attempt', x.attempt)
+                                                   ORDER BY x.run_id, x.step), '[]'::jsonb)
+                                                 FROM ended x))
+              FROM lost l
          )
          SELECT count(*) FROM ended",
     )

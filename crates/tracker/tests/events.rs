@@ -327,6 +327,73 @@ fn route(event_id: i64, target: &str, held: bool) -> Route {
 }
 
 #[tokio::test]
+async fn a_worker_whose_keeper_reports_its_death_is_lost_at_once_with_the_steps_it_held_once() {
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
+        let info = |id| WorkerInfo {
+            id,
+            host: "etl-7".into(),
+            pid: 777,
+            version: "t".into(),
+            concurrency: 2,
+            queues: vec!["q1".into()],
+        };
+        let (dead, stopped) = (Uuid::now_v7(), Uuid::now_v7());
+        s.register_worker(&info(dead)).await.unwrap();
+        s.register_worker(&info(stopped)).await.unwrap();
+        s.worker_stopped(stopped).await.unwrap();
+        let run = new_run(2, None);
+        start(s, &run).await;
+        let key = ExecKey {
+            run_id: run.id,
+            step: 0,
+            attempt: 1,
+        };
+        assert!(s.claim(key, dead, Duration::from_secs(30)).await.unwrap().is_some());
+        assert!(s.take_alert_lease(dead, Duration::from_secs(30)).await.unwrap());
+
+        assert_eq!(s.worker_died(dead).await.unwrap(), 1);
+        let events = s.recent_events(10).await.unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!((e.kind.as_str(), e.worker_id), ("worker_lost", Some(dead)));
+        assert_eq!(
+            e.message.as_deref(),
+            Some("the worker process died; its keeper stopped its modules")
+        );
+        assert_eq!(e.detail["host"], "etl-7");
+        assert_eq!(e.detail["pid"], 777);
+        assert_eq!(
+            e.detail["runs"],
+            serde_json::json!([{"run_id": run.id, "sequence": "nightly", "step": 1, "attempt": 1}]),
+            "the step it held, counted from 1"
+        );
+        assert!(
+            s.take_alert_lease(Uuid::now_v7(), Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "its alert lease is free for another sender"
+        );
+        // Told once: neither a second report nor recovery's look for silent
+        // workers tells it again.
+        assert_eq!(s.worker_died(dead).await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let silent: Vec<Uuid> = s
+            .mark_lost_workers(Duration::from_millis(10))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!silent.contains(&dead), "{silent:?}");
+        // A worker that stopped on purpose is not lost when its keeper ends.
+        s.worker_died(stopped).await.unwrap();
+        assert_eq!(s.recent_events(10).await.unwrap().len(), 1, "still the one event");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_delivery_is_routed_once_claimed_by_one_sender_and_its_attempts_recorded() {
     with_store(|t| async move {
         let s: &dyn Store = &*t;

@@ -1,6 +1,7 @@
 //! Retention against each backend (a fresh store per test): which runs a
 //! prune deletes and which it keeps, what goes with them, the dry run, the
-//! batches, and the storage figures. History is written with the store's
+//! batches, the alert events and their deliveries, and the storage
+//! figures. History is written with the store's
 //! own `create_run`, then aged and moved to its state by SQL of the test's
 //! own, as years of use would leave it.
 
@@ -9,7 +10,7 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::{Backend, TestStore};
 use scheduler_core::{Modules, Sequence};
-use scheduler_tracker::{NewRun, PruneCounts, Retention};
+use scheduler_tracker::{NewEvent, NewRun, PruneCounts, Retention};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -234,6 +235,7 @@ async fn only_final_runs_finished_before_the_bound_go_with_their_executions_and_
                 executions: 10,
                 log_rows: 20,
                 log_bytes: 5 * 2 * 12,
+                ..PruneCounts::default()
             }
         );
         assert_eq!(db.rows().await, (runs, execs, logs), "a dry run deletes nothing");
@@ -450,6 +452,202 @@ async fn storage_figures_count_what_is_kept() {
         let f = db.store.storage_figures().await.unwrap();
         assert_eq!((f.runs, f.executions, f.log_rows, f.estimated), (3, 6, 12, false));
         assert!(f.log_bytes > 0 && f.database_bytes > f.log_bytes, "{f:?}");
+    })
+    .await;
+}
+
+impl Db {
+    /// A `run_failed` event of `run` recorded `age_days` ago, routed to one
+    /// delivery per `(target, state)` given (none: routed to no target, or
+    /// not routed at all when `routed` is false).
+    async fn event(&mut self, run: Uuid, age_days: f64, routed: bool, deliveries: &[(&str, &str)]) -> i64 {
+        let id = self
+            .store
+            .record_event(&NewEvent {
+                kind: "run_failed".into(),
+                sequence: Some("s".into()),
+                run_id: Some(run),
+                message: Some("exit code 1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let routed_at = if routed { ts(Utc::now()) } else { String::new() };
+        self.store
+            .raw(
+                "UPDATE events SET at = $2::timestamptz, routed_at = nullif($3, '')::timestamptz WHERE id = $1::bigint",
+                "UPDATE events SET at = ?2, routed_at = nullif(?3, '') WHERE id = CAST(?1 AS INTEGER)",
+                &[&id.to_string(), &days_ago(age_days), &routed_at],
+            )
+            .await;
+        for (target, state) in deliveries {
+            self.store
+                .raw(
+                    "INSERT INTO alert_deliveries (event_id, target, kind, subject, state, attempts)
+                     VALUES ($1::bigint, $2, 'run_failed', 's', $3, 1)",
+                    "INSERT INTO alert_deliveries (event_id, target, kind, subject, state, attempts)
+                     VALUES (CAST(?1 AS INTEGER), ?2, 'run_failed', 's', ?3, 1)",
+                    &[&id.to_string(), target, state],
+                )
+                .await;
+            self.store
+                .raw(
+                    "INSERT INTO alert_attempts (event_id, target, attempt, outcome, elapsed_ms)
+                     VALUES ($1::bigint, $2, 1, 'retry', 1.5)",
+                    "INSERT INTO alert_attempts (event_id, target, attempt, outcome, elapsed_ms)
+                     VALUES (CAST(?1 AS INTEGER), ?2, 1, 'retry', 1.5)",
+                    &[&id.to_string(), target],
+                )
+                .await;
+        }
+        id
+    }
+
+    async fn event_exists(&mut self, id: i64) -> bool {
+        self.store
+            .raw_i64(
+                "SELECT count(*) FROM events WHERE id = $1::bigint",
+                "SELECT count(*) FROM events WHERE id = CAST(?1 AS INTEGER)",
+                &[&id.to_string()],
+            )
+            .await
+            == 1
+    }
+
+    /// (events, deliveries, attempts) in the database.
+    async fn alert_rows(&mut self) -> (i64, i64, i64) {
+        let mut counts = [0; 3];
+        for (n, table) in counts.iter_mut().zip(["events", "alert_deliveries", "alert_attempts"]) {
+            let sql = format!("SELECT count(*) FROM {table}");
+            *n = self.store.raw_i64(&sql, &sql, &[]).await;
+        }
+        (counts[0], counts[1], counts[2])
+    }
+
+    /// Every batch of events until the bound is reached.
+    async fn prune_events(&self, older_than: Duration, batch: u32, dry_run: bool) -> (PruneCounts, usize) {
+        let mut from = None;
+        let mut total = PruneCounts::default();
+        let mut batches = 0;
+        loop {
+            let b = self
+                .store
+                .prune_events_batch(older_than, from, batch, dry_run)
+                .await
+                .unwrap();
+            batches += 1;
+            total += b.counts;
+            match b.next {
+                Some(next) => from = Some(next),
+                None => return (total, batches),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn old_events_go_with_their_deliveries_once_delivered_or_given_up_never_pending_or_held() {
+    with_db(|mut db| async move {
+        let run = db.past(Past::new("failed", 40.0, Some(39.0))).await;
+        let mut gone = vec![
+            db.event(run, 40.0, true, &[("hook", "sent"), ("mail", "failed")]).await,
+            db.event(run, 40.0, true, &[("hook", "folded")]).await,
+            // Wanted by no target: routed to none.
+            db.event(run, 40.0, true, &[]).await,
+        ];
+        let kept = vec![
+            // Still to be sent (or retried) to one of its targets.
+            db.event(run, 40.0, true, &[("hook", "sent"), ("mail", "pending")])
+                .await,
+            // Held for its target's max_frequency, to be folded into the next.
+            db.event(run, 40.0, true, &[("hook", "held")]).await,
+            // Not routed yet: its deliveries do not exist yet.
+            db.event(run, 40.0, false, &[]).await,
+            // Recent.
+            db.event(run, 1.0, true, &[("hook", "sent")]).await,
+        ];
+        let (events, deliveries, attempts) = db.alert_rows().await;
+        let (dry, _) = db.prune_events(DAY * 30, 2, true).await;
+        assert_eq!(
+            dry,
+            PruneCounts {
+                events: 3,
+                deliveries: 3,
+                ..PruneCounts::default()
+            }
+        );
+        assert_eq!(
+            db.alert_rows().await,
+            (events, deliveries, attempts),
+            "a dry run deletes nothing"
+        );
+
+        // In batches of 2: the kept ones in between do not stop it.
+        let (done, batches) = db.prune_events(DAY * 30, 2, false).await;
+        assert_eq!(done, dry, "the dry run counted what the prune deleted");
+        assert_eq!(batches, 4, "6 old events in batches of 2, and the last one empty");
+        assert_eq!(db.alert_rows().await, (events - 3, deliveries - 3, attempts - 3));
+        for id in &gone {
+            assert!(!db.event_exists(*id).await, "old and delivered: deleted");
+        }
+        for id in &kept {
+            assert!(db.event_exists(*id).await, "event {id} must stay");
+        }
+
+        // Pruning runs leaves events alone: an event (delivered or not)
+        // outlives its run, and a pending one is still delivered.
+        let (runs, _) = db.prune(older_than(30), 500, false).await;
+        assert_eq!((runs.runs, runs.events), (1, 0));
+        assert!(!db.exists(run).await);
+        for id in &kept {
+            assert!(db.event_exists(*id).await, "event {id} outlives its run");
+        }
+        let recent = db.store.recent_deliveries(10).await.unwrap();
+        assert!(
+            recent.iter().any(|d| d.state == "pending" && d.run_id == Some(run)),
+            "the pending delivery of a pruned run is still listed: {recent:?}"
+        );
+
+        // Once the pending one is sent and the held one folded, they go too.
+        gone.clear();
+        for sql in [
+            "UPDATE alert_deliveries SET state = 'sent' WHERE state = 'pending'",
+            "UPDATE alert_deliveries SET state = 'folded' WHERE state = 'held'",
+        ] {
+            db.store.raw(sql, sql, &[]).await;
+        }
+        let (done, _) = db.prune_events(DAY * 30, 500, false).await;
+        assert_eq!((done.events, done.deliveries), (2, 3), "{done:?}");
+        assert!(db.event_exists(kept[2]).await && db.event_exists(kept[3]).await);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_newest_alert_let_go_per_target_kind_and_subject_stays_for_its_max_frequency() {
+    with_db(|mut db| async move {
+        let run = db.past(Past::new("failed", 40.0, Some(39.0))).await;
+        let older = db.event(run, 40.0, true, &[("hook", "sent")]).await;
+        let newest = db.event(run, 39.0, true, &[("hook", "sent")]).await;
+        let elsewhere = db.event(run, 39.0, true, &[("mail", "failed")]).await;
+        for (id, days) in [(older, 40.0), (newest, 39.0), (elsewhere, 39.0)] {
+            db.store
+                .raw(
+                    "UPDATE alert_deliveries SET released_at = $2::timestamptz WHERE event_id = $1::bigint",
+                    "UPDATE alert_deliveries SET released_at = ?2 WHERE event_id = CAST(?1 AS INTEGER)",
+                    &[&id.to_string(), &days_ago(days)],
+                )
+                .await;
+        }
+        let (done, _) = db.prune_events(DAY * 30, 500, false).await;
+        assert_eq!(done.events, 1, "{done:?}");
+        assert!(!db.event_exists(older).await);
+        assert!(
+            db.event_exists(newest).await && db.event_exists(elsewhere).await,
+            "the last one each target was sent of run_failed for s is what its max_frequency counts from"
+        );
+        let last = db.store.recent_deliveries(10).await.unwrap();
+        assert_eq!(last.len(), 2, "{last:?}");
     })
     .await;
 }

@@ -56,6 +56,9 @@
       loaded: false,
       loading: false,
       complete: false,
+      // The attempt runs (as its last chunk said): only then is the log
+      // said to be followed "live".
+      running: el.dataset.live === "true",
       next: 0,
       following: true,
       es: null,
@@ -161,6 +164,7 @@
         var c = st.pre.lastElementChild;
         st.next = Number(c.dataset.next);
         st.complete = c.dataset.complete === "true";
+        st.running = c.dataset.running === "true";
         logEarlierButton(st);
         logToEnd(st);
         if (st.complete) logDone(st, "complete");
@@ -176,13 +180,19 @@
     if (st.es || st.retry || st.complete || st.view.hidden) return;
     var es = new EventSource(st.el.dataset.events + "&from=" + st.next);
     st.es = es;
-    logStatus(st, "live", "live");
+    logFollowing(st);
     es.addEventListener("open", function () {
-      logStatus(st, "live", "live");
+      logFollowing(st);
     });
     es.addEventListener("log", function (e) {
       st.backoff = 1000;
       logAppend(st, e.data);
+    });
+    // The attempt ended; the last of its log is still to come (or never
+    // will, when its worker died: then `end` says "incomplete").
+    es.addEventListener("finished", function () {
+      st.running = false;
+      logFollowing(st);
     });
     es.addEventListener("end", function (e) {
       logStop(st);
@@ -206,9 +216,21 @@
     logFollowButton(st);
   }
 
+  // What a panel following its log says: "live" only while the attempt
+  // runs; an attempt that ended is read to the end of its log, said so.
+  function logFollowing(st) {
+    if (st.running) logStatus(st, "live", "live");
+    else logStatus(st, "ended; reading the rest of its log…");
+  }
+
   function logAppend(st, html) {
     st.pre.insertAdjacentHTML("beforeend", html);
     st.next = Number(st.pre.lastElementChild.dataset.next);
+    var running = st.pre.lastElementChild.dataset.running === "true";
+    if (running !== st.running) {
+      st.running = running;
+      if (st.es) logFollowing(st);
+    }
     if (st.following) {
       logTrim(st);
       logToEnd(st);

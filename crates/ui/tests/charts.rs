@@ -188,7 +188,8 @@ async fn a_sequence_page_charts_its_last_50_runs_with_its_figures_schedule_and_d
         // Successes took 11..60 s but 14, 24, ... 54: the 23rd of 45 and the 43rd.
         "<dd class=\"figure mono\">36.0 s</dd>",
         "<dd class=\"figure mono\">58.0 s</dd>",
-        "median 36.0 s",
+        // The median's value in the legend, not over the chart's left edge.
+        "median of the successes: <b class=\"mono\">36.0 s</b>",
         "Last 50 runs",
         // Step 2 over the 45 successes (60 % of the run), its 5 failures.
         "<td class=\"num mono\">21.6 s</td>",

@@ -2,7 +2,8 @@
 //! RabbitMQ: `/api/v1/runs/{id}/log` pages and resumes with `from`, reports
 //! each gap once; the download holds the raw bytes; the page's chunks show
 //! markup and terminal escapes as text; the live stream sends what is
-//! written and ends with the log.
+//! written and ends with the log; a chunk says whether its attempt runs, so
+//! the page says "live" only then.
 //!
 //! Most tests write log rows themselves (`Store::append_logs`) for the
 //! second step of an `unserved` run, which waits on a queue no worker
@@ -242,7 +243,9 @@ async fn markup_and_terminal_escapes_in_a_log_are_shown_as_text() {
     assert!(!html.contains("<script"), "{html}");
     assert!(!html.contains('\x1b') && !html.contains('\r'), "{html:?}");
     assert!(
-        html.starts_with("<span class=\"chunk\" data-from=\"0\" data-next=\"42\" data-complete=\"false\">"),
+        html.starts_with(
+            "<span class=\"chunk\" data-from=\"0\" data-next=\"42\" data-complete=\"false\" data-running=\"false\">"
+        ),
         "{html}"
     );
 
@@ -390,6 +393,75 @@ async fn the_live_stream_sends_what_is_written_and_ends_with_the_log() {
     assert!(got.last().unwrap().contains("data: complete"), "{got:?}");
     let closed = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
     assert!(matches!(closed, Ok(None)), "the stream ends after `end`");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn only_a_running_attempts_log_is_said_to_be_live_and_an_ended_one_is_told_finished() {
+    let mut app = TestApp::new().await;
+    let (run, key) = run_with_a_quiet_step(&mut app).await;
+    // The first step ran and ended (a real worker wrote its log), complete.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let chunk = app.get(&format!("/runs/{run}/log?step=0&attempt=1")).await.body;
+        if chunk.contains("data-complete=\"true\"") {
+            assert!(chunk.contains("data-running=\"false\""), "{chunk}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never completed: {chunk}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The second step running, its log being written: live.
+    let mut db = app.db().await;
+    sqlx::query(
+        "UPDATE executions SET state = 'running', started_at = now(), lease_until = now() + interval '1 minute'
+          WHERE run_id = $1 AND step = 1",
+    )
+    .bind(run)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    app.store
+        .append_logs(&[piece(key, 0, "stdout", b"working\n")])
+        .await
+        .unwrap();
+    let chunk = app.get(&format!("/runs/{run}/log?step=1&attempt=1")).await.body;
+    assert!(
+        chunk.contains("data-complete=\"false\" data-running=\"true\""),
+        "{chunk}"
+    );
+    let req = Request::get(format!("/runs/{run}/log/events?step=1&attempt=1&from=8"));
+    let mut body = app
+        .router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    app.store
+        .append_logs(&[piece(key, 8, "stdout", b"more\n")])
+        .await
+        .unwrap();
+    let got = read_events(&mut body, |e| e.contains("more")).await;
+    assert!(got.last().unwrap().contains("data-running=\"true\""), "{got:?}");
+
+    // It ends without its log's total (its worker died): the stream says it
+    // ended at once, then that the log is incomplete; a chunk read now is
+    // not live either.
+    sqlx::query("UPDATE executions SET state = 'abandoned', finished_at = now() WHERE run_id = $1 AND step = 1")
+        .bind(run)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let got = read_events(&mut body, |e| e.contains("event: finished")).await;
+    assert!(got.last().unwrap().contains("data: abandoned"), "{got:?}");
+    let chunk = app.get(&format!("/runs/{run}/log?step=1&attempt=1")).await.body;
+    assert!(
+        chunk.contains("data-complete=\"false\" data-running=\"false\""),
+        "{chunk}"
+    );
+    let got = read_events(&mut body, |e| e.contains("event: end")).await;
+    assert!(got.last().unwrap().contains("data: incomplete"), "{got:?}");
     app.finish().await;
 }
 

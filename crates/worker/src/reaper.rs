@@ -100,11 +100,13 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             prune_from = *next;
         }
         match pass.map(|(counts, _)| counts) {
-            Ok(c) if c.runs > 0 => tracing::info!(
+            Ok(c) if c.runs > 0 || c.events > 0 => tracing::info!(
                 runs = c.runs,
                 executions = c.executions,
                 log_rows = c.log_rows,
                 log_bytes = c.log_bytes,
+                events = c.events,
+                deliveries = c.deliveries,
                 older_than_secs = retention.older_than.as_secs(),
                 "retention: pruned finished runs"
             ),
@@ -122,7 +124,9 @@ pub const PRUNE_BATCHES_PER_PASS: u32 = 10;
 
 /// One retention pass: up to [`PRUNE_BATCHES_PER_PASS`] batches of
 /// `retention`, oldest runs first from `from` (`None`: the oldest), a pause
-/// between them. Returns what it deleted, and where the next pass goes on
+/// between them; once the runs reached the end, the alert events of the
+/// same age whose deliveries are over, in the batches left. Returns what
+/// it deleted, and where the next pass goes on
 /// (`None` when this one got to the end). Going on from there rather than
 /// from the oldest again spares each pass a walk over the index entries of
 /// the runs the previous ones deleted, which stay until vacuum; a pass that
@@ -134,15 +138,36 @@ pub async fn prune_once(
     mut from: Option<PruneCursor>,
 ) -> scheduler_tracker::Result<(PruneCounts, Option<PruneCursor>)> {
     let mut total = PruneCounts::default();
-    for batch in 0..PRUNE_BATCHES_PER_PASS {
-        if batch > 0 {
+    let mut batches = 0;
+    while batches < PRUNE_BATCHES_PER_PASS {
+        if batches > 0 {
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
+        batches += 1;
         let done = ctx.store.prune_batch(retention, from, PRUNE_BATCH, false).await?;
         total += done.counts;
         from = done.next;
         if from.is_none() {
             break;
+        }
+    }
+    // The runs done: the alert events of the same age whose deliveries are
+    // over, from the oldest, in what is left of the pass's batches (few:
+    // an event is one small row, and most passes find a handful).
+    if from.is_none() {
+        let mut events_from = None;
+        while batches < PRUNE_BATCHES_PER_PASS {
+            tokio::time::sleep(PRUNE_PAUSE).await;
+            batches += 1;
+            let done = ctx
+                .store
+                .prune_events_batch(retention.older_than, events_from, PRUNE_BATCH, false)
+                .await?;
+            total += done.counts;
+            events_from = done.next;
+            if events_from.is_none() {
+                break;
+            }
         }
     }
     Ok((total, from))

@@ -1,8 +1,10 @@
 //! `scheduler prune --older-than 30d [--keep-last N] [--dry-run]`: deletes
-//! finished runs older than the bound, with their executions and logs, in
-//! small batches (one short statement each, a pause between them) that never
-//! lock out running work; never a run that is not final. `--dry-run` counts
-//! what would go. The ages it takes (`30d`, `12h`, `90m`, `45s`) are parsed
+//! finished runs older than the bound, with their executions and logs, then
+//! the alert events older than the bound whose deliveries are over (sent,
+//! given up or folded; never one pending or held), with those deliveries,
+//! in small batches (one short statement each, a pause between them) that
+//! never lock out running work; never a run that is not final. `--dry-run`
+//! counts what would go. The ages it takes (`30d`, `12h`, `90m`, `45s`) are parsed
 //! here for the workers' `--prune-older-than` too.
 
 use crate::cli::Global;
@@ -83,6 +85,22 @@ pub async fn prune(g: &Global, a: &PruneArgs) -> anyhow::Result<ExitCode> {
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
     };
+    let runs_took = started.elapsed();
+    // Then the alert events of the same age whose deliveries are over.
+    // `keep_last` is about runs: it keeps no event.
+    let (mut events_from, mut event_batches) = (None, 0u64);
+    loop {
+        let batch = store
+            .prune_events_batch(a.older_than, events_from, a.batch_size, a.dry_run)
+            .await?;
+        event_batches += 1;
+        total += batch.counts;
+        let Some(next) = batch.next else { break };
+        events_from = Some(next);
+        if !a.dry_run {
+            tokio::time::sleep(PRUNE_PAUSE).await;
+        }
+    }
     store.close().await;
 
     let kept = match a.keep_last.filter(|&n| n > 0) {
@@ -102,7 +120,13 @@ pub async fn prune(g: &Global, a: &PruneArgs) -> anyhow::Result<ExitCode> {
         thousands(total.log_rows),
         bytes(total.log_bytes),
         if batches == 1 { "" } else { "es" },
-        started.elapsed().as_secs_f64()
+        runs_took.as_secs_f64()
+    );
+    println!(
+        "{verb} {} alert events and {} deliveries (sent, given up or folded; none pending or held) in {event_batches} batch{}",
+        thousands(total.events),
+        thousands(total.deliveries),
+        if event_batches == 1 { "" } else { "es" },
     );
     Ok(ExitCode::SUCCESS)
 }

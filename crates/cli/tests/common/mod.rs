@@ -7,6 +7,7 @@
 //! the project's `.scheduler/scheduler.db`, as a new user's would.
 #![allow(dead_code)]
 
+pub mod receiver;
 pub mod services;
 
 use scheduler_broker::{Broker, BrokerConfig, Transport};

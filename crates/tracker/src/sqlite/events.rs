@@ -72,6 +72,7 @@ pub(crate) async fn mark_lost_workers(t: &Embedded, silent_for: Duration) -> Res
     .fetch_all(&mut *tx)
     .await?;
     for w in &lost {
+        let runs = held_steps(&mut tx, w.id, None).await?;
         let event = NewEvent {
             kind: "worker_lost".into(),
             worker_id: Some(w.id),
@@ -81,6 +82,7 @@ pub(crate) async fn mark_lost_workers(t: &Embedded, silent_for: Duration) -> Res
                 "host": w.host,
                 "pid": w.pid,
                 "heartbeat_at": w.heartbeat_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                "runs": runs,
             }),
             ..Default::default()
         };
@@ -88,6 +90,33 @@ pub(crate) async fn mark_lost_workers(t: &Embedded, silent_for: Duration) -> Res
     }
     tx.commit().await?;
     Ok(lost.into_iter().map(|w| (w.id, w.host)).collect())
+}
+
+/// The steps a worker holds (`running` executions; with `lease_ended_at`,
+/// only those whose lease ended at that instant), as the `runs` of a
+/// `worker_lost` event: run, sequence, step counted from 1, attempt; in
+/// PostgreSQL's `jsonb_agg` order (run, step).
+pub(crate) async fn held_steps(
+    tx: &mut sqlx::SqliteConnection,
+    worker_id: Uuid,
+    lease_ended_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<serde_json::Value>> {
+    let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT x.run_id, r.sequence, x.step, x.attempt
+           FROM executions x JOIN runs r ON r.id = x.run_id
+          WHERE x.worker_id = ?1 AND x.state = 'running' AND (?2 IS NULL OR x.lease_until = ?2)
+          ORDER BY x.run_id, x.step",
+    )
+    .bind(worker_id)
+    .bind(lease_ended_at)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, sequence, step, attempt)| {
+            serde_json::json!({"run_id": run_id, "sequence": sequence, "step": step + 1, "attempt": attempt})
+        })
+        .collect())
 }
 
 /// Takes or extends the single sender lease; false if another holds it.

@@ -21,7 +21,7 @@
 
 use super::Embedded;
 use crate::Result;
-use crate::retention::{PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
+use crate::retention::{EventCursor, EventPruneBatch, PruneBatch, PruneCounts, PruneCursor, Retention, StorageFigures};
 use crate::ui_queries::EXACT_BELOW;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
@@ -150,6 +150,98 @@ pub(crate) async fn prune_batch(
     Ok(PruneBatch {
         counts,
         scanned,
+        next,
+        bound,
+    })
+}
+
+/// The events' batch, as PostgreSQL's `events_batch_sql` (which explains
+/// what stays): the scan of the oldest events after `from`, then those of
+/// them whose deliveries are all over and none of which is the newest let
+/// go to its target for its kind and subject, deleted with their
+/// deliveries and attempts by `ON DELETE CASCADE`. One `BEGIN IMMEDIATE`
+/// transaction (a read-only snapshot for a dry run): under the single
+/// writer, what it reads final stays final until it commits, where
+/// PostgreSQL locks the rows `SKIP LOCKED`.
+pub(crate) async fn prune_events_batch(
+    t: &Embedded,
+    older_than: std::time::Duration,
+    from: Option<EventCursor>,
+    limit: u32,
+    dry_run: bool,
+) -> Result<EventPruneBatch> {
+    let limit = limit.max(1);
+    let bound = chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| super::now().checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut tx = if dry_run {
+        t.pool.begin().await?
+    } else {
+        t.begin().await?
+    };
+    let scan: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, at FROM events
+          WHERE at < ?1 AND (?2 IS NULL OR (at, id) > (?2, ?3))
+          ORDER BY at, id
+          LIMIT ?4",
+    )
+    .bind(bound)
+    .bind(from.map(|c| c.at))
+    .bind(from.map(|c| c.id))
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids = serde_json::to_string(&scan.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .map_err(|e| crate::TrackerError::Corrupt(e.to_string()))?;
+    let doomed: Vec<(i64,)> = sqlx::query_as(
+        "SELECT e.id FROM events e
+          WHERE e.id IN (SELECT value FROM json_each(?1))
+            AND e.routed_at IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
+                             WHERE d.event_id = e.id AND d.state IN ('pending', 'held'))
+            AND NOT EXISTS (SELECT 1 FROM alert_deliveries d
+                             WHERE d.event_id = e.id AND d.released_at IS NOT NULL
+                               AND NOT EXISTS (SELECT 1 FROM alert_deliveries n
+                                                WHERE n.target = d.target AND n.kind = d.kind
+                                                  AND n.subject = d.subject
+                                                  AND (n.released_at, n.event_id) > (d.released_at, d.event_id)))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let doomed = serde_json::to_string(&doomed.iter().map(|(id,)| *id).collect::<Vec<_>>())
+        .map_err(|e| crate::TrackerError::Corrupt(e.to_string()))?;
+    let (deliveries,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM alert_deliveries WHERE event_id IN (SELECT value FROM json_each(?1))")
+            .bind(&doomed)
+            .fetch_one(&mut *tx)
+            .await?;
+    let events = if dry_run {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM json_each(?1)")
+            .bind(&doomed)
+            .fetch_one(&mut *tx)
+            .await?;
+        n
+    } else {
+        sqlx::query("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(&doomed)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64
+    };
+    tx.commit().await?;
+    let next = match scan.last() {
+        Some((id, at)) if scan.len() >= limit as usize => Some(EventCursor { at: *at, id: *id }),
+        _ => None,
+    };
+    Ok(EventPruneBatch {
+        counts: PruneCounts {
+            events,
+            deliveries,
+            ..PruneCounts::default()
+        },
+        scanned: scan.len() as i64,
         next,
         bound,
     })

@@ -11,7 +11,7 @@ use crate::executions::{Claimed, ExecKey};
 use crate::history::SequenceHistory;
 use crate::logs::{LogPiece, LogRow, LogState};
 use crate::recovery::{Expired, Stuck};
-use crate::retention::{PruneBatch, PruneCursor, Retention, StorageFigures};
+use crate::retention::{EventCursor, EventPruneBatch, PruneBatch, PruneCursor, Retention, StorageFigures};
 use crate::schedules::{Cursor, LateSlot, ScheduleState, SlotView};
 use crate::slots::{Admitted, NewRun};
 use crate::store::Store;
@@ -215,6 +215,15 @@ impl Store for Embedded {
         dry_run: bool,
     ) -> Result<PruneBatch> {
         crate::sqlite::retention::prune_batch(self, retention, from, limit, dry_run).await
+    }
+    async fn prune_events_batch(
+        &self,
+        older_than: Duration,
+        from: Option<EventCursor>,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<EventPruneBatch> {
+        crate::sqlite::retention::prune_events_batch(self, older_than, from, limit, dry_run).await
     }
     async fn storage_figures(&self) -> Result<StorageFigures> {
         crate::sqlite::retention::storage_figures(self).await

@@ -87,6 +87,11 @@ pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    sqlx::query("UPDATE alert_lease SET until = $2 WHERE holder = $1 AND until > $2")
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     let ended = sqlx::query(
         "UPDATE executions SET lease_until = $2
           WHERE worker_id = $1 AND state = 'running' AND lease_until > $2",
@@ -95,6 +100,34 @@ pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // PostgreSQL's `lost` and `ev` parts: the worker marked lost, unless it
+    // stopped or was told lost already for this silence, and `worker_lost`
+    // naming the steps whose leases just ended.
+    let lost: Option<(Uuid, String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "UPDATE workers SET lost_at = $2
+          WHERE id = $1 AND state <> 'stopped' AND (lost_at IS NULL OR lost_at < heartbeat_at)
+      RETURNING id, host, pid, heartbeat_at",
+    )
+    .bind(worker_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, host, pid, heartbeat_at)) = lost {
+        let runs = crate::sqlite::events::held_steps(&mut tx, id, Some(now)).await?;
+        let event = crate::events::NewEvent {
+            kind: "worker_lost".into(),
+            worker_id: Some(id),
+            message: Some("the worker process died; its keeper stopped its modules".into()),
+            detail: serde_json::json!({
+                "host": host,
+                "pid": pid,
+                "heartbeat_at": heartbeat_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                "runs": runs,
+            }),
+            ..Default::default()
+        };
+        crate::sqlite::events::insert_on(&mut tx, &event).await?;
+    }
     tx.commit().await?;
     Ok(ended.rows_affected())
 }

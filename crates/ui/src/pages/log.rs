@@ -7,9 +7,16 @@
 //!   `from=` reads from there instead.
 //! - `/runs/{id}/log/events?step=&attempt=&from=`: server-sent events while
 //!   it is written: `log` (a chunk, its `id` the offset to resume from, which
-//!   the browser sends back as `Last-Event-ID` when it reconnects), then
-//!   `end` (`complete`; `incomplete` when its worker ended before writing
-//!   the last of it; `gone` when it was pruned) and the stream ends.
+//!   the browser sends back as `Last-Event-ID` when it reconnects),
+//!   `finished` once the execution is seen ended while the last of its log
+//!   is still awaited, then `end` (`complete`; `incomplete` when its worker
+//!   ended before writing the last of it; `gone` when it was pruned) and the
+//!   stream ends.
+//!
+//! A chunk says whether its execution was running when it was read
+//! (`data-running`): the panel says "live" only then, never for an attempt
+//! that ended (an abandoned one, or one whose log's total is not written
+//! yet, is followed to its end all the same, said as such).
 //! - `/runs/{id}/log/download?step=&attempt=`: the raw bytes.
 //!
 //! The page's script (`assets/app.js`) puts them together. A chunk's lines
@@ -60,6 +67,9 @@ pub(crate) struct ChunkView {
     next: i64,
     /// Nothing more will be written (the page stops following).
     complete: bool,
+    /// The execution was running when this was read: the page says the
+    /// log is followed live only then.
+    running: bool,
     segs: Vec<Seg>,
 }
 
@@ -78,11 +88,12 @@ struct Part {
 }
 
 impl ChunkView {
-    pub(crate) fn new(c: &Chunk, total: Option<i64>) -> ChunkView {
+    pub(crate) fn new(c: &Chunk, total: Option<i64>, running: bool) -> ChunkView {
         ChunkView {
             from: c.from,
             next: c.next,
             complete: c.complete(total),
+            running,
             segs: segments(c),
         }
     }
@@ -214,7 +225,7 @@ pub(crate) async fn chunk(
         max_bytes: 2 * TAIL_BYTES as usize,
     };
     let c = logs::read(store, key, w, ls.log_bytes).await.map_err(Problem::from)?;
-    Ok(super::html(&ChunkView::new(&c, ls.log_bytes))?.into_response())
+    Ok(super::html(&ChunkView::new(&c, ls.log_bytes, ls.state == "running"))?.into_response())
 }
 
 /// `/runs/{id}/log/download`: every recorded byte in order, both streams,
@@ -320,6 +331,7 @@ pub(crate) async fn events(
         next: resumed.or(p.from).unwrap_or(0),
         line_start: None,
         total: ls.log_bytes,
+        running: ls.state == "running",
         finished_since: None,
         checked: Instant::now(),
         done: false,
@@ -343,6 +355,8 @@ struct Follow {
     line_start: Option<bool>,
     /// The log's final size, once its worker wrote the last of it.
     total: Option<i64>,
+    /// The execution runs, as last read.
+    running: bool,
     /// When the execution was first seen finished without a total.
     finished_since: Option<Instant>,
     /// When where the log stands was last read.
@@ -383,7 +397,7 @@ impl Follow {
             if c.next > self.next {
                 self.next = c.next;
                 self.line_start = Some(c.ends_line);
-                let html = ChunkView::new(&c, self.total).render()?;
+                let html = ChunkView::new(&c, self.total, self.running).render()?;
                 let event = Event::default()
                     .event("log")
                     .id(c.next.to_string())
@@ -406,13 +420,18 @@ impl Follow {
             else {
                 return Ok(Some(self.end("gone")));
             };
+            self.running = s.state == "running";
             if s.log_bytes.is_some() {
                 // Read again knowing the end: the last rows, or a gap.
                 self.total = s.log_bytes;
                 continue;
             }
             if logs::finished(&s.state) {
-                let since = *self.finished_since.get_or_insert_with(Instant::now);
+                let Some(since) = self.finished_since else {
+                    // Told once, so the page stops saying "live".
+                    self.finished_since = Some(Instant::now());
+                    return Ok(Some(Event::default().event("finished").data(s.state)));
+                };
                 if since.elapsed() >= GIVE_UP_AFTER {
                     return Ok(Some(self.end("incomplete")));
                 }
