@@ -1,16 +1,19 @@
 //! Benchmarks, kept out of the production crates: the UI benchmark
 //! (`scheduler bench-ui`: a year of synthetic history, then the pages'
 //! server-side latency), the retention benchmark (`scheduler bench-prune`:
-//! half of that history pruned while a worker runs steps) and the SQL the
+//! half of that history pruned while a worker runs steps), the capture
+//! benchmark (`scheduler bench-flood`: a module printing 50 MB under a worker
+//! against the same to `/dev/null`) and the SQL the
 //! benchmarks need beyond the store's contract (filling a database of their
 //! own, timing a set of runs, emptying it).
 //!
 //! Architecture invariant: nothing here is reachable from a worker or the
-//! UI; only the CLI's `bench`, `bench-ui` and `bench-prune` commands call
+//! UI; only the CLI's `bench`, `bench-ui`, `bench-prune` and `bench-flood` commands call
 //! it, and only on a database whose name says it is a benchmark's (or that
 //! the CLI's `bench` derives for itself).
 
 pub mod fill;
+pub mod flood;
 pub mod prune;
 pub mod stats;
 pub mod ui;

@@ -246,6 +246,20 @@ pub enum Command {
         #[arg(long, env = "SCHEDULER_PRUNE_BENCH_DATABASE_URL", default_value = scheduler_bench::prune::DEFAULT_DATABASE_URL)]
         bench_database_url: String,
     },
+    /// A module printing 50 MB as fast as it can, alternately under a worker and to /dev/null:
+    /// both medians, their ratio (the target: at most 1.10 on a release build), the worker's peak RSS.
+    #[command(hide = true)]
+    BenchFlood {
+        /// Runs of each kind.
+        #[arg(long, default_value_t = 9)]
+        reps: u32,
+        /// Bytes the module prints.
+        #[arg(long, default_value_t = 50_000_000)]
+        bytes: u64,
+        /// The benchmark's own database (its name must contain "bench").
+        #[arg(long, env = "SCHEDULER_FLOOD_BENCH_DATABASE_URL", default_value = scheduler_bench::flood::DEFAULT_DATABASE_URL)]
+        bench_database_url: String,
+    },
     /// Measure dispatch throughput and overhead through the real broker and database.
     Bench(crate::commands::bench::BenchArgs),
     /// Started by each worker beside itself: when the worker dies (even by

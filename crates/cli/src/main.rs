@@ -13,7 +13,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
-        cli::Command::Bench(_) | cli::Command::BenchUi { .. } | cli::Command::BenchPrune { .. } => "warn",
+        cli::Command::Bench(_)
+        | cli::Command::BenchUi { .. }
+        | cli::Command::BenchPrune { .. }
+        | cli::Command::BenchFlood { .. } => "warn",
         _ => "info",
     };
     logging::init(&cli.global, default_level);

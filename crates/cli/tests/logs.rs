@@ -125,27 +125,63 @@ fn every_line_of_both_streams_is_recorded_in_order_and_read_back_by_step_and_str
     );
 }
 
+/// Runs of the flood under the worker, alternating with as many to `/dev/null`.
+const FLOOD_REPS: usize = 5;
+/// The median under the worker may be this many times the median to
+/// `/dev/null`. The target, 1.10, is for a release build and is measured by
+/// `scheduler bench-flood` (which measured 2.7 when this was written: the
+/// target is not met). This is a debug build on a shared two-core machine,
+/// where medians of 2.6 to 3.3 were seen at a load of 3, and the load often
+/// reaches 9. What it catches is capture becoming a bottleneck: a log writer
+/// that makes the reader wait, output handled per line or per byte.
+const FLOOD_MAX_RATIO: f64 = 6.0;
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 #[test]
 fn a_50_mb_flood_keeps_head_and_tail_and_counts_the_middle_with_bounded_worker_memory() {
     let flood = "#!/bin/sh\necho first line\nyes 'abcdefghijklmnopqrstuvwxyz' | head -c 50000000\necho last line\n";
     let mut env = Env::new(&[("flood", flood)], &[("s", &seq(&["flood"]))]);
     // The worker's own log would otherwise carry the 50 MB too.
     let w = env.spawn_worker_with_env(&[], &[("RUST_LOG", "info,module_output=off")]);
-    let run = env.start("s");
-    let v = env.wait_final(run, Duration::from_secs(120));
-    assert_eq!(v["state"], "succeeded", "{v:#}");
     let total = 50_000_000 + "first line\n".len() as i64 + "last line\n".len() as i64;
-    // The step's result does not wait for its log: the log completes after.
-    let v = wait_until("the log to be complete", Duration::from_secs(60), || {
-        let v = env.show(run);
-        if v["executions"][0]["log_bytes"].is_null() {
-            Err(v)
-        } else {
-            Ok(v)
-        }
-    });
-    let e = &v["executions"][0];
-    assert_eq!(e["log_bytes"], total, "{e}");
+    // The module's time, under the worker (the execution's duration, from
+    // the spawn's return to the exit) and to /dev/null (the same around a
+    // plain spawn), alternately so that both see the same load.
+    let (mut under_ms, mut bare_ms) = (Vec::new(), Vec::new());
+    let mut first = None;
+    for _ in 0..FLOOD_REPS {
+        let run = env.start("s");
+        let v = env.wait_final(run, Duration::from_secs(120));
+        assert_eq!(v["state"], "succeeded", "{v:#}");
+        // The step's result does not wait for its log: the log completes after.
+        let v = wait_until("the log to be complete", Duration::from_secs(60), || {
+            let v = env.show(run);
+            if v["executions"][0]["log_bytes"].is_null() {
+                Err(v)
+            } else {
+                Ok(v)
+            }
+        });
+        let e = &v["executions"][0];
+        assert_eq!(e["log_bytes"], total, "{e}");
+        under_ms.push(e["duration_ms"].as_f64().unwrap());
+        first.get_or_insert((run, e.clone()));
+
+        let mut module = std::process::Command::new(env.project.join("bin/flood.sh"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        assert!(module.wait().unwrap().success());
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    let (run, e) = first.unwrap();
     let omitted = e["log_omitted"].as_i64().unwrap();
     let stored = scalar(
         &env,
@@ -168,25 +204,19 @@ fn a_50_mb_flood_keeps_head_and_tail_and_counts_the_middle_with_bounded_worker_m
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap();
-    // A figure, not a check (timings drift on a shared machine): the same
-    // module writing to /dev/null, best of three.
-    let bare_ms = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            std::process::Command::new(env.project.join("bin/flood.sh"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            t.elapsed().as_millis()
-        })
-        .min()
-        .unwrap();
+    let (under, bare) = (median(&under_ms), median(&bare_ms));
     eprintln!(
-        "50 MB flood: {} ms under the worker, {bare_ms} ms to /dev/null; worker peak RSS {} MiB; stored {stored} bytes, omitted {omitted}",
-        e["duration_ms"],
+        "50 MB flood, median of {FLOOD_REPS}: {under:.0} ms under the worker, {bare:.0} ms to /dev/null (ratio {:.2}; \
+         each: {under_ms:?} / {bare_ms:?}); worker peak RSS {} MiB after {FLOOD_REPS} floods; stored {stored} bytes, omitted {omitted}",
+        under / bare,
         hwm_kib / 1024
     );
     assert!(hwm_kib < 160 * 1024, "worker peak RSS {hwm_kib} KiB");
+    assert!(
+        under <= bare * FLOOD_MAX_RATIO,
+        "the flood took {under:.0} ms under the worker against {bare:.0} ms to /dev/null (medians of {FLOOD_REPS}: \
+         {under_ms:?} / {bare_ms:?}); at most {FLOOD_MAX_RATIO}x is allowed"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod alerts;
 mod backfill;
 pub mod beat;
 pub mod bench;
+mod bench_flood;
 mod completions;
 mod health;
 mod import_crontab;
@@ -105,6 +106,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             scheduler_bench::prune::bench(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::BenchFlood {
+            reps,
+            bytes,
+            bench_database_url,
+        } => bench_flood::bench_flood(&g, reps, bytes, bench_database_url).await,
         Command::BenchUi {
             runs,
             steps_per_run,
