@@ -90,6 +90,9 @@ pub async fn bench(args: BenchFloodArgs) -> anyhow::Result<Figures> {
         &BrokerConfig {
             url: args.amqp_url.clone(),
             queue_expires_ms: Some(600_000),
+            // The type the worker it starts declares by default.
+            queue_type: scheduler_broker::QueueType::Quorum,
+            delivery_limit: scheduler_broker::DEFAULT_DELIVERY_LIMIT,
         },
         "scheduler bench-flood",
     )
