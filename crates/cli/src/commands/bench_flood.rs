@@ -11,7 +11,10 @@ pub async fn bench_flood(g: &Global, reps: u32, bytes: u64, database_url: String
         reps,
         bytes,
         database_url,
-        amqp_url: g.amqp_url.clone(),
+        amqp_url: g
+            .amqp_url
+            .clone()
+            .unwrap_or_else(|| crate::mode::DEFAULT_AMQP_URL.into()),
         program: std::env::current_exe().context("finding this program's path, to run its worker")?,
     };
     println!(
