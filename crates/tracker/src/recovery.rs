@@ -124,14 +124,17 @@ pub(crate) async fn unpublished_executions(
 /// How long until the next queued retry is due (zero if one is overdue);
 /// `None` when no retry waits.
 pub(crate) async fn next_retry_due(t: &Tracker) -> Result<Option<Duration>> {
+    // Clamped in Rust: `greatest(NULL, 0)` is 0 in PostgreSQL, which turned
+    // "no retry waiting" into "one due now" and had the reaper look every
+    // 20 ms on an idle system.
     let secs: Option<f64> = sqlx::query_scalar(
-        "SELECT greatest(extract(epoch FROM (min(e.due_at) - now())), 0)::float8
+        "SELECT extract(epoch FROM (min(e.due_at) - now()))::float8
            FROM executions e JOIN runs r ON r.id = e.run_id
           WHERE e.state = 'queued' AND e.due_at IS NOT NULL AND e.published_at IS NULL AND r.state = 'running'",
     )
     .fetch_one(&t.pool)
     .await?;
-    Ok(secs.map(Duration::from_secs_f64))
+    Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
 }
 
 /// Running executions whose lease expired.

@@ -432,6 +432,11 @@ async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
 async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
     with_store(|t| async move {
         let s: &dyn Store = &*t;
+        assert_eq!(
+            s.next_retry_due().await.unwrap(),
+            None,
+            "no retry waiting: nothing due (the reaper sleeps its whole pass)"
+        );
         let mut run = new_run(1);
         run.snapshot.steps[0].retry.retries = 2;
         let id = run.id;

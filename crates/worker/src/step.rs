@@ -117,6 +117,9 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         return None;
     }
     module::log_result(key, &claimed.module, &result);
+    if let Some(retry) = plan.queue.filter(|q| q.delay.is_some() && written.queued) {
+        publish_when_due(ctx, key.run_id, retry);
+    }
     if !written.run {
         // The run ended (canceled) while its module ran: now that the module
         // is stopped, its slot is free for a run waiting on it.
@@ -145,6 +148,43 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         tracing::error!(error = %e, "could not publish what follows this step");
     }
     None
+}
+
+/// A retry's delay is kept by the worker that recorded it: it publishes the
+/// retry once due, so the delay holds to within milliseconds without the
+/// reaper polling. Recovery (on whichever worker holds its lease) stays the
+/// backstop when this worker is gone by then; should both publish, the
+/// claim takes one and drops the other.
+fn publish_when_due(ctx: &Ctx, run_id: uuid::Uuid, retry: scheduler_core::machine::StepAttempt) {
+    let Some(delay) = retry.delay else { return };
+    let (store, transport) = (ctx.store.clone(), ctx.transport.clone());
+    let key = ExecKey {
+        run_id,
+        step: retry.step,
+        attempt: retry.attempt,
+    };
+    tokio::spawn(async move {
+        // Due by the store's clock, a moment after this one's.
+        tokio::time::sleep(delay + Duration::from_millis(20)).await;
+        let due = match store.unpublished_executions(Duration::ZERO, 500).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, %run_id, "could not look up a due retry; recovery publishes it");
+                return;
+            }
+        };
+        for (_, queue) in due.into_iter().filter(|(k, _)| *k == key) {
+            let message = scheduler_core::Message::ExecModule {
+                run_id,
+                step: key.step,
+                attempt: key.attempt,
+            };
+            match scheduler_producer::publish_noted(&*store, &*transport, &queue, &message).await {
+                Ok(()) => tracing::info!(%run_id, step = key.step, attempt = key.attempt, "retry due: published"),
+                Err(e) => tracing::warn!(error = %e, %run_id, "could not publish a due retry; recovery will"),
+            }
+        }
+    });
 }
 
 /// Spawns the module, records its pid, waits for it (or for a stop), and
