@@ -9,6 +9,7 @@
 
 pub mod receiver;
 pub mod services;
+pub mod sql;
 
 use scheduler_broker::{Broker, BrokerConfig, Transport};
 use scheduler_core::Message;
