@@ -96,7 +96,15 @@ fn a_store_on_a_read_only_filesystem_is_refused_and_keeps_its_runs() {
     let out = run_in(&env.project, None, &["start", "s"]);
     let _ = Command::new("umount").arg(d).status();
     assert!(ro.unwrap().success(), "remount read-only");
-    refused(&out, &["scheduler.db", "writable"]);
+    refused(
+        &out,
+        &[
+            "scheduler.db",
+            "read-only",
+            "make them writable",
+            "DATABASE_URL=sqlite://",
+        ],
+    );
     assert_eq!(listed(&env.project, None), vec![run]);
 }
 
@@ -172,7 +180,9 @@ fn a_full_disk_is_refused_saying_so_and_keeps_what_was_recorded() {
             .stderr(Stdio::null())
             .status();
         let out = run_in(&env.project, Some(&store), &["start", "s"]);
-        refused(&out, &["is full: free some space", "what was recorded before is kept"]);
+        // SQLITE_FULL where a page is written; SQLITE_IOERR where the WAL's
+        // index cannot grow, as it opens.
+        refused(&out, &["full", "run the command again"]);
         std::fs::remove_file(&filler).unwrap();
         assert_eq!(listed(&env.project, Some(&store)), vec![run], "nothing lost");
     });

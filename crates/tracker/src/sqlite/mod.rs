@@ -90,8 +90,13 @@ impl Embedded {
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
+                let fix = if dir.exists() && !dir.is_dir() {
+                    "it is a file, not a directory: move it aside"
+                } else {
+                    "make its parent writable"
+                };
                 store_err(format!(
-                    "cannot create the directory {}: {e}. Make it writable, or set DATABASE_URL=sqlite://PATH to put the store elsewhere",
+                    "cannot create the directory {}: {e}; {fix}, or set DATABASE_URL=sqlite://PATH to put the store elsewhere",
                     dir.display()
                 ))
             })?;
@@ -194,11 +199,14 @@ pub fn explain_storage(e: &sqlx::Error) -> Option<&'static str> {
         }
         // SQLITE_IOERR
         10 => {
-            "the embedded store's disk failed a read or write (is it full, or gone?): fix the disk and run \
-             the command again (nothing of this command was written)"
+            "the embedded store's disk failed a read or write (is it full, or gone?): free some space or fix \
+             the disk and run the command again (nothing of this command was written; what was recorded before is kept)"
         }
         // SQLITE_READONLY
-        8 => "the embedded store cannot be written: check that the file and its directory are writable",
+        8 => {
+            "the embedded store cannot be written (a read-only file, directory or filesystem): make them writable, \
+             or set DATABASE_URL=sqlite://PATH to put the store elsewhere (what was recorded before is kept)"
+        }
         _ => return None,
     })
 }
@@ -206,7 +214,7 @@ pub fn explain_storage(e: &sqlx::Error) -> Option<&'static str> {
 fn explain_open(e: &sqlx::Error) -> String {
     let text = e.to_string();
     if let Some(hint) = explain_storage(e) {
-        format!("{text}. {hint}")
+        format!("{text}: {hint}")
     } else if text.contains("unable to open") || text.contains("readonly") || text.contains("read-only") {
         format!("{text}. Check that the file and its directory are writable by this user")
     } else if text.contains("not a database") || text.contains("malformed") {
