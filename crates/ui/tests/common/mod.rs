@@ -39,18 +39,6 @@ pub fn embedded_mode() -> bool {
     }
 }
 
-/// True when the calling test only makes sense with PostgreSQL and
-/// RabbitMQ (`why`): in the embedded mode it says so on stderr and the test
-/// returns early.
-#[must_use]
-pub fn distributed_only(why: &str) -> bool {
-    if embedded_mode() {
-        eprintln!("skipped in the embedded mode: this test concerns {why}");
-        return false;
-    }
-    true
-}
-
 fn base_db_url() -> String {
     std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
