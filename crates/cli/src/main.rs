@@ -52,14 +52,33 @@ fn main() -> std::process::ExitCode {
             // `{:#}` prints the whole context chain on one line: what we were
             // doing, then why it failed.
             eprintln!("error: {e:#}");
+            if let Some(hint) = storage_hint(&e) {
+                eprintln!("{hint}");
+            }
             std::process::ExitCode::from(exit_code(&e))
         }
     }
 }
 
+/// What to do when `e` came from the embedded store's file or disk (the
+/// disk full), whatever the command was doing.
+fn storage_hint(e: &anyhow::Error) -> Option<&'static str> {
+    e.chain().find_map(|cause| {
+        let sql = match cause.downcast_ref::<scheduler_tracker::TrackerError>() {
+            Some(scheduler_tracker::TrackerError::Sql(s)) => s,
+            _ => cause.downcast_ref::<sqlx::Error>()?,
+        };
+        scheduler_tracker::sqlite::explain_storage(sql)
+    })
+}
+
 /// The exit code of a command that failed with `e`: 3 when PostgreSQL or
-/// RabbitMQ could not be reached, or the embedded store cannot be used, 2 for everything else (usage, definitions).
+/// RabbitMQ could not be reached, or the embedded store cannot be used
+/// (its disk full too), 2 for everything else (usage, definitions).
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if storage_hint(e).is_some() {
+        return 3;
+    }
     let unreachable = e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<scheduler_tracker::TrackerError>(),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::sql::uuid;
 use common::{Env, seq, wait_until};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -18,22 +19,9 @@ fn logs(env: &Env, args: &[&str]) -> (String, String, bool) {
     )
 }
 
-/// Queries the test's database.
+/// Queries the test's store.
 fn scalar(env: &Env, sql: &str) -> i64 {
-    let url = env.db_url();
-    let sql = sql.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        })
+    env.sql(sql)
 }
 
 #[test]
@@ -106,7 +94,10 @@ fn every_line_of_both_streams_is_recorded_in_order_and_read_back_by_step_and_str
     assert_eq!(
         scalar(
             &env,
-            &format!("SELECT count(*) FROM execution_logs WHERE run_id = '{run}' AND step = 1")
+            &format!(
+                "SELECT count(*) FROM execution_logs WHERE run_id = {} AND step = 1",
+                uuid(run)
+            )
         ),
         0
     );
@@ -185,7 +176,10 @@ fn a_50_mb_flood_keeps_head_and_tail_and_counts_the_middle_with_bounded_worker_m
     let omitted = e["log_omitted"].as_i64().unwrap();
     let stored = scalar(
         &env,
-        &format!("SELECT sum(length(data))::bigint FROM execution_logs WHERE run_id = '{run}'"),
+        &format!(
+            "SELECT CAST(sum(length(data)) AS BIGINT) FROM execution_logs WHERE run_id = {}",
+            uuid(run)
+        ),
     );
     assert_eq!(stored + omitted, total);
     // About the cap (16 MiB) is kept: whole rows (64 KiB at most) of head and tail.

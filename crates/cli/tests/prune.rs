@@ -5,11 +5,12 @@
 //! (`--prune-older-than`) prunes on its own from its recovery loop; alert
 //! events go too once delivered or given up, never one still pending, and
 //! outlive their runs. Runs and events are made old by moving their times
-//! back 40 days in the test's database.
+//! back 40 days in the test's store.
 
 mod common;
 
 use common::receiver::Receiver;
+use common::sql::{now, shifted, uuid};
 use common::{Env, seq, wait_until};
 use std::time::Duration;
 use uuid::Uuid;
@@ -17,33 +18,13 @@ use uuid::Uuid;
 const SAY: &str = "#!/bin/sh\necho \"hello from step $ETL_STEP\"\n";
 const NAP: &str = "#!/bin/sh\nsleep 60\n";
 
-/// Runs `sql` (a statement, or a query of one bigint) on the test's database.
+/// Runs `sql` (a statement, or a query of one bigint) on the test's store.
 fn sql(env: &Env, sql: &str) -> i64 {
-    let (url, sql) = (env.db_url(), sql.to_string());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            if sql.trim_start().to_uppercase().starts_with("SELECT") {
-                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            } else {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap()
-                    .rows_affected() as i64
-            }
-        })
+    env.sql(sql)
 }
 
 fn exists(env: &Env, run: Uuid) -> bool {
-    sql(env, &format!("SELECT count(*) FROM runs WHERE id = '{run}'")) == 1
+    sql(env, &format!("SELECT count(*) FROM runs WHERE id = {}", uuid(run))) == 1
 }
 
 /// Waits until every execution of a finished run has its whole log written
@@ -70,7 +51,11 @@ fn wait_logs_complete(env: &Env) {
 fn age_everything(env: &Env) {
     sql(
         env,
-        "UPDATE runs SET created_at = created_at - interval '40 days', finished_at = finished_at - interval '40 days'",
+        &format!(
+            "UPDATE runs SET created_at = {}, finished_at = {}",
+            shifted("created_at", -40),
+            shifted("finished_at", -40)
+        ),
     );
 }
 
@@ -127,11 +112,12 @@ fn prune_deletes_old_finished_runs_with_their_executions_and_logs_and_nothing_el
         &env,
         &format!(
             "INSERT INTO schedule_slots (schedule, slot_at, fate, run_id)
-             VALUES ('nightly', now() - interval '40 days', 'started', '{}')",
-            finished[0]
+             VALUES ('nightly', {}, 'started', {})",
+            shifted(&now(), -40),
+            uuid(finished[0])
         ),
     );
-    let ids = finished.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(",");
+    let ids = finished.iter().map(|r| uuid(*r)).collect::<Vec<_>>().join(",");
     let executions = sql(
         &env,
         &format!("SELECT count(*) FROM executions WHERE run_id IN ({ids})"),
@@ -253,7 +239,11 @@ fn a_worker_told_to_prunes_old_finished_runs_from_its_recovery_loop() {
     // An old alert event, delivered long ago (no target wanted it).
     sql(
         &env,
-        "INSERT INTO events (kind, at, message, routed_at) VALUES ('test', now() - interval '40 days', 'old', now())",
+        &format!(
+            "INSERT INTO events (kind, at, message, routed_at) VALUES ('test', {}, 'old', {})",
+            shifted(&now(), -40),
+            now()
+        ),
     );
 
     wait_until("the worker to prune the old runs", Duration::from_secs(30), || {
@@ -304,13 +294,14 @@ fn prune_deletes_old_alert_events_once_delivered_and_keeps_a_pending_one_past_it
     sql(
         &env,
         &format!(
-            "UPDATE alert_deliveries SET state = 'pending', next_at = now() + interval '1 day'
+            "UPDATE alert_deliveries SET state = 'pending', next_at = {}
               WHERE event_id = {}",
+            shifted(&now(), 1),
             newest["event_id"]
         ),
     );
     age_everything(&env);
-    sql(&env, "UPDATE events SET at = at - interval '40 days'");
+    sql(&env, &format!("UPDATE events SET at = {}", shifted("at", -40)));
 
     let (out, err, code) = prune(&env, &["--older-than", "30d", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
@@ -328,7 +319,10 @@ fn prune_deletes_old_alert_events_once_delivered_and_keeps_a_pending_one_past_it
     assert!(runs.iter().all(|r| !exists(&env, *r)));
     // The pending one outlives its run, and is still listed.
     assert_eq!(
-        sql(&env, &format!("SELECT count(*) FROM events WHERE run_id = '{pending}'")),
+        sql(
+            &env,
+            &format!("SELECT count(*) FROM events WHERE run_id = {}", uuid(pending))
+        ),
         1
     );
     let listed: serde_json::Value = serde_json::from_slice(&env.run(&["alerts", "--json"]).stdout).unwrap();
@@ -341,7 +335,10 @@ fn prune_deletes_old_alert_events_once_delivered_and_keeps_a_pending_one_past_it
 
     // Sent at last, it stays all the same: the newest alert of its kind let
     // go to the hook. The two pruned took their attempts with them.
-    sql(&env, "UPDATE alert_deliveries SET state = 'sent', sent_at = now()");
+    sql(
+        &env,
+        &format!("UPDATE alert_deliveries SET state = 'sent', sent_at = {}", now()),
+    );
     let (out, _, code) = prune(&env, &["--older-than", "30d"]);
     assert_eq!(code, 0);
     assert!(out.contains("deleted 0 alert events and 0 deliveries"), "{out}");

@@ -35,25 +35,10 @@ type Runs = Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)>;
 
 /// The slot ledger and, for each slot's run, its schedule and logical date.
 fn ledger(env: &Env) -> (Ledger, Runs) {
-    let url = env.db_url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        let slots: Ledger =
-            sqlx::query_as("SELECT schedule, slot_at, fate, run_id FROM schedule_slots ORDER BY schedule, slot_at")
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
-        let runs = sqlx::query_as("SELECT id, schedule, logical_date FROM runs ORDER BY created_at")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-        (slots, runs)
-    })
+    (
+        env.rows("SELECT schedule, slot_at, fate, run_id FROM schedule_slots ORDER BY schedule, slot_at"),
+        env.rows("SELECT id, schedule, logical_date FROM runs ORDER BY created_at"),
+    )
 }
 
 fn lags_ms(env: &Env, beats: usize) -> Vec<i64> {
@@ -348,19 +333,7 @@ fn a_slot_whose_run_does_not_start_is_flagged_late_once() {
     assert!(warned >= 1, "{log}");
     let json: serde_json::Value = serde_json::from_slice(&env.run(&["schedules", "--json"]).stdout).unwrap();
     assert_eq!(json[0]["last_fate"], "started");
-    let url = env.db_url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let flagged: i64 = rt.block_on(async move {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM schedule_slots WHERE late_at IS NOT NULL")
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-    });
+    let flagged = env.sql("SELECT count(*) FROM schedule_slots WHERE late_at IS NOT NULL");
     assert_eq!(
         flagged as usize, warned,
         "each late slot is flagged (and warned about) once"

@@ -48,11 +48,10 @@ async fn a_run_page_draws_a_bar_per_attempt_and_says_what_each_used_and_wrote() 
     app.wait_state(second, "succeeded").await;
     // A shell script's peak stays below the worker's own (this test
     // process), which the record leaves empty: give one step a real figure.
-    sqlx::query("UPDATE executions SET peak_rss_kib = 204800 WHERE run_id = $1 AND step = 1")
+    common::db::query("UPDATE executions SET peak_rss_kib = 204800 WHERE run_id = $1 AND step = 1")
         .bind(second)
         .execute(&mut app.db().await)
-        .await
-        .unwrap();
+        .await;
 
     let page = app.get(&format!("/runs/{second}")).await;
     assert_eq!(page.status, StatusCode::OK);

@@ -1,8 +1,10 @@
 //! "The UI never runs a module" is enforced by the build, not by a
 //! convention: neither the UI nor the producer it starts runs through may
 //! depend, even indirectly, on the worker or the executor (process
-//! spawning). Their dev-dependencies (the UI's tests run a real worker) are
-//! not part of what ships.
+//! spawning), nor on nix's process control (`process`, `signal`; the
+//! tracker's embedded queue uses its `inotify` only). Their
+//! dev-dependencies (the UI's tests run a real worker) are not part of what
+//! ships.
 
 use std::process::Command;
 
@@ -14,7 +16,7 @@ fn normal_tree(package: &str) -> String {
             "--offline",
             "--locked",
             "-e",
-            "normal",
+            "normal,features",
             "--prefix",
             "none",
             "-p",
@@ -37,7 +39,13 @@ fn neither_the_ui_nor_the_producer_can_run_a_module() {
         let tree = normal_tree(package);
         assert!(tree.contains(package), "{tree}");
         assert!(tree.contains("scheduler-tracker"), "the tree was read: {tree}");
-        for forbidden in ["scheduler-worker", "scheduler-executor", "nix "] {
+        let forbidden = [
+            "scheduler-worker",
+            "scheduler-executor",
+            "nix feature \"process\"",
+            "nix feature \"signal\"",
+        ];
+        for forbidden in forbidden {
             assert!(
                 !tree.lines().any(|l| l.starts_with(forbidden)),
                 "{package} depends on {forbidden}:\n{tree}"

@@ -413,14 +413,16 @@ async fn only_a_running_attempts_log_is_said_to_be_live_and_an_ended_one_is_told
     }
     // The second step running, its log being written: live.
     let mut db = app.db().await;
-    sqlx::query(
-        "UPDATE executions SET state = 'running', started_at = now(), lease_until = now() + interval '1 minute'
+    let now = chrono::Utc::now();
+    common::db::query(
+        "UPDATE executions SET state = 'running', started_at = $2, lease_until = $3
           WHERE run_id = $1 AND step = 1",
     )
     .bind(run)
+    .bind(now)
+    .bind(now + chrono::Duration::minutes(1))
     .execute(&mut db)
-    .await
-    .unwrap();
+    .await;
     app.store
         .append_logs(&[piece(key, 0, "stdout", b"working\n")])
         .await
@@ -448,11 +450,11 @@ async fn only_a_running_attempts_log_is_said_to_be_live_and_an_ended_one_is_told
     // It ends without its log's total (its worker died): the stream says it
     // ended at once, then that the log is incomplete; a chunk read now is
     // not live either.
-    sqlx::query("UPDATE executions SET state = 'abandoned', finished_at = now() WHERE run_id = $1 AND step = 1")
+    common::db::query("UPDATE executions SET state = 'abandoned', finished_at = $2 WHERE run_id = $1 AND step = 1")
         .bind(run)
+        .bind(chrono::Utc::now())
         .execute(&mut db)
-        .await
-        .unwrap();
+        .await;
     let got = read_events(&mut body, |e| e.contains("event: finished")).await;
     assert!(got.last().unwrap().contains("data: abandoned"), "{got:?}");
     let chunk = app.get(&format!("/runs/{run}/log?step=1&attempt=1")).await.body;

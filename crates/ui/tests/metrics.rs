@@ -31,11 +31,11 @@ async fn metrics_report_the_last_hour_by_sequence_and_module_and_every_missed_sl
     insert_run(&mut db, "quick", "failed", 7200.0, 1000, &[("ok", "failed", 1000)]).await;
     // A retry, and a step running stalled.
     let retried = insert_run(&mut db, "failing", "running", 60.0, 0, &[("boom", "running", 0)]).await;
-    sqlx::query("UPDATE executions SET retry = 1, stalled_at = now() WHERE run_id = $1")
+    common::db::query("UPDATE executions SET retry = 1, stalled_at = $2 WHERE run_id = $1")
         .bind(retried)
+        .bind(chrono::Utc::now())
         .execute(&mut db)
-        .await
-        .unwrap();
+        .await;
     app.store.register_schedules(&["nightly".into()]).await.unwrap();
     for h in 1..=3 {
         let at = chrono::Utc::now() - chrono::Duration::hours(h);

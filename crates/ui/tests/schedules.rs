@@ -215,13 +215,12 @@ async fn recorded_slots_are_cells_coloured_by_fate_linking_to_their_runs() {
     assert!(s.record_slot("every_two", at(1), "coalesced", None).await.unwrap());
     assert!(s.record_slot("every_two", at(2), "paused", None).await.unwrap());
     let mut db = app.db().await;
-    sqlx::query("INSERT INTO schedule_slots (schedule, slot_at, fate, run_id) VALUES ($1, $2, 'started', $3)")
+    common::db::query("INSERT INTO schedule_slots (schedule, slot_at, fate, run_id) VALUES ($1, $2, 'started', $3)")
         .bind("every_two")
         .bind(at(3))
         .bind(run)
         .execute(&mut db)
-        .await
-        .unwrap();
+        .await;
     assert!(
         s.record_slot("every_two", at(4), "skipped", Some("held by <another> run"))
             .await
@@ -229,18 +228,16 @@ async fn recorded_slots_are_cells_coloured_by_fate_linking_to_their_runs() {
     );
 
     // The started slot's run was late, and it is the schedule's.
-    sqlx::query("UPDATE schedule_slots SET late_at = $2 WHERE slot_at = $1")
+    common::db::query("UPDATE schedule_slots SET late_at = $2 WHERE slot_at = $1")
         .bind(at(3))
         .bind(at(3) + Duration::seconds(75))
         .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE runs SET schedule = 'every_two', logical_date = $2 WHERE id = $1")
+        .await;
+    common::db::query("UPDATE runs SET schedule = 'every_two', logical_date = $2 WHERE id = $1")
         .bind(run)
         .bind(at(3))
         .execute(&mut db)
-        .await
-        .unwrap();
+        .await;
     let other = app.start("quick").await;
     let runs = app.get("/?schedule=every_two").await;
     assert!(

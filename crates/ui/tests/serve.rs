@@ -3,30 +3,20 @@
 
 mod common;
 
-use scheduler_broker::{Broker, BrokerConfig};
 use scheduler_producer::Project;
 use scheduler_ui::UiConfig;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-async fn deps(app: &common::TestApp) -> (Broker, Project) {
-    let broker = Broker::connect(
-        &BrokerConfig {
-            queue_expires_ms: Some(600_000),
-            ..BrokerConfig::new(common::AMQP_URL)
-        },
-        "ui-serve-test",
-    )
-    .await
-    .unwrap();
-    (broker, Project::new(&app.project).unwrap())
+fn deps(app: &common::TestApp) -> (std::sync::Arc<dyn scheduler_broker::Transport>, Project) {
+    (app.transport.clone(), Project::new(&app.project).unwrap())
 }
 
 #[tokio::test]
 async fn a_non_loopback_bind_without_a_token_is_refused() {
     let app = common::TestApp::new().await;
-    let (broker, project) = deps(&app).await;
+    let (broker, project) = deps(&app);
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let config = UiConfig {
         bind: listener.local_addr().unwrap(),
@@ -36,7 +26,7 @@ async fn a_non_loopback_bind_without_a_token_is_refused() {
     let err = scheduler_ui::serve(
         listener,
         app.store.clone(),
-        std::sync::Arc::new(broker),
+        broker,
         project,
         config,
         CancellationToken::new(),
@@ -50,7 +40,7 @@ async fn a_non_loopback_bind_without_a_token_is_refused() {
 #[tokio::test]
 async fn shutdown_ends_open_event_streams_so_serve_returns() {
     let app = common::TestApp::new().await;
-    let (broker, project) = deps(&app).await;
+    let (broker, project) = deps(&app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = UiConfig {
@@ -62,7 +52,7 @@ async fn shutdown_ends_open_event_streams_so_serve_returns() {
     let server = tokio::spawn(scheduler_ui::serve(
         listener,
         app.store.clone(),
-        std::sync::Arc::new(broker),
+        broker,
         project,
         config,
         shutdown.clone(),

@@ -9,6 +9,7 @@
 
 pub mod receiver;
 pub mod services;
+pub mod sql;
 
 use scheduler_broker::{Broker, BrokerConfig, Transport};
 use scheduler_core::Message;
@@ -28,6 +29,22 @@ pub fn embedded_mode() -> bool {
         Ok("distributed") | Err(_) => false,
         Ok(other) => panic!("SCHEDULER_TEST_MODE={other}: expected embedded or distributed"),
     }
+}
+
+/// True when the calling test only makes sense with PostgreSQL and
+/// RabbitMQ (`why`, e.g. "RabbitMQ queue types"): in the embedded mode it
+/// says so on stderr and the test returns early.
+///
+/// ```ignore
+/// if !common::distributed_only("RabbitMQ queue types") { return; }
+/// ```
+#[must_use]
+pub fn distributed_only(why: &str) -> bool {
+    if embedded_mode() {
+        eprintln!("skipped in the embedded mode: this test concerns {why}");
+        return false;
+    }
+    true
 }
 
 pub fn base_db_url() -> String {

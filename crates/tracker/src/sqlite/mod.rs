@@ -90,8 +90,13 @@ impl Embedded {
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
+                let fix = if dir.exists() && !dir.is_dir() {
+                    "it is a file, not a directory: move it aside"
+                } else {
+                    "make its parent writable"
+                };
                 store_err(format!(
-                    "cannot create the directory {}: {e}. Make it writable, or set DATABASE_URL=sqlite://PATH to put the store elsewhere",
+                    "cannot create the directory {}: {e}; {fix}, or set DATABASE_URL=sqlite://PATH to put the store elsewhere",
                     dir.display()
                 ))
             })?;
@@ -179,17 +184,44 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
+/// What to do about a SQLite error that comes from the file or its disk
+/// rather than from the command (the disk full, a write refused, a read
+/// failed), whenever a statement meets it; `None` for the others. SQLite
+/// rolls the statement back, so what was recorded before is intact.
+pub fn explain_storage(e: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(db) = e else { return None };
+    let primary = db.code()?.parse::<i32>().ok()? & 0xff;
+    Some(match primary {
+        // SQLITE_FULL
+        13 => {
+            "the disk holding the embedded store is full: free some space and run the command again \
+             (nothing of this command was written; what was recorded before is kept)"
+        }
+        // SQLITE_IOERR
+        10 => {
+            "the embedded store's disk failed a read or write (is it full, or gone?): free some space or fix \
+             the disk and run the command again (nothing of this command was written; what was recorded before is kept)"
+        }
+        // SQLITE_READONLY
+        8 => {
+            "the embedded store cannot be written (a read-only file, directory or filesystem): make them writable, \
+             or set DATABASE_URL=sqlite://PATH to put the store elsewhere (what was recorded before is kept)"
+        }
+        _ => return None,
+    })
+}
+
 fn explain_open(e: &sqlx::Error) -> String {
     let text = e.to_string();
-    if text.contains("unable to open") || text.contains("readonly") || text.contains("read-only") {
+    if let Some(hint) = explain_storage(e) {
+        format!("{text}: {hint}")
+    } else if text.contains("unable to open") || text.contains("readonly") || text.contains("read-only") {
         format!("{text}. Check that the file and its directory are writable by this user")
     } else if text.contains("not a database") || text.contains("malformed") {
         format!(
             "{text}. The file is not a scheduler store or is damaged: move it aside (your runs stay in it) \
              and start again with a new one, or restore it from a backup"
         )
-    } else if text.contains("full") {
-        format!("{text}. Free some disk space; nothing was written")
     } else {
         text
     }

@@ -1,15 +1,21 @@
 //! Test harness: each test gets its own PostgreSQL database, RabbitMQ queue
 //! (with `x-expires`) and project directory, the UI's router driven in
 //! process, and optionally a real worker running in the same process.
+//!
+//! `SCHEDULER_TEST_MODE=embedded` runs the same tests on the zero-server
+//! mode's backends: the embedded store in the project's
+//! `.scheduler/scheduler.db`, and the queue it carries.
 #![allow(dead_code)]
+
+pub mod db;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use scheduler_broker::{Broker, BrokerConfig};
+use scheduler_broker::{Broker, BrokerConfig, Transport};
 use scheduler_producer::Project;
-use scheduler_tracker::{RunDetail, Store, Tracker, TrackerConfig};
+use scheduler_tracker::{Embedded, EmbeddedConfig, EmbeddedQueue, RunDetail, Store, Tracker, TrackerConfig};
 use scheduler_ui::{AppState, UiConfig};
 use scheduler_worker::WorkerConfig;
 use serde_json::Value;
@@ -23,6 +29,15 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The mode the tests run the UI in.
+pub fn embedded_mode() -> bool {
+    match std::env::var("SCHEDULER_TEST_MODE").as_deref() {
+        Ok("embedded") => true,
+        Ok("distributed") | Err(_) => false,
+        Ok(other) => panic!("SCHEDULER_TEST_MODE={other}: expected embedded or distributed"),
+    }
+}
 
 fn base_db_url() -> String {
     std::env::var("TEST_DATABASE_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -82,7 +97,12 @@ pub const SEQUENCES: &[(&str, &str)] = &[
 pub struct TestApp {
     pub router: Router,
     pub store: Arc<dyn Store>,
-    pub broker: Broker,
+    /// RabbitMQ, or the embedded store's queue.
+    pub transport: Arc<dyn Transport>,
+    /// The embedded store itself (embedded mode), for its queue.
+    embedded: Option<Embedded>,
+    /// RabbitMQ (distributed mode), to delete the test's queues.
+    broker: Option<Broker>,
     pub queue: String,
     pub project: PathBuf,
     pub shutdown: CancellationToken,
@@ -129,9 +149,32 @@ impl TestApp {
             let text = text.replace(QUEUE, &queue);
             std::fs::write(project.join("etl_sequences").join(format!("{name}.json")), text).unwrap();
         }
-        let db_url = format!("{}/ui_t_{id}", base_db_url());
-        let store: Arc<dyn Store> = Arc::new(Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap());
-        let broker = Broker::connect(&broker_config(), "ui-test").await.unwrap();
+        type Backends = (
+            String,
+            Arc<dyn Store>,
+            Arc<dyn Transport>,
+            Option<Embedded>,
+            Option<Broker>,
+        );
+        let (db_url, store, transport, embedded, broker): Backends = if embedded_mode() {
+            let path = project.join(".scheduler").join("scheduler.db");
+            let mut config = EmbeddedConfig::new(&path);
+            config.project = Some(project.clone());
+            let store = Embedded::open(&config).await.unwrap();
+            let queue = EmbeddedQueue::new(&store);
+            (
+                format!("sqlite://{}", path.display()),
+                Arc::new(store.clone()),
+                Arc::new(queue),
+                Some(store),
+                None,
+            )
+        } else {
+            let db_url = format!("{}/ui_t_{id}", base_db_url());
+            let store = Tracker::open(&TrackerConfig::new(&db_url)).await.unwrap();
+            let broker = Broker::connect(&broker_config(), "ui-test").await.unwrap();
+            (db_url, Arc::new(store), Arc::new(broker.clone()), None, Some(broker))
+        };
         let shutdown = CancellationToken::new();
         let config = UiConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -140,7 +183,7 @@ impl TestApp {
         };
         let state = AppState::new(
             store.clone(),
-            Arc::new(broker.clone()),
+            transport.clone(),
             Project::new(&project).unwrap(),
             config,
             shutdown.clone(),
@@ -148,6 +191,8 @@ impl TestApp {
         TestApp {
             router: scheduler_ui::router(state),
             store,
+            transport,
+            embedded,
             broker,
             queue,
             project,
@@ -191,7 +236,10 @@ impl TestApp {
     /// Starts a real worker serving `queues`, in this process, and waits
     /// until it consumes.
     pub async fn start_worker_on(&mut self, queues: Vec<String>) {
-        let broker = Broker::connect(&broker_config(), "ui-test-worker").await.unwrap();
+        let transport: Arc<dyn Transport> = match &self.embedded {
+            Some(store) => Arc::new(EmbeddedQueue::new(store)),
+            None => Arc::new(Broker::connect(&broker_config(), "ui-test-worker").await.unwrap()),
+        };
         let config = WorkerConfig {
             queues,
             heartbeat_every: Duration::from_millis(500),
@@ -202,7 +250,7 @@ impl TestApp {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(scheduler_worker::worker::run(
             self.store.clone(),
-            Arc::new(broker),
+            transport,
             Project::new(&self.project).unwrap(),
             config,
             self.shutdown.child_token(),
@@ -278,10 +326,9 @@ impl TestApp {
         self.wait_for(run, state, |d| d.run.state == state).await
     }
 
-    /// A connection of the test's own to this app's database.
-    pub async fn db(&self) -> sqlx::PgConnection {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&self.db_url).await.unwrap()
+    /// A connection of the test's own to this app's store.
+    pub async fn db(&self) -> db::Db {
+        db::Db::connect(&self.db_url).await
     }
 
     /// Waits until the shared runs poller behind `/events` has stored its
@@ -292,8 +339,14 @@ impl TestApp {
     /// prepares it) milliseconds apart, and the poller reads again only a
     /// second after storing a reading: two reads finished at least a quarter
     /// second apart mean the baseline is stored. Valid only while nothing
-    /// else uses the database (no worker, no other request).
-    pub async fn wait_for_runs_poller_baseline(&self, db: &mut sqlx::PgConnection, since: f64) {
+    /// else uses the database (no worker, no other request). SQLite shows no
+    /// other connection's reads: there, it waits for the poller's first read
+    /// and the second after it.
+    pub async fn wait_for_runs_poller_baseline(&self, db: &mut db::Db, since: f64) {
+        let db = match db {
+            db::Db::Pg(c) => c,
+            db::Db::Sqlite(_) => return tokio::time::sleep(Duration::from_millis(1500)).await,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen: Vec<f64> = Vec::new();
         loop {
@@ -323,28 +376,35 @@ impl TestApp {
         }
     }
 
-    /// Stops the worker, drops the database and the queue.
+    /// Stops the worker, drops the database and the queue (the embedded
+    /// store goes with the project directory).
     pub async fn finish(mut self) {
         self.shutdown.cancel();
         for w in std::mem::take(&mut self.workers) {
             let _ = tokio::time::timeout(Duration::from_secs(20), w).await;
         }
         self.store.close().await;
-        let _ = self.broker.delete_queue(&self.queue).await;
-        let _ = self.broker.delete_queue(&self.nobody_queue()).await;
-        self.broker.close().await;
-        use sqlx::migrate::MigrateDatabase;
-        let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
+        if let Some(broker) = &self.broker {
+            let _ = broker.delete_queue(&self.queue).await;
+            let _ = broker.delete_queue(&self.nobody_queue()).await;
+            use sqlx::migrate::MigrateDatabase;
+            let _ = sqlx::Postgres::force_drop_database(&self.db_url).await;
+        }
+        self.transport.close().await;
         let _ = std::fs::remove_dir_all(&self.project);
     }
 }
 
-/// The database's clock, as seconds since the epoch.
-pub async fn db_clock(db: &mut sqlx::PgConnection) -> f64 {
-    sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
-        .fetch_one(db)
-        .await
-        .unwrap()
+/// The database's clock, as seconds since the epoch (SQLite's is this
+/// host's).
+pub async fn db_clock(db: &mut db::Db) -> f64 {
+    match db {
+        db::Db::Pg(c) => sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+            .fetch_one(c)
+            .await
+            .unwrap(),
+        db::Db::Sqlite(_) => chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+    }
 }
 
 fn broker_config() -> BrokerConfig {
