@@ -185,6 +185,9 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
 
 #[test]
 fn unreachable_services_get_a_clear_message_that_says_what_to_do() {
+    if !common::distributed_only("unreachable PostgreSQL and RabbitMQ servers") {
+        return;
+    }
     let env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]);
     let out = env
         .cmd()
