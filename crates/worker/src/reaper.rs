@@ -60,6 +60,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            // A retry recorded here after the last pass looked for the next
+            // one due: a pass now ends by waking for it.
+            _ = ctx.retry_recorded.notified() => {}
         }
         wait = ctx.config.reap_every;
         match ctx

@@ -117,6 +117,9 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         return None;
     }
     module::log_result(key, &claimed.module, &result);
+    if plan.queue.is_some_and(|q| q.delay.is_some()) {
+        ctx.retry_recorded.notify_one();
+    }
     if !written.run {
         // The run ended (canceled) while its module ran: now that the module
         // is stopped, its slot is free for a run waiting on it.

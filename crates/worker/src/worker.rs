@@ -67,6 +67,10 @@ pub struct Ctx {
     pub logs: Arc<crate::logs::Shipper>,
     /// Whether it reaches its database and broker, for `--health-file`.
     pub health: crate::health::Health,
+    /// Rung when this worker records a retry that waits for its delay:
+    /// recovery, whose last pass did not see it, looks again and wakes for
+    /// its due time rather than a whole pass later.
+    pub retry_recorded: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -94,6 +98,7 @@ impl Ctx {
             last_delivery: Mutex::new(clock.now()),
             clock,
             health: crate::health::Health::new(std::time::SystemTime::now()),
+            retry_recorded: tokio::sync::Notify::new(),
         }
     }
 
