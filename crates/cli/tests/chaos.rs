@@ -68,6 +68,9 @@ struct Verdict {
     /// Executions recorded on the wrong queue (the last step on the second
     /// queue, the others on the first).
     misrouted: usize,
+    /// Worker log lines saying "database is locked" (the embedded store's
+    /// SQLITE_BUSY: a writer that did not wait its turn).
+    locked: usize,
 }
 
 #[test]
@@ -183,6 +186,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
     assert_eq!(verdict.skipped_or_reordered, 0, "skipped or reordered steps");
     assert_eq!(verdict.orphans, 0, "orphan module processes");
     assert_eq!(verdict.misrouted, 0, "executions on the wrong queue");
+    assert_eq!(verdict.locked, 0, "\"database is locked\" in a worker's log");
     // Every run's middle step fails once and is retried; a kill landing
     // between its failure and its exit turns a few into lost attempts.
     assert!(
@@ -340,6 +344,12 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
             }
         }
     }
+    v.locked = (0..)
+        .map(|n| env.project.join(format!("worker-{n}.log")))
+        .take_while(|log| log.exists())
+        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+        .map(|log| log.matches("database is locked").count())
+        .sum();
     for entries in ledger.values() {
         for e in entries.values() {
             if nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.pid), None).is_ok() && e.end.is_none() {
