@@ -11,7 +11,8 @@
 //!
 //! Everything stays on 127.0.0.1. It restarts the machine's own RabbitMQ and
 //! PostgreSQL, so it lives alone in this test binary (cargo runs test
-//! binaries one after another).
+//! binaries one after another). In the embedded mode there is no server to
+//! restart: those rounds pause, and the worker SIGKILLs are the chaos.
 
 mod common;
 
@@ -67,6 +68,9 @@ struct Verdict {
     /// Executions recorded on the wrong queue (the last step on the second
     /// queue, the others on the first).
     misrouted: usize,
+    /// Worker log lines saying "database is locked" (the embedded store's
+    /// SQLITE_BUSY: a writer that did not wait its turn).
+    locked: usize,
 }
 
 #[test]
@@ -125,6 +129,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
         let restarts = std::env::var("CHAOS_RESTARTS").unwrap_or_else(|_| "all".into());
         let allowed = |what: &str| restarts == "all" || restarts == what;
         let action = match round % 6 {
+            1 | 4 if common::embedded_mode() => "pause (embedded mode: no server to restart)",
             1 if !allowed("rabbitmq") => "pause (RabbitMQ restarts disabled)",
             4 if !allowed("postgres") => "pause (PostgreSQL restarts disabled)",
             0 | 3 => {
@@ -181,6 +186,7 @@ fn chaos(runs_wanted: usize, rounds: usize) {
     assert_eq!(verdict.skipped_or_reordered, 0, "skipped or reordered steps");
     assert_eq!(verdict.orphans, 0, "orphan module processes");
     assert_eq!(verdict.misrouted, 0, "executions on the wrong queue");
+    assert_eq!(verdict.locked, 0, "\"database is locked\" in a worker's log");
     // Every run's middle step fails once and is retried; a kill landing
     // between its failure and its exit turns a few into lost attempts.
     assert!(
@@ -338,6 +344,12 @@ fn check(env: &Env, runs: &[uuid::Uuid], details: &HashMap<uuid::Uuid, Value>) -
             }
         }
     }
+    v.locked = (0..)
+        .map(|n| env.project.join(format!("worker-{n}.log")))
+        .take_while(|log| log.exists())
+        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+        .map(|log| log.matches("database is locked").count())
+        .sum();
     for entries in ledger.values() {
         for e in entries.values() {
             if nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.pid), None).is_ok() && e.end.is_none() {

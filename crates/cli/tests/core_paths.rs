@@ -181,6 +181,9 @@ fn a_long_module_does_not_hide_queued_work_from_an_idle_worker(queue_type: &'sta
 
 #[test]
 fn a_command_declaring_a_queue_of_the_other_type_exits_2_saying_what_to_do() {
+    if !common::distributed_only("RabbitMQ queue types (the embedded queue has one kind)") {
+        return;
+    }
     let mut env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]).with_queue_type("classic");
     let out = env.run(&["start", "s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

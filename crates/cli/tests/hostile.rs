@@ -109,12 +109,11 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
     env.publish(&[scheduler_core::Message::StartEtl {
         run_id: uuid::Uuid::now_v7(),
     }]);
-    let dead = format!("{}.dead", env.queue);
     wait_until(
         "the 4 bad messages dead-lettered and the unknown run's dropped",
         MINUTE,
         || {
-            let (depth, log) = (env.queue_depth(&dead), env.worker_log(0));
+            let (depth, log) = (env.dead_letters(), env.worker_log(0));
             assert!(depth <= 4, "{depth} dead letters, not 4; log:\n{log}");
             if depth == 4 && log.contains("no run") {
                 Ok(())
@@ -124,7 +123,7 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
         },
     );
     assert_stays("exactly 4 dead letters", NOTHING_MORE_WINDOW, || {
-        match env.queue_depth(&dead) {
+        match env.dead_letters() {
             4 => Ok(()),
             depth => Err(format!("the dead-letter queue holds {depth}")),
         }
@@ -168,7 +167,7 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
             }
         },
     );
-    assert_eq!(env.queue_depth(&dead), 4, "dropped, not dead-lettered");
+    assert_eq!(env.dead_letters(), 4, "dropped, not dead-lettered");
     assert_eq!(env.queue_depth(&env.queue), 0, "and not requeued");
     assert_eq!(
         env.read("ledger.txt").lines().count(),
@@ -185,6 +184,9 @@ fn malformed_oversized_and_unknown_version_messages_go_to_the_dead_letter_queue(
 
 #[test]
 fn unreachable_services_get_a_clear_message_that_says_what_to_do() {
+    if !common::distributed_only("unreachable PostgreSQL and RabbitMQ servers") {
+        return;
+    }
     let env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]);
     let out = env
         .cmd()

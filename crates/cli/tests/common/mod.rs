@@ -425,6 +425,16 @@ impl Env {
         }
         with_broker(|broker| async move { broker.queue_depth(queue).await.unwrap().0 })
     }
+
+    /// Messages dead-lettered from this env's queue: those waiting in
+    /// `<queue>.dead` with RabbitMQ, the queue's dead ones in the embedded
+    /// queue (which keeps them in place).
+    pub fn dead_letters(&self) -> u32 {
+        if embedded_mode() {
+            return self.with_queue(|q| async move { q.dead_letters(&self.queue).await.unwrap().len() as u32 });
+        }
+        self.queue_depth(&format!("{}.dead", self.queue))
+    }
 }
 
 impl Env {
