@@ -17,6 +17,9 @@ const RETRIES: usize = 3;
 
 #[test]
 fn a_step_that_finished_while_the_database_was_down_is_recorded_once_it_is_back() {
+    if !common::distributed_only("a PostgreSQL server stopped and started again") {
+        return;
+    }
     // It prints a line every 100 ms for 3 s, most of them while the
     // database is down: the worker holds them and writes them once it is back.
     let module = "#!/bin/sh\necho \"start $ETL_STEP $ETL_ATTEMPT\" >> ledger.txt\n\

@@ -137,6 +137,9 @@ fn worker_behind_proxies_with(env: &mut Env, args: &[&str]) -> (usize, Proxy, Pr
 
 #[test]
 fn the_probe_fails_once_the_database_is_lost_past_the_budget_and_heals_when_it_is_back() {
+    if !common::distributed_only("the database reached through a proxy that is cut") {
+        return;
+    }
     let mut env = Env::new(&[], &[]);
     let (_w, db, _amqp, file) = worker_behind_proxies(&mut env);
     let said = wait_probe(&env, &file, "4", 0, "healthy: database and broker reached");
@@ -154,6 +157,9 @@ fn the_probe_fails_once_the_database_is_lost_past_the_budget_and_heals_when_it_i
 
 #[test]
 fn a_database_that_stops_answering_is_lost_its_modules_stop_after_a_lease_and_the_probe_says_so() {
+    if !common::distributed_only("a database server that freezes behind a proxy") {
+        return;
+    }
     // A partition, not a refusal: the connections stay open and nothing
     // comes back. A heartbeat must give up rather than wait on it, or the
     // worker would never notice it lost its lease.
@@ -185,6 +191,9 @@ fn a_database_that_stops_answering_is_lost_its_modules_stop_after_a_lease_and_th
 
 #[test]
 fn the_probe_fails_once_the_broker_is_lost_past_the_budget_and_heals_when_it_reconnects() {
+    if !common::distributed_only("a RabbitMQ connection cut by a proxy") {
+        return;
+    }
     let mut env = Env::new(&[], &[]);
     let (w, _db, amqp, file) = worker_behind_proxies(&mut env);
     wait_probe(&env, &file, "4", 0, "healthy");

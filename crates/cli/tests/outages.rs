@@ -38,6 +38,9 @@ fn cut_connection_of(pid: i32) {
 
 #[test]
 fn a_worker_survives_losing_its_broker_connection_mid_module() {
+    if !common::distributed_only("a RabbitMQ connection cut mid-module") {
+        return;
+    }
     let slow = "#!/bin/sh\nsleep 3\necho \"$ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$\" >> ledger.txt\n";
     let mut env = Env::new(
         &[("slow", slow), ("ok", LEDGER_MODULE)],
@@ -58,6 +61,9 @@ fn a_worker_survives_losing_its_broker_connection_mid_module() {
 
 #[test]
 fn a_consumer_that_silently_stops_receiving_is_rebuilt() {
+    if !common::distributed_only("a RabbitMQ consumer that stops receiving") {
+        return;
+    }
     // The worker drops its first delivery without acknowledging it, as a bug
     // could: with one slot its prefetch window stays full and it receives
     // nothing more, though it is idle and the queue has work. No error
