@@ -34,9 +34,14 @@ impl Mode {
                          Unset AMQP_URL for the embedded mode, or set DATABASE_URL to a postgres:// URL for the distributed one"
                     );
                 }
-                Ok(Mode::Embedded {
-                    path: sqlite_path(db).unwrap_or_default(),
-                })
+                let path = sqlite_path(db).unwrap_or_default();
+                if path.as_os_str().is_empty() {
+                    anyhow::bail!(
+                        "DATABASE_URL {db:?} names no file: write sqlite://PATH (e.g. sqlite:///var/lib/scheduler/scheduler.db), \
+                         or unset it to use .scheduler/scheduler.db in the project"
+                    );
+                }
+                Ok(Mode::Embedded { path })
             }
             (Some(db), Some(amqp)) if db.starts_with("postgres://") || db.starts_with("postgresql://") => {
                 Ok(Mode::Distributed {
