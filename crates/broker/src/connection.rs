@@ -102,6 +102,10 @@ struct Inner {
     connection: Connection,
     publisher: Channel,
     config: BrokerConfig,
+    /// Queues this connection declared: declared again only after a
+    /// reconnect (a new `Inner`). A queue deleted or expired since is
+    /// declared again by the publish that finds it gone (`Unroutable`).
+    declared: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Inner {
@@ -119,7 +123,18 @@ impl Inner {
             connection,
             publisher,
             config: config.clone(),
+            declared: Default::default(),
         })
+    }
+}
+
+impl Inner {
+    fn is_declared(&self, queue: &str) -> bool {
+        self.declared.lock().unwrap_or_else(|p| p.into_inner()).contains(queue)
+    }
+
+    fn forget(&self, queue: &str) {
+        self.declared.lock().unwrap_or_else(|p| p.into_inner()).remove(queue);
     }
 }
 
@@ -181,9 +196,25 @@ impl Broker {
 
     /// Declares `queue` and `queue.dead` (idempotent), on a channel of their
     /// own: RabbitMQ closes the channel of a refused declare, and the
-    /// publishing channel must outlive it.
+    /// publishing channel must outlive it. Once per queue and connection:
+    /// four round trips (open, two declares, close) saved on every start.
     pub async fn declare(&self, queue: &str) -> Result<()> {
         let inner = self.inner();
+        if inner.is_declared(queue) {
+            return Ok(());
+        }
+        let declared = self.declare_now(&inner, queue).await;
+        if declared.is_ok() {
+            inner
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(queue.to_string());
+        }
+        declared
+    }
+
+    async fn declare_now(&self, inner: &Inner, queue: &str) -> Result<()> {
         let config = &inner.config;
         let ch = inner.connection.create_channel().await?;
         let dead = format!("{queue}.dead");
@@ -246,7 +277,11 @@ impl Broker {
             .await?;
         match confirm {
             lapin::Confirmation::Ack(None) => Ok(()),
-            lapin::Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable { queue: queue.into() }),
+            lapin::Confirmation::Ack(Some(_)) => {
+                // Gone (deleted, expired): the next declare declares it again.
+                self.inner().forget(queue);
+                Err(BrokerError::Unroutable { queue: queue.into() })
+            }
             _ => Err(BrokerError::Nacked { queue: queue.into() }),
         }
     }
@@ -276,6 +311,7 @@ impl Broker {
     /// Deletes a queue and its dead-letter queue (tests).
     pub async fn delete_queue(&self, queue: &str) -> Result<()> {
         let inner = self.inner();
+        inner.forget(queue);
         let ch = &inner.publisher;
         for q in [queue.to_string(), format!("{queue}.dead")] {
             ch.queue_delete(q.as_str().into(), Default::default()).await?;

@@ -85,7 +85,28 @@ both_types!(
     slots_are_shared_by_the_queues_of_one_worker,
     a_dead_lettered_message_lands_in_the_dead_queue,
     a_consumer_that_dies_gives_its_deliveries_back,
+    a_queue_deleted_behind_the_connections_back_is_declared_again_after_an_unroutable_publish,
 );
+
+/// A connection declares a queue once; if the queue goes away (an operator
+/// deletes it, `x-expires`), the publish says `Unroutable` and the next
+/// declare really declares it again (what `publish_noted` does).
+async fn a_queue_deleted_behind_the_connections_back_is_declared_again_after_an_unroutable_publish(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("gone");
+    b.declare(&q).await.unwrap();
+    b.declare(&q).await.unwrap(); // once per connection: no round trip
+    let other = broker(t).await;
+    other.delete_queue(&q).await.unwrap();
+    let lost = b.publish_raw(&q, b"x", "t").await;
+    assert!(matches!(lost, Err(BrokerError::Unroutable { .. })), "{lost:?}");
+    b.declare(&q).await.unwrap();
+    b.publish_raw(&q, b"y", "t").await.unwrap();
+    assert_eq!(b.queue_depth(&q).await.unwrap().0, 1);
+    b.delete_queue(&q).await.unwrap();
+    other.close().await;
+    b.close().await;
+}
 
 async fn published_messages_are_consumed_and_acknowledged_once(t: QueueType) {
     let b = broker(t).await;

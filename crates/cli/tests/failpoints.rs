@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, seq};
+use common::{Env, seq, wait_until};
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -110,21 +110,100 @@ fn a_crash_after_the_spawn_without_a_keeper_is_found_by_recovery_and_rerun() {
     );
 }
 
-#[test]
-fn a_crash_after_the_success_commit_before_the_publish_is_recovered() {
-    // The last step's success is committed, end_etl never published:
-    // recovery finds the run with nothing in flight and decides it again.
-    let (env, v) = crash_at("after-commit");
+/// Every step of `s` succeeded exactly once in `v`.
+fn each_step_once(v: &serde_json::Value, steps: u64) {
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    for step in 0..steps {
+        let ok = v["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["step"] == step && e["state"] == "succeeded")
+            .count();
+        assert_eq!(ok, 1, "step {step} must have succeeded exactly once: {v:#}");
+    }
+}
+
+/// A worker serving only the sequence's queue runs step 0 and hands step
+/// 1, which runs on another queue, on with a publish; it aborts at
+/// `failpoint` on the way. A worker serving both queues takes over; its log
+/// is returned with the run.
+fn crash_handing_on(failpoint: &str) -> (Env, serde_json::Value) {
+    let mut env = Env::new(&[("m", MODULE)], &[]);
+    let other = format!("{}-other", env.queue);
+    let steps = serde_json::json!([{"module_name": "m"}, {"module_name": "m", "queue": other}]);
+    std::fs::write(env.project.join("etl_sequences/s.json"), steps.to_string()).unwrap();
+    let crashing = env.spawn_worker_with_env(&FAST, &[("SCHEDULER_FAILPOINTS", failpoint)]);
+    let run = env.start("s");
     assert!(
-        env.worker_log(1).contains("recovery: run had nothing in flight"),
-        "{}",
-        env.worker_log(1)
+        !env.wait_worker(crashing, MINUTE).success(),
+        "the worker must have aborted at {failpoint}"
     );
+    assert!(env.worker_log(crashing).contains(&format!("failpoint {failpoint}")));
+    let both = format!("{},{other}", env.queue);
+    let mut args = FAST.to_vec();
+    args.extend(["--queue", &both]);
+    env.spawn_worker(&args);
+    let v = env.wait_final(run, 2 * MINUTE);
+    each_step_once(&v, 2);
+    assert_eq!(v["executions"].as_array().unwrap().len(), 2, "nothing ran twice: {v:#}");
+    (env, v)
+}
+
+#[test]
+fn a_crash_after_a_commit_that_hands_a_step_to_another_queue_is_recovered() {
+    // Step 0's success and step 1's execution, queued on a queue this
+    // worker does not serve, are committed; its exec_module is never
+    // published: recovery publishes it.
+    let (env, _) = crash_handing_on("after-commit");
+    let log = env.worker_log(1);
+    assert!(
+        log.contains("recovery: published an exec_module that was committed but never sent"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_draining_worker_that_crashes_after_the_last_commit_is_recovered() {
+    // Draining, the worker does not end the run in the step's write: it
+    // publishes end_etl, and dies before that. Recovery finds the run with
+    // nothing in flight and decides again what follows its last step.
+    let mut env = Env::new(&[("m", MODULE)], &[("s", &seq(&["m", "m"]))]);
+    let crashing = env.spawn_worker_with_env(&FAST, &[("SCHEDULER_FAILPOINTS", "after-commit")]);
+    let run = env.start("s");
+    wait_until("the last step started", MINUTE, || {
+        match env.read("ledger.txt").contains("start 1 ") {
+            true => Ok(()),
+            false => Err(env.read("ledger.txt")),
+        }
+    });
+    env.signal_worker(crashing, nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        !env.wait_worker(crashing, MINUTE).success(),
+        "the worker must have aborted at after-commit"
+    );
+    env.spawn_worker(&FAST);
+    let v = env.wait_final(run, 2 * MINUTE);
+    each_step_once(&v, 2);
+    let log = env.worker_log(1);
+    assert!(log.contains("recovery: run had nothing in flight"), "{log}");
     assert_eq!(v["executions"].as_array().unwrap().len(), 2, "nothing ran twice: {v:#}");
 }
 
 #[test]
+fn a_run_ends_in_the_write_that_records_its_last_step() {
+    // Not draining, nothing is published after the last step: the armed
+    // after-commit failpoint never fires and the run ends on one worker.
+    let mut env = Env::new(&[("m", MODULE)], &[("s", &seq(&["m", "m"]))]);
+    env.spawn_worker_with_env(&FAST, &[("SCHEDULER_FAILPOINTS", "after-commit")]);
+    let v = env.wait_final(env.start("s"), MINUTE);
+    each_step_once(&v, 2);
+    assert!(!env.worker_log(0).contains("failpoint"), "{}", env.worker_log(0));
+}
+
+#[test]
 fn a_crash_after_the_publish_before_it_is_noted_is_harmless() {
-    let (_env, v) = crash_at("after-publish");
-    assert_eq!(v["executions"].as_array().unwrap().len(), 2, "nothing ran twice: {v:#}");
+    // The exec_module is on the other queue, unnoted: the new worker runs
+    // it; recovery may publish it again, and that duplicate is dropped.
+    crash_handing_on("after-publish");
 }

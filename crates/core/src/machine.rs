@@ -289,6 +289,30 @@ pub fn on_error(run: RunView, step: u32, reason: &str) -> Decision {
     }
 }
 
+/// Local delivery of a step's run-level follow-up. When the plan of a
+/// finished step publishes `end_etl` or `error_handler`, the worker that
+/// records the step applies what that message would decide in the same
+/// write instead (the step's close and the run's move commit together, or
+/// neither does): the run ends without a trip through the broker and a
+/// second statement. The decision is still `on_end`'s or `on_error`'s; any
+/// other plan is returned as it is.
+pub fn settle_here(run: RunView, plan: Plan) -> Plan {
+    if plan.run.is_some() || plan.queue.is_some() {
+        return plan;
+    }
+    let decided = match &plan.publish {
+        // The write that records the last step as succeeded is the check
+        // `end_etl` makes by reading it back.
+        Some(Message::EndEtl { .. }) => on_end(run, true),
+        Some(Message::ErrorHandler { step, reason, .. }) => on_error(run, *step, reason),
+        _ => return plan,
+    };
+    match decided {
+        Decision::Apply(settled) => settled,
+        Decision::Drop(_) => plan,
+    }
+}
+
 /// An operator asked to cancel.
 pub fn on_cancel(run: RunView) -> Decision {
     match run.state {
@@ -423,6 +447,42 @@ pub fn on_stuck(run: RunView, last: Option<&LastExec>) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_step_settles_its_run_in_the_same_write() {
+        let r = run(RunState::Running, 3);
+        let done = |outcome: &StepOutcome| match on_step_done(r, 2, 1, outcome, Retry::none(0)) {
+            Decision::Apply(plan) => plan,
+            Decision::Drop(why) => panic!("{why}"),
+        };
+        let settled = settle_here(r, done(&StepOutcome::Succeeded));
+        assert_eq!(settled.run, moves(RunState::Running, RunState::Succeeded));
+        assert_eq!((settled.queue, settled.publish), (None, None));
+        let failed = StepOutcome::Failed {
+            reason: "exit 3".into(),
+            exit_code: Some(3),
+        };
+        let settled = settle_here(r, done(&failed));
+        assert_eq!(settled.run, moves(RunState::Running, RunState::Failed));
+        assert_eq!(
+            settled.failure,
+            Some(Failure {
+                step: 2,
+                reason: "exit 3".into()
+            })
+        );
+        assert_eq!(settled.publish, None);
+        // A step that continues, or a run that is not running, is left as it was.
+        let next = on_step_done(r, 0, 1, &StepOutcome::Succeeded, Retry::none(0));
+        let Decision::Apply(next) = next else { panic!() };
+        assert_eq!(settle_here(r, next.clone()), next);
+        let ended = run(RunState::Canceled, 3);
+        let end = Plan {
+            publish: Some(Message::EndEtl { run_id: ended.id }),
+            ..Plan::default()
+        };
+        assert_eq!(settle_here(ended, end.clone()), end);
+    }
 
     fn run(state: RunState, steps: u32) -> RunView {
         RunView {

@@ -149,7 +149,7 @@ struct Row {
 // The statement, assembled from one copy of each fragment into the shape a
 // write needs, so that PostgreSQL plans and runs only the parts it uses (the
 // hot path, a worker recording a step and claiming the next, is
-// close + read the run + queue). Every shape takes the same 34 parameters
+// close + read the run + queue). Every shape takes the same 35 parameters
 // (sqlx declares their types, so a shape may leave some unused):
 // $1 run; $2 close kind ('finish' | 'abandon'), $3 step, $4 attempt,
 // $5 the finishing worker, $6..$14 the result; $15 from, $16 to, $17 failed
@@ -158,7 +158,7 @@ struct Row {
 // $24 its delay in seconds (a retry: due then, published by recovery);
 // $25 the queues the claiming worker serves; $26..$29 the accounting (wall
 // time, peak RSS, user and system CPU), $30..$33 the output's path, size,
-// mtime and checksum, $34 the warnings.
+// mtime and checksum, $34 the warnings, $35 the module's pid.
 
 /// Close a running execution: the holder's result, or recovery's
 /// `abandoned` once its lease expired.
@@ -170,7 +170,7 @@ const CLOSE: &str = "closed AS (
            stdout_bytes = $13, stderr_bytes = $14,
            wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
            output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
-           warnings = $34
+           warnings = $34, pid = coalesce($35, pid)
      WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
        AND CASE $2::text WHEN 'finish' THEN worker_id = $5 ELSE lease_until < now() END
  RETURNING run_id
@@ -303,7 +303,9 @@ enum Shape {
     /// `Move` to `failed`, to `succeeded`, or from `queued` to `running`:
     /// records the run's events too ([`MOVE_EVENTS`]).
     MoveEvents,
-    /// Close, then move (no caller needs it today; kept whole for the contract).
+    /// Close, then move: the worker that records a run's last step (or its
+    /// failed one) ends the run in the same write; records the run's
+    /// events ([`MOVE_EVENTS`]).
     CloseMove,
 }
 
@@ -433,6 +435,7 @@ pub(crate) async fn apply_on<'e>(executor: impl sqlx::PgExecutor<'e>, w: &Write<
             (finished && !result.warnings.is_empty())
                 .then(|| result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()),
         )
+        .bind(finished.then_some(result.pid).flatten().map(|p| p as i32))
         .fetch_one(executor)
         .await?;
     let inserted = match (row.module, row.argv, row.sequence.clone(), row.step_count) {

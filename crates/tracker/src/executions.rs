@@ -145,6 +145,9 @@ pub struct ExecResult {
     pub output: Option<OutputFacts>,
     /// What did not fail the step but should be seen (an input missing).
     pub warnings: Vec<String>,
+    /// The module's process (group leader), recorded with the result; a
+    /// module that runs for long has it recorded while it runs, too.
+    pub pid: Option<u32>,
 }
 
 /// A step's output file after its module exited 0.
@@ -176,6 +179,7 @@ impl ExecResult {
             sys_cpu_us: None,
             output: None,
             warnings: Vec::new(),
+            pid: None,
         }
     }
 }

@@ -580,3 +580,97 @@ async fn a_stall_mark_records_step_stalled_once_per_stall() {
     })
     .await;
 }
+
+/// The worker that records a run's last step ends the run in the same
+/// write (close, then move): both apply or neither does, and the run's
+/// events come with it.
+#[tokio::test]
+async fn a_close_that_ends_the_run_moves_it_with_its_events_only_if_the_close_applied() {
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
+        let worker = Uuid::now_v7();
+        let claim = |id| async move {
+            let key = ExecKey {
+                run_id: id,
+                step: 0,
+                attempt: 1,
+            };
+            s.claim(key, worker, Duration::from_secs(30)).await.unwrap().unwrap();
+            key
+        };
+        // Succeeded: the run moves with its healthcheck ping.
+        let a = new_run(1, Some("https://hc.example/p/1"));
+        start(s, &a).await;
+        let key = claim(a.id).await;
+        let ok = ExecResult::new(ExecState::Succeeded);
+        let end = moving(RunState::Running, RunState::Succeeded);
+        let finish = Close::Finish {
+            key,
+            worker_id: worker,
+            result: &ok,
+        };
+        let written = s.apply(&write(a.id, Some(finish), &end)).await.unwrap();
+        assert!(written.closed && written.run && written.complete(&end), "{written:?}");
+        let d = s.run_detail(a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.run.state.as_str(), d.executions[0].state.as_str()),
+            ("succeeded", "succeeded")
+        );
+        assert!(d.run.finished_at.is_some());
+        assert_eq!(kinds(s, a.id).await, ["healthcheck_start", "healthcheck_success"]);
+        // Again (a duplicate write): neither part applies, nothing is recorded.
+        let again = s.apply(&write(a.id, Some(finish), &end)).await.unwrap();
+        assert!(!again.closed && !again.run, "{again:?}");
+        assert_eq!(kinds(s, a.id).await.len(), 2);
+
+        // Failed: the run fails with its step and reason, and says so once.
+        let b = new_run(1, None);
+        start(s, &b).await;
+        let key = claim(b.id).await;
+        let mut bad = ExecResult::new(ExecState::Failed);
+        bad.error = Some("exit code 3".into());
+        let fail = failing();
+        let finish = Close::Finish {
+            key,
+            worker_id: worker,
+            result: &bad,
+        };
+        assert!(
+            s.apply(&write(b.id, Some(finish), &fail))
+                .await
+                .unwrap()
+                .complete(&fail)
+        );
+        let d = s.run_detail(b.id).await.unwrap().unwrap();
+        assert_eq!((d.run.state.as_str(), d.run.failed_step), ("failed", Some(0)));
+        assert_eq!(kinds(s, b.id).await, ["run_failed"]);
+
+        // Another worker's close does not apply: the run stays running.
+        let c = new_run(1, None);
+        start(s, &c).await;
+        let key = claim(c.id).await;
+        let stranger = Close::Finish {
+            key,
+            worker_id: Uuid::now_v7(),
+            result: &ok,
+        };
+        let written = s.apply(&write(c.id, Some(stranger), &end)).await.unwrap();
+        assert!(!written.closed && !written.run, "{written:?}");
+        assert_eq!(s.run_detail(c.id).await.unwrap().unwrap().run.state, "running");
+
+        // A run canceled meanwhile: the step is recorded, the run is not moved.
+        s.apply(&write(c.id, None, &moving(RunState::Running, RunState::Canceled)))
+            .await
+            .unwrap();
+        let finish = Close::Finish {
+            key,
+            worker_id: worker,
+            result: &ok,
+        };
+        let written = s.apply(&write(c.id, Some(finish), &end)).await.unwrap();
+        assert!(written.closed && !written.run, "{written:?}");
+        assert_eq!(s.run_detail(c.id).await.unwrap().unwrap().run.state, "canceled");
+        assert!(kinds(s, c.id).await.is_empty());
+    })
+    .await;
+}

@@ -144,6 +144,7 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             exit_code: Some(0),
             stdout_tail: "out\0put".into(),
             stdout_bytes: 7,
+            pid: Some(4242),
             ..ExecResult::new(ExecState::Succeeded)
         };
         let next = Plan {
@@ -184,6 +185,8 @@ async fn a_run_walks_through_every_write_of_the_contract() {
             .unwrap();
         assert!(w.complete(&next), "{w:?}");
         assert_eq!(w.claimed.as_ref().map(|c| c.module.as_str()), Some("m"));
+        let d = s.run_detail(id).await.unwrap().unwrap();
+        assert_eq!(d.executions[0].pid, Some(4242), "the pid is recorded with the result");
 
         // Step 1 fails; error_handler's move records the failure.
         let k1 = key(id, 1, 1);

@@ -82,15 +82,18 @@ enum Started {
 
 /// Moves the run `queued -> running` with its first step claimed by this
 /// worker if it serves the step's queue, else published to that queue.
+///
+/// Decided as for a `queued` run, the state a `start_etl` almost always
+/// finds, without reading it first: the write's compare-and-set on `queued`
+/// is the check. Only when it does not apply is the run read, to say why.
 async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> {
-    let Some(run) = ctx.store.run_view(run_id).await? else {
-        return Ok(Started::Not(format!(
-            "no run {run_id} is recorded (stale or foreign message)"
-        )));
+    let assumed = machine::RunView {
+        id: run_id,
+        state: scheduler_core::RunState::Queued,
+        step_count: 1,
     };
-    let plan = match machine::on_start(run) {
-        Decision::Apply(plan) => plan,
-        Decision::Drop(why) => return Ok(Started::Not(why.to_string())),
+    let Decision::Apply(plan) = machine::on_start(assumed) else {
+        unreachable!("a queued run always starts");
     };
     let write = Write {
         run_id,
@@ -103,8 +106,8 @@ async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> 
         }),
     };
     let written = ctx.store.apply(&write).await?;
-    if let Some(why) = written.not_applied(&plan) {
-        return Ok(Started::Not(why));
+    if written.not_applied(&plan).is_some() {
+        return Ok(Started::Not(why_not_started(ctx, run_id).await?));
     }
     match (written.claimed.clone(), plan.queue) {
         (Some(claimed), Some(q)) => Ok(Started::Here(
@@ -121,6 +124,19 @@ async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> 
         }
         _ => Ok(Started::Not("the start queued no step".into())),
     }
+}
+
+/// Why a `start_etl` did not start its run, from the run as recorded now.
+async fn why_not_started(ctx: &Ctx, run_id: Uuid) -> Result<String, ProducerError> {
+    Ok(match ctx.store.run_view(run_id).await? {
+        None => format!("no run {run_id} is recorded (stale or foreign message)"),
+        Some(run) => match machine::on_start(run) {
+            Decision::Drop(why) => why.to_string(),
+            // Queued again between the write and this read (an operator's
+            // retry): the retry publishes its own start_etl.
+            Decision::Apply(_) => "the run changed while it was being started; its own start_etl follows".into(),
+        },
+    })
 }
 
 async fn handle_message(ctx: &Ctx, message: &Message) -> Result<Effect, ProducerError> {

@@ -30,6 +30,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// A module still running this long after its spawn has its pid recorded
+/// while it runs; every module has it recorded with its result.
+const PID_WRITE_AFTER: Duration = Duration::from_millis(200);
+
 pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     let claimed = match ctx.store.claim(key, ctx.worker_id, ctx.config.lease).await {
         Ok(Some(claimed)) => claimed,
@@ -99,6 +103,13 @@ async fn refuse(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, Claimed)> {
     let (result, outcome) = run_module(ctx, key, &claimed).await;
     let plan = follow_up(ctx, key, &claimed, &result, &outcome).await;
+    // The run's end is delivered here too, unless draining: the write that
+    // records the last step (or the failed one) moves the run, instead of
+    // an `end_etl` / `error_handler` through the broker and another write.
+    let plan = match ctx.is_draining() {
+        true => plan,
+        false => machine::settle_here(running_view(key, &claimed), plan),
+    };
     // Continue here unless draining: the next step is inserted claimed by
     // this worker, in the statement that records this one. A retry waits for
     // its delay instead: recovery publishes it when due, to any worker.
@@ -120,12 +131,19 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
     if let Some(retry) = plan.queue.filter(|q| q.delay.is_some() && written.queued) {
         publish_when_due(ctx, key.run_id, retry);
     }
-    if !written.run {
-        // The run ended (canceled) while its module ran: now that the module
-        // is stopped, its slot is free for a run waiting on it.
-        if let Err(e) = scheduler_producer::admit_waiting(&*ctx.store, &*ctx.transport, &claimed.sequence).await {
-            tracing::warn!(error = %e, "could not start the run waiting for this slot; recovery will");
+    let ended = plan.run.filter(|m| m.to.is_final() && written.run);
+    if let Some(m) = ended {
+        match &plan.failure {
+            Some(f) => tracing::warn!(step = f.step, reason = f.reason, "step failed; marking the run failed"),
+            None => tracing::info!(to = %m.to, "run ended"),
         }
+    }
+    // The run ended (canceled) while its module ran, or this write ended
+    // it: its slot is free for a run waiting on it.
+    if (!written.run || (ended.is_some() && written.limited))
+        && let Err(e) = scheduler_producer::admit_waiting(&*ctx.store, &*ctx.transport, &claimed.sequence).await
+    {
+        tracing::warn!(error = %e, "could not start the run waiting for this slot; recovery will");
     }
     if let (Some(next), Some(q)) = (written.claimed.clone(), plan.queue) {
         let next_key = ExecKey {
@@ -226,12 +244,22 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
             if let Some(a) = ctx.active.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
                 a.pid = Some(pid);
             }
-            // Bookkeeping on its own task: a database that stops answering
-            // must not keep the worker from waiting on (and stopping) the
-            // module. A late write after the result changes nothing (it
-            // applies only while the execution is running).
-            let (store, worker_id) = (ctx.store.clone(), ctx.worker_id);
+            // The pid is recorded with the result. A module still running
+            // after `PID_WRITE_AFTER` has it recorded now too, for the pages
+            // and for recovery; a short one costs no write of its own (the
+            // keeper and recovery find a module by its environment, not by
+            // its pid, so a crash before this write loses nothing). On its
+            // own task: a database that stops answering must not keep the
+            // worker from waiting on (and stopping) the module. A late write
+            // after the result changes nothing (it applies only while the
+            // execution is running).
+            let (store, worker_id, ended) = (ctx.store.clone(), ctx.worker_id, CancellationToken::new());
+            let ended_guard = ended.clone().drop_guard();
             tokio::spawn(async move {
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    _ = tokio::time::sleep(PID_WRITE_AFTER) => {}
+                }
                 if let Err(e) = store.record_pid(key, worker_id, pid).await {
                     tracing::warn!(error = %e, pid, "could not record the module's pid");
                 }
@@ -240,7 +268,9 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
                 None => running.wait(stop).await,
                 Some(watching) => watched(ctx, key, running, stop, &reason, watching).await,
             };
+            drop(ended_guard);
             let (mut result, mut step) = module::judge(key, &claimed.module, &outcome, reason.get().copied());
+            result.pid = Some(pid);
             if step == StepOutcome::Succeeded && w.check_output && crate::contract::is_local(&w.output) {
                 let (cwd, output) = (cwd.clone(), w.output.clone());
                 let checked =
@@ -342,6 +372,15 @@ async fn watched(
     }
 }
 
+/// The run as the step was claimed: running.
+fn running_view(key: ExecKey, claimed: &Claimed) -> RunView {
+    RunView {
+        id: key.run_id,
+        state: RunState::Running,
+        step_count: claimed.step_count,
+    }
+}
+
 /// What follows the step, from the state machine. Decided from the run as
 /// it was at claim time (running); the recording statement re-checks that
 /// it still is before queuing anything. A step stopped because its run was
@@ -350,11 +389,7 @@ async fn follow_up(ctx: &Ctx, key: ExecKey, claimed: &Claimed, result: &ExecResu
     if result.state == ExecState::Canceled {
         return Plan::default();
     }
-    let run = RunView {
-        id: key.run_id,
-        state: RunState::Running,
-        step_count: claimed.step_count,
-    };
+    let run = running_view(key, claimed);
     // The policy matters only after a failure: read it then, off the hot path.
     let (policy, jitter) = match outcome {
         StepOutcome::Failed { .. } => (retry_policy(ctx, key).await, jitter()),

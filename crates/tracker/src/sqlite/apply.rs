@@ -294,7 +294,7 @@ async fn close_execution(
                 stdout_bytes = $13, stderr_bytes = $14,
                 wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
                 output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
-                warnings = $34
+                warnings = $34, pid = coalesce($36, pid)
           WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
             AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
       RETURNING started_at",
@@ -336,6 +336,7 @@ async fn close_execution(
     .bind(output.and_then(|o| o.sha256.clone()))
     .bind(warnings)
     .bind(now)
+    .bind(finished.then_some(result.pid).flatten().map(|p| p as i32))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((started_at,)) = started else {
