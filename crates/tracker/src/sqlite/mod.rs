@@ -23,6 +23,7 @@
 
 pub(crate) mod activity;
 pub(crate) mod apply;
+mod busy;
 pub(crate) mod events;
 pub(crate) mod executions;
 pub(crate) mod history;
@@ -108,7 +109,9 @@ impl Embedded {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(config.busy_timeout)
             .foreign_keys(true);
+        let busy_timeout = config.busy_timeout;
         let pool = SqlitePoolOptions::new()
+            .after_connect(move |conn, _| Box::pin(busy::install(conn, busy_timeout)))
             .max_connections(config.max_connections.max(2))
             .min_connections(1)
             .acquire_timeout(config.busy_timeout + Duration::from_secs(5))
