@@ -7,8 +7,12 @@ use scheduler_core::machine::RunView;
 use uuid::Uuid;
 
 /// Notes that the broker confirmed the run's `start_etl`.
+/// Only while the run is `queued`: the note is for recovery, which looks
+/// for queued runs never published. A run a worker has already started
+/// (the usual case: the worker is faster than this note) is not written
+/// again, so the note does not contend with the worker for the run's row.
 pub(crate) async fn mark_run_published(t: &Tracker, run_id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE runs SET published_at = coalesce(published_at, now()) WHERE id = $1")
+    sqlx::query("UPDATE runs SET published_at = now() WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
         .bind(run_id)
         .execute(&t.relaxed)
         .await?;

@@ -102,7 +102,9 @@ pub trait Store: Send + Sync + 'static {
     /// retry): applied only if the run's sequence has a free slot, atomically
     /// with every start of the sequence; `Ok(Err(why))` when it has none.
     async fn apply_within_limit(&self, write: &Write<'_>) -> Result<std::result::Result<Written, String>>;
-    /// Notes that the transport confirmed the run's `start_etl`.
+    /// Notes that the transport confirmed the run's `start_etl`, while the run
+    /// is still `queued` (recovery looks for queued runs never published; a
+    /// started run is not written again).
     async fn mark_run_published(&self, run_id: Uuid) -> Result<()>;
     async fn run_view(&self, run_id: Uuid) -> Result<Option<RunView>>;
     /// The queue a run's messages go to.
