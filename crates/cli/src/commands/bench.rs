@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Runs executed one at a time in the latency phase.
     #[arg(long, default_value_t = 100)]
     pub latency_runs: u32,
+    /// Before each phase, wait at most this many seconds for the machine to
+    /// be quiet (3 seconds in a row under 10 % busy); then measure anyway.
+    #[arg(long, default_value_t = 60)]
+    pub quiet_wait: u64,
     /// Also write every figure to this file as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -97,7 +101,7 @@ async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Resu
         build(),
         env!("SCHEDULER_GIT_COMMIT")
     );
-    let quiet_spawn = quiet_before("the bare spawns").await?;
+    let quiet_spawn = quiet_before(a, "the bare spawns").await?;
     let noop = dir.join("noop.sh");
     let serial = spawn::bare_spawn_rate(&noop, 1, 400).await?;
     let parallel = spawn::bare_spawn_rate(&noop, a.concurrency as usize, 800).await?;
@@ -274,8 +278,12 @@ async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -
 }
 
 /// Waits for a quiet machine before `what`, and says how that went.
-pub(super) async fn quiet_before(what: &str) -> anyhow::Result<Quiet> {
-    let q = machine::wait_quiet(QuietRule::default()).await?;
+pub(super) async fn quiet_before(a: &BenchArgs, what: &str) -> anyhow::Result<Quiet> {
+    let rule = QuietRule {
+        max_wait: std::time::Duration::from_secs(a.quiet_wait),
+        ..QuietRule::default()
+    };
+    let q = machine::wait_quiet(rule).await?;
     if q.quiet {
         println!("(machine quiet before {what}: waited {:.0} s)", q.waited_s);
     } else {

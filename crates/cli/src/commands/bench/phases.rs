@@ -40,9 +40,9 @@ impl Bench {
         wait_all(&*self.store, &ids, Duration::from_millis(20)).await?;
         println!("warm-up: {warm} runs (not measured)");
 
-        let quiet = quiet_before("the latency phase").await?;
+        let quiet = quiet_before(a, "the latency phase").await?;
         let latency = self.latency(a.latency_runs, serial).await?;
-        let quiet_thr = quiet_before("the throughput phase").await?;
+        let quiet_thr = quiet_before(a, "the throughput phase").await?;
         let throughput = self.throughput(a.runs, serial, parallel, worker.pid()).await?;
         let rss = worker.peak_rss()?;
         println!(
