@@ -21,6 +21,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+pub use crate::machine::peak_rss_kib;
+pub use crate::stats::median;
+
 /// The benchmark's own database.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/scheduler_flood_bench";
 
@@ -52,17 +55,6 @@ pub struct Figures {
 impl Figures {
     pub fn ratio(&self) -> f64 {
         median(&self.under_worker_ms) / median(&self.to_null_ms)
-    }
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -241,15 +233,4 @@ async fn to_null(program: &Path) -> anyhow::Result<f64> {
         bail!("the flood to /dev/null failed ({status})");
     }
     Ok(ms)
-}
-
-/// `VmHWM` of a process, KiB.
-pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the worker's status")?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .context("no VmHWM in the worker's status")
 }

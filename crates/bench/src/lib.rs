@@ -3,7 +3,9 @@
 //! server-side latency), the retention benchmark (`scheduler bench-prune`:
 //! half of that history pruned while a worker runs steps), the capture
 //! benchmark (`scheduler bench-flood`: a module printing 50 MB under a worker
-//! against the same to `/dev/null`) and the SQL the
+//! against the same to `/dev/null`), what `scheduler bench` needs besides
+//! the store (`machine`: CPU and memory from `/proc`, the wait for a quiet
+//! machine; `worker`: a real `scheduler worker` process) and the SQL the
 //! benchmarks need beyond the store's contract (filling a database of their
 //! own, timing a set of runs, emptying it).
 //!
@@ -14,9 +16,11 @@
 
 pub mod fill;
 pub mod flood;
+pub mod machine;
 pub mod prune;
 pub mod stats;
 pub mod ui;
+pub mod worker;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

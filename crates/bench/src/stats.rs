@@ -1,4 +1,5 @@
-//! Aggregates over sets of runs, for `scheduler bench` and tests.
+//! Aggregates over sets of runs, for `scheduler bench` and tests, and the
+//! percentiles the benchmarks print.
 
 use crate::BenchDb;
 use sqlx::Result;
@@ -46,5 +47,55 @@ impl BenchDb {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// The nearest-rank percentile (`q` from 0 to 1) of `v`: the smallest value
+/// with at least `q` of the values at or below it, as the Celery reference
+/// benchmark computes it; NaN for no values.
+pub fn percentile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The middle value (the mean of the two middle ones for an even count);
+/// NaN for no values.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        let few = [3.0, 1.0, 2.0];
+        assert_eq!(percentile(&few, 0.5), 2.0);
+        assert_eq!(percentile(&few, 0.99), 3.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 }

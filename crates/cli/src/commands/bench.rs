@@ -1,24 +1,40 @@
 //! `scheduler bench`: pushes runs of no-op modules through the real path of
 //! the mode it is given (PostgreSQL and RabbitMQ with confirms, or the
 //! embedded store and its queue; process spawning either way) and prints
-//! throughput and overhead beside the bare cost of spawning the same module,
-//! measured in the same run. It uses its own database (`<db>_bench`), or its
-//! own SQLite file in a temporary directory, and a throw-away queue, so it
-//! never mixes with real runs.
+//! throughput, overhead, CPU per module execution and the worker's peak
+//! memory beside the bare cost of spawning the same module, measured in the
+//! same run.
+//!
+//! The worker is a real `scheduler worker -c N` process (this very
+//! program), with its keeper, on a throw-away queue, as users run it; this
+//! process plays `scheduler start` and reads the results from the store.
+//! It uses its own database (`<db>_bench`), or its own SQLite file in a
+//! temporary project, so it never mixes with real runs. Before each phase
+//! it waits (a minute at most) for the machine to be quiet, and says so when
+//! it was not. The definitions (CPU by process group, percentiles, the
+//! quiet wait) are the Celery reference benchmark's, so the figures compare:
+//! see `scripts/bench-vs-celery`.
+
+mod phases;
+mod report;
+mod spawn;
 
 use crate::cli::Global;
+use crate::mode::Mode;
 use anyhow::Context;
 use clap::Args;
+use phases::Bench;
+use report::{BareSpawn, QuietBefore, Report, WorkerFigures};
 use scheduler_bench::BenchDb;
+use scheduler_bench::machine::{self, Quiet, QuietRule};
+use scheduler_bench::worker::{WorkerProcess, WorkerSpec};
 use scheduler_broker::{Broker, BrokerConfig, Transport};
-use scheduler_producer::{Project, start_run};
-use scheduler_tracker::{Embedded, EmbeddedConfig, EmbeddedQueue, RunFilter, Store, Tracker, TrackerConfig};
-use scheduler_worker::WorkerConfig;
-use std::path::Path;
+use scheduler_producer::Project;
+use scheduler_tracker::{Embedded, EmbeddedConfig, EmbeddedQueue, Store, Tracker, TrackerConfig};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -28,54 +44,190 @@ pub struct BenchArgs {
     /// Steps (no-op modules) per run.
     #[arg(long, default_value_t = 5)]
     pub steps: u32,
-    /// Worker slots (modules at once), as in `scheduler worker -c`.
+    /// Worker slots (modules at once): the worker runs as `scheduler worker -c N`.
     #[arg(short = 'c', long, default_value_t = 4)]
     pub concurrency: u16,
     /// Runs executed one at a time in the latency phase.
     #[arg(long, default_value_t = 100)]
     pub latency_runs: u32,
+    /// Before each phase, wait at most this many seconds for the machine to
+    /// be quiet (3 seconds in a row under 10 % busy); then measure anyway.
+    #[arg(long, default_value_t = 60)]
+    pub quiet_wait: u64,
+    /// Also write every figure to this file as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
+
+/// The queues' `x-expires`: the throw-away queue vanishes a minute after
+/// its last consumer, whatever happens to this process.
+const QUEUE_EXPIRES_MS: u32 = 60_000;
 
 pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     if a.runs == 0 || a.steps == 0 || a.concurrency == 0 {
         anyhow::bail!("--runs, --steps and --concurrency must be at least 1");
     }
+    let mode = Mode::of(g)?;
     let dir = std::env::temp_dir().join(format!("scheduler-bench-{}", std::process::id()));
     make_project(&dir, a.steps)?;
-    let project = Project::new(&dir)?;
-    let noop = dir.join("noop.sh");
+    match run(g, a, &mode, &dir).await {
+        Ok(report) => {
+            std::fs::remove_dir_all(&dir).ok();
+            if let Some(path) = &a.json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+                println!("\nfigures written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "kept {} (the bench's project, its worker's log in worker.log)",
+                dir.display()
+            );
+            Err(e)
+        }
+    }
+}
 
+async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Result<Report> {
+    let project = Project::new(dir)?;
     println!(
-        "scheduler bench: {} runs x {} no-op steps, concurrency {}, on {} cores",
+        "scheduler bench: {} runs x {} no-op steps, concurrency {}, on {} cores ({} build, {})",
         a.runs,
         a.steps,
         a.concurrency,
-        cores()
+        cores(),
+        build(),
+        env!("SCHEDULER_GIT_COMMIT")
     );
-    let serial = bare_spawn_rate(&noop, 1, 400).await?;
-    let parallel = bare_spawn_rate(&noop, a.concurrency as usize, 800).await?;
+    let quiet_spawn = quiet_before(a, "the bare spawns").await?;
+    let noop = dir.join("noop.sh");
+    let serial = spawn::bare_spawn_rate(&noop, 1, 400).await?;
+    let parallel = spawn::bare_spawn_rate(&noop, a.concurrency as usize, 800).await?;
     println!(
         "bare spawn of the no-op module: {serial:.0}/s serially, {parallel:.0}/s with {} at once",
         a.concurrency
     );
-    let captured = executor_spawn_rate(&dir, 400).await?;
+    let captured = spawn::executor_spawn_rate(dir, 400).await?;
     println!("the same through the executor (process group, output capture, cleanup): {captured:.0}/s serially");
 
-    let mode = crate::mode::Mode::of(g)?;
-    println!("{}", mode.describe());
     let queue = format!("bench-{}", uuid::Uuid::now_v7());
-    let (tracker, transport, broker): (Arc<dyn Store>, Arc<dyn Transport>, Option<Broker>) = match &mode {
-        crate::mode::Mode::Embedded { .. } => {
+    let opened = open(g, a, mode, dir, &queue).await?;
+    println!("{}", opened.describe);
+    let spec = WorkerSpec {
+        program: std::env::current_exe().context("finding this program's path, to run its worker")?,
+        project: dir.to_path_buf(),
+        args: opened.worker_args,
+        env: opened.worker_env,
+        log: dir.join("worker.log"),
+    };
+    let worker = WorkerProcess::start(&spec).await?;
+    println!(
+        "worker: `scheduler worker -c {}`, pid {} (keeper {}), log {}",
+        a.concurrency,
+        worker.pid(),
+        worker
+            .keeper_pid()
+            .map_or_else(|| "none".to_string(), |k| k.to_string()),
+        worker.log().display()
+    );
+    let bench = Bench {
+        project,
+        store: opened.store,
+        transport: opened.transport,
+        queue: queue.clone(),
+        steps: a.steps,
+    };
+    let phases = bench.phases(a, &worker, serial, parallel).await;
+    // Whatever happened: the worker drains and ends before we go.
+    let log = worker.log().to_path_buf();
+    let stopped = worker.stop().await;
+    if let Some(broker) = opened.broker {
+        broker.delete_queue(&queue).await.ok();
+        broker.close().await;
+    }
+    bench.store.close().await;
+    let (latency, throughput, rss) = phases.with_context(|| format!("the worker's log: {}", log.display()))?;
+    stopped?;
+    Ok(Report {
+        git_commit: env!("SCHEDULER_GIT_COMMIT"),
+        build: build(),
+        mode: match mode {
+            Mode::Embedded { .. } => "embedded",
+            Mode::Distributed { .. } => "distributed",
+        },
+        queue_type: matches!(mode, Mode::Distributed { .. }).then(|| g.queue_type.to_string()),
+        cores: cores(),
+        concurrency: a.concurrency,
+        runs: a.runs,
+        steps: a.steps,
+        latency_runs: a.latency_runs,
+        bare_spawn: BareSpawn {
+            serial_per_s: serial,
+            parallel_per_s: parallel,
+            parallel: a.concurrency,
+            executor_serial_per_s: captured,
+        },
+        quiet_before: QuietBefore {
+            bare_spawn: quiet_spawn,
+            latency: latency.0,
+            throughput: throughput.0,
+        },
+        latency: latency.1,
+        throughput: throughput.1,
+        worker: WorkerFigures {
+            concurrency: a.concurrency,
+            peak_rss_kib: rss.total_kib(),
+            worker_peak_rss_kib: rss.worker_kib,
+            keeper_peak_rss_kib: rss.keeper_kib,
+        },
+    })
+}
+
+/// The store and transport this process uses, and what the worker process
+/// needs to reach the same ones.
+struct Opened {
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+    broker: Option<Broker>,
+    worker_args: Vec<OsString>,
+    worker_env: Vec<(OsString, OsString)>,
+    /// Where the runs go, for the output.
+    describe: String,
+}
+
+async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -> anyhow::Result<Opened> {
+    let mut worker_args: Vec<OsString> = vec![
+        "-c".into(),
+        a.concurrency.to_string().into(),
+        "--queue".into(),
+        queue.into(),
+    ];
+    Ok(match mode {
+        Mode::Embedded { .. } => {
             // Its own file, beside the bench's project: never the project's store.
-            let mut config = EmbeddedConfig::new(dir.join(".scheduler").join("bench.db"));
+            let path = dir.join(".scheduler").join("bench.db");
+            let mut config = EmbeddedConfig::new(&path);
             config.max_connections = a.concurrency as u32 + 6;
             let store = Embedded::open(&config)
                 .await
                 .context("opening the bench's embedded store")?;
             let queue = EmbeddedQueue::new(&store);
-            (Arc::new(store), Arc::new(queue), None)
+            Opened {
+                store: Arc::new(store),
+                transport: Arc::new(queue),
+                broker: None,
+                worker_args,
+                worker_env: vec![("DATABASE_URL".into(), format!("sqlite://{}", path.display()).into())],
+                // Not the project's store (what `mode.describe()` names): its own file.
+                describe: format!(
+                    "embedded mode: store and queue in {} (the bench's own; no PostgreSQL or RabbitMQ)",
+                    path.display()
+                ),
+            }
         }
-        crate::mode::Mode::Distributed { database_url, amqp_url } => {
+        Mode::Distributed { database_url, amqp_url } => {
             let mut db = TrackerConfig::new(bench_database_url(database_url));
             db.max_connections = a.concurrency as u32 + 6;
             let tracker = Tracker::open(&db).await.context("opening the bench database")?;
@@ -85,141 +237,77 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
             let broker = Broker::connect(
                 &BrokerConfig {
                     url: amqp_url.clone(),
-                    queue_expires_ms: Some(60_000),
+                    queue_expires_ms: Some(QUEUE_EXPIRES_MS),
                     queue_type: g.queue_type,
                     delivery_limit: g.delivery_limit,
                 },
                 "scheduler bench",
             )
             .await?;
-            (Arc::new(tracker), Arc::new(broker.clone()), Some(broker))
-        }
-    };
-    let shutdown = CancellationToken::new();
-    let config = WorkerConfig {
-        concurrency: a.concurrency,
-        queues: vec![queue.clone()],
-        ..WorkerConfig::default()
-    };
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let worker = tokio::spawn(scheduler_worker::worker::run(
-        tracker.clone(),
-        transport.clone(),
-        project.clone(),
-        config,
-        shutdown.clone(),
-        move |_| {
-            let _ = ready_tx.send(());
-        },
-    ));
-    ready_rx.await.context("the bench worker did not start")?;
-
-    let bench = Bench {
-        project,
-        store: tracker,
-        transport,
-        queue: queue.clone(),
-        steps: a.steps,
-    };
-    bench.latency(a.latency_runs).await?;
-    bench.throughput(a.runs, serial, parallel).await?;
-
-    shutdown.cancel();
-    worker.await??;
-    if let Some(broker) = broker {
-        broker.delete_queue(&queue).await.ok();
-        broker.close().await;
-    }
-    bench.store.close().await;
-    std::fs::remove_dir_all(&dir).ok();
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What both phases run against.
-struct Bench {
-    project: Project,
-    store: Arc<dyn Store>,
-    transport: Arc<dyn Transport>,
-    queue: String,
-    steps: u32,
-}
-
-impl Bench {
-    async fn start(&self) -> anyhow::Result<uuid::Uuid> {
-        Ok(start_run(
-            &self.project,
-            &*self.store,
-            &*self.transport,
-            "bench",
-            &self.queue,
-            "bench",
-        )
-        .await?
-        .run_id)
-    }
-
-    /// One run at a time, nothing queued behind it.
-    async fn latency(&self, runs: u32) -> anyhow::Result<()> {
-        let mut ids = Vec::new();
-        for _ in 0..runs {
-            let id = self.start().await?;
-            wait_all(&*self.store, &[id]).await?;
-            ids.push(id);
-        }
-        let lat = measure(&*self.store, &ids, self.steps).await?;
-        println!("\nlatency phase: {runs} runs one after another");
-        println!(
-            "  per-step dispatch overhead (run wall time minus module time, per step): {}",
-            lat.overhead
-        );
-        println!("  start to first module: {}", lat.first);
-        println!("  module time itself (spawn to exit, per step): {}", lat.module);
-        Ok(())
-    }
-
-    /// Every run started at once.
-    async fn throughput(&self, runs: u32, serial: f64, parallel: f64) -> anyhow::Result<()> {
-        let t0 = Instant::now();
-        let mut starts = tokio::task::JoinSet::new();
-        for _ in 0..runs {
-            let (p, t, b, q) = (
-                self.project.clone(),
-                self.store.clone(),
-                self.transport.clone(),
-                self.queue.clone(),
+            // The worker declares the queue as this process does, or
+            // RabbitMQ refuses the second declaration.
+            worker_args.extend(
+                [
+                    "--queue-type".to_string(),
+                    g.queue_type.to_string(),
+                    "--delivery-limit".to_string(),
+                    g.delivery_limit.to_string(),
+                    "--queue-expires-ms".to_string(),
+                    QUEUE_EXPIRES_MS.to_string(),
+                ]
+                .map(OsString::from),
             );
-            starts.spawn(async move { start_run(&p, &*t, &*b, "bench", &q, "bench").await.map(|r| r.run_id) });
+            Opened {
+                store: Arc::new(tracker),
+                transport: Arc::new(broker.clone()),
+                broker: Some(broker),
+                worker_args,
+                worker_env: vec![
+                    ("DATABASE_URL".into(), db.url.clone().into()),
+                    ("AMQP_URL".into(), amqp_url.into()),
+                ],
+                describe: format!(
+                    "distributed mode: PostgreSQL at {} (the bench's own database), RabbitMQ at {}, {} queue {queue}",
+                    scheduler_core::redact_url(&db.url),
+                    scheduler_core::redact_url(amqp_url),
+                    g.queue_type
+                ),
+            }
         }
-        let mut ids = Vec::new();
-        while let Some(r) = starts.join_next().await {
-            ids.push(r??);
-        }
-        wait_all(&*self.store, &ids).await?;
-        let elapsed = t0.elapsed();
-        let executions = (runs * self.steps) as f64;
-        let rate = executions / elapsed.as_secs_f64();
-        let thr = measure(&*self.store, &ids, self.steps).await?;
-        println!("\nthroughput phase: {runs} runs started at once");
-        println!(
-            "  {executions:.0} module executions in {:.2}s = {rate:.0} executions/s",
-            elapsed.as_secs_f64()
-        );
-        println!(
-            "  = {:.0}% of the bare parallel spawn rate ({parallel:.0}/s), {:.0}% of the serial one ({serial:.0}/s)",
-            100.0 * rate / parallel,
-            100.0 * rate / serial
-        );
-        println!(
-            "  per-step overhead under load (includes queueing behind other runs): {}",
-            thr.overhead
-        );
-        println!("  start to first module under load: {}", thr.first);
-        Ok(())
-    }
+    })
 }
 
-fn cores() -> usize {
+/// Waits for a quiet machine before `what`, and says how that went.
+pub(super) async fn quiet_before(a: &BenchArgs, what: &str) -> anyhow::Result<Quiet> {
+    let rule = QuietRule {
+        max_wait: std::time::Duration::from_secs(a.quiet_wait),
+        ..QuietRule::default()
+    };
+    let q = machine::wait_quiet(rule).await?;
+    if q.quiet {
+        println!("(machine quiet before {what}: waited {:.0} s)", q.waited_s);
+    } else {
+        println!(
+            "machine NOT quiet before {what} after {:.0} s (last second {:.0}% busy{}); measuring anyway, \
+             so these figures carry that load",
+            q.waited_s,
+            100.0 * q.last_busy,
+            if q.busy_processes.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", q.busy_processes.join(", "))
+            }
+        );
+    }
+    Ok(q)
+}
+
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn build() -> &'static str {
+    if cfg!(debug_assertions) { "debug" } else { "release" }
 }
 
 fn bench_database_url(url: &str) -> String {
@@ -247,134 +335,4 @@ fn make_project(dir: &Path, steps: u32) -> anyhow::Result<()> {
         .collect();
     std::fs::write(dir.join("etl_sequences/bench.json"), serde_json::to_string(&seq)?)?;
     Ok(())
-}
-
-/// Spawns and waits for the module `total` times, `parallel` at once, with
-/// plain `tokio::process` (no capture, no database, no broker).
-async fn bare_spawn_rate(program: &Path, parallel: usize, total: usize) -> anyhow::Result<f64> {
-    let t0 = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    let mut launched = 0;
-    while launched < total || !set.is_empty() {
-        while launched < total && set.len() < parallel {
-            let p = program.to_path_buf();
-            set.spawn(async move { tokio::process::Command::new(p).status().await });
-            launched += 1;
-        }
-        if let Some(r) = set.join_next().await {
-            anyhow::ensure!(r??.success(), "the no-op module failed");
-        }
-    }
-    Ok(total as f64 / t0.elapsed().as_secs_f64())
-}
-
-/// Runs the module `total` times serially through the executor, as a worker
-/// does, but without the database and the broker.
-async fn executor_spawn_rate(dir: &Path, total: usize) -> anyhow::Result<f64> {
-    let t0 = Instant::now();
-    for _ in 0..total {
-        let spec = scheduler_executor::Spec {
-            argv: vec!["./noop.sh".into()],
-            cwd: dir.to_path_buf(),
-            env: vec![],
-            timeout: None,
-            kill_grace: Duration::from_secs(1),
-            tail_bytes: 16 * 1024,
-            log_label: "bench".into(),
-            log: None,
-        };
-        let outcome = scheduler_executor::spawn(spec)
-            .await?
-            .wait(CancellationToken::new())
-            .await;
-        anyhow::ensure!(outcome.succeeded(), "the no-op module failed: {}", outcome.describe());
-    }
-    Ok(total as f64 / t0.elapsed().as_secs_f64())
-}
-
-/// Waits until every run of `ids` is final (read through the store, as
-/// `scheduler runs` does; one query every 20 ms).
-async fn wait_all(store: &dyn Store, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let wanted: std::collections::HashSet<uuid::Uuid> = ids.iter().copied().collect();
-    loop {
-        let newest = store
-            .list_runs(&RunFilter {
-                sequence: Some("bench".into()),
-                limit: u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1),
-                ..Default::default()
-            })
-            .await?;
-        let mine: Vec<_> = newest.iter().filter(|r| wanted.contains(&r.id)).collect();
-        if let Some(failed) = mine.iter().find(|r| r.state == "failed") {
-            anyhow::bail!("a bench run failed: {:?}", failed.error);
-        }
-        let finished = mine.iter().filter(|r| r.state == "succeeded").count();
-        if finished == ids.len() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} bench runs did not finish within 10 minutes",
-            ids.len() - finished
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-struct Stats {
-    overhead: String,
-    first: String,
-    module: String,
-}
-
-/// Per run: wall time (recorded to finished), the modules' own time, and
-/// recorded to the first module's start, in ms, from the store's record.
-async fn measure(store: &dyn Store, ids: &[uuid::Uuid], steps: u32) -> anyhow::Result<Stats> {
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Some(detail) = store.run_detail(*id).await? else {
-            continue;
-        };
-        let Some(finished) = detail.run.finished_at else {
-            continue;
-        };
-        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
-        let wall = ms(finished - detail.run.created_at);
-        let module: f64 = detail
-            .executions
-            .iter()
-            .map(|e| {
-                e.wall_us
-                    .map(|us| us as f64 / 1000.0)
-                    .or(e.duration_ms.map(|d| d as f64))
-                    .unwrap_or(0.0)
-            })
-            .sum();
-        let first = detail
-            .executions
-            .iter()
-            .filter_map(|e| e.started_at)
-            .min()
-            .map(|s| ms(s - detail.run.created_at))
-            .unwrap_or(0.0);
-        rows.push((wall, module, first));
-    }
-    let mut overhead: Vec<f64> = rows.iter().map(|(w, m, _)| (w - m) / steps as f64).collect();
-    let mut first: Vec<f64> = rows.iter().map(|(_, _, f)| *f).collect();
-    let mut module: Vec<f64> = rows.iter().map(|(_, m, _)| m / steps as f64).collect();
-    Ok(Stats {
-        overhead: pcts(&mut overhead),
-        first: pcts(&mut first),
-        module: pcts(&mut module),
-    })
-}
-
-fn pcts(v: &mut [f64]) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("p50 {:.2} ms, p99 {:.2} ms (n={})", at(0.5), at(0.99), v.len())
 }
