@@ -232,6 +232,22 @@ pub fn clk_tck() -> u64 {
     }
 }
 
+/// `Pss` (proportional set size: each shared page divided among the
+/// processes that map it) from `/proc/PID/smaps_rollup`, KiB.
+pub fn parse_pss_kib(rollup: &str) -> Option<u64> {
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+pub fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("reading /proc/{pid}/smaps_rollup"))?;
+    parse_pss_kib(&rollup).with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))
+}
+
 /// `VmHWM` (peak resident set) from `/proc/PID/status`, KiB.
 pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
     status
@@ -448,6 +464,13 @@ mod tests {
         assert!((c.rest_ms - 1.0).abs() < 1e-9);
         assert!((c.machine_busy - 0.5).abs() < 1e-9);
         assert!((c.unexplained_share - 0.025).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pss_is_read_in_kib_and_not_confused_with_its_variants() {
+        let rollup = "Rss:               10524 kB\nPss:                3650 kB\nPss_Dirty:          2200 kB\n";
+        assert_eq!(super::parse_pss_kib(rollup), Some(3650));
+        assert_eq!(super::parse_pss_kib("Rss: 1 kB\n"), None);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct PeakRss {
     pub worker_kib: u64,
     /// 0 when the worker runs without a keeper.
     pub keeper_kib: u64,
+    /// The two processes' proportional set sizes (`Pss`) when read: the
+    /// keeper runs the worker's binary, so their resident sets share most
+    /// of the keeper's pages, which RSS counts twice and PSS once.
+    pub pss_kib: u64,
 }
 
 impl PeakRss {
@@ -132,12 +136,14 @@ impl WorkerProcess {
 
     /// The worker's and its keeper's peak resident sets so far.
     pub fn peak_rss(&self) -> anyhow::Result<PeakRss> {
+        let keeper = self.keeper_pid();
         Ok(PeakRss {
             worker_kib: machine::peak_rss_kib(self.pid)?,
-            keeper_kib: match self.keeper_pid() {
+            keeper_kib: match keeper {
                 Some(k) => machine::peak_rss_kib(k)?,
                 None => 0,
             },
+            pss_kib: machine::pss_kib(self.pid)? + keeper.map(machine::pss_kib).transpose()?.unwrap_or(0),
         })
     }
 

@@ -49,6 +49,8 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
     // A real process beside the bench, and its keeper beside it.
     assert!(r["worker"]["worker_peak_rss_kib"].as_u64().unwrap() > 1024, "{r}");
     assert!(r["worker"]["keeper_peak_rss_kib"].as_u64().unwrap() > 0, "{r}");
+    let pss = r["worker"]["pss_kib"].as_u64().unwrap();
+    assert!(pss > 1024 && pss < r["worker"]["peak_rss_kib"].as_u64().unwrap(), "{r}");
     // The bench's temporary project (with the worker's log) is gone.
     let kept = stdout.lines().find(|l| l.starts_with("worker: ")).unwrap();
     let log = kept.rsplit("log ").next().unwrap();

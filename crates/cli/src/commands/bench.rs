@@ -181,6 +181,7 @@ async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Resu
             peak_rss_kib: rss.total_kib(),
             worker_peak_rss_kib: rss.worker_kib,
             keeper_peak_rss_kib: rss.keeper_kib,
+            pss_kib: rss.pss_kib,
         },
     })
 }

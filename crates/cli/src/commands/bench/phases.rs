@@ -52,6 +52,10 @@ impl Bench {
             rss.keeper_kib as f64 / 1024.0,
             a.concurrency
         );
+        println!(
+            "worker and keeper together, shared pages counted once (PSS, after the throughput phase): {:.1} MiB",
+            rss.pss_kib as f64 / 1024.0
+        );
         Ok(((quiet, latency), (quiet_thr, throughput), rss))
     }
 

@@ -111,4 +111,6 @@ pub struct WorkerFigures {
     pub peak_rss_kib: u64,
     pub worker_peak_rss_kib: u64,
     pub keeper_peak_rss_kib: u64,
+    /// PSS of the worker plus its keeper after the throughput phase.
+    pub pss_kib: u64,
 }
