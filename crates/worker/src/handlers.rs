@@ -87,13 +87,15 @@ enum Started {
 /// finds, without reading it first: the write's compare-and-set on `queued`
 /// is the check. Only when it does not apply is the run read, to say why.
 async fn claim_start(ctx: &Ctx, run_id: Uuid) -> Result<Started, ProducerError> {
+    // `on_start` reads only the state; the step count is not needed here.
     let assumed = machine::RunView {
         id: run_id,
         state: scheduler_core::RunState::Queued,
         step_count: 1,
     };
-    let Decision::Apply(plan) = machine::on_start(assumed) else {
-        unreachable!("a queued run always starts");
+    let plan = match machine::on_start(assumed) {
+        Decision::Apply(plan) => plan,
+        Decision::Drop(why) => return Ok(Started::Not(why.to_string())),
     };
     let write = Write {
         run_id,
@@ -132,9 +134,11 @@ async fn why_not_started(ctx: &Ctx, run_id: Uuid) -> Result<String, ProducerErro
         None => format!("no run {run_id} is recorded (stale or foreign message)"),
         Some(run) => match machine::on_start(run) {
             Decision::Drop(why) => why.to_string(),
-            // Queued again between the write and this read (an operator's
-            // retry): the retry publishes its own start_etl.
-            Decision::Apply(_) => "the run changed while it was being started; its own start_etl follows".into(),
+            // Admitted (waiting -> queued) between the write and this read:
+            // the admission publishes a start_etl of its own.
+            Decision::Apply(_) => {
+                "the run was admitted while this start_etl was handled; its own start_etl follows".into()
+            }
         },
     })
 }
