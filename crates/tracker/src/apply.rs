@@ -355,8 +355,19 @@ fn statement(shape: Shape) -> &'static str {
     &SHAPES[shape as usize]
 }
 
+/// On one of the hot path's own connections (`hot.rs`): planned once per
+/// connection, not pinged after.
 pub(crate) async fn apply_write(t: &Tracker, w: &Write<'_>) -> Result<Written> {
-    apply_on(&t.pool, w).await
+    let mut lent = t.hot.take().await?;
+    let written = apply_on(lent.conn(), w).await;
+    match written {
+        Ok(_) => lent.give_back(),
+        Err(_) => {
+            drop(lent);
+            t.hot.forget_idle();
+        }
+    }
+    written
 }
 
 /// [`apply_write`] on a given connection (inside a caller's transaction).

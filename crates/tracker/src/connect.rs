@@ -40,6 +40,8 @@ pub struct Tracker {
     /// a database crash is harmless (a pid, a published-at marker), so it
     /// does not wait for a disk flush on the hot path.
     pub(crate) relaxed: PgPool,
+    /// The hot path's own connections (generic plans, no ping on return).
+    pub(crate) hot: std::sync::Arc<crate::hot::Hot>,
 }
 
 impl Tracker {
@@ -62,7 +64,7 @@ impl Tracker {
                 .test_before_acquire(false)
         };
         match pool_options().connect_with(options.clone()).await {
-            Ok(pool) => Ok(Tracker::with_pools(pool, &options)),
+            Ok(pool) => Ok(Tracker::with_pools(pool, &options, config)),
             Err(e) if is_missing_database(&e) => {
                 tracing::info!(url = %redact_url(&config.url), "database does not exist; creating it");
                 if let Err(create) = Postgres::create_database(&config.url).await {
@@ -75,18 +77,23 @@ impl Tracker {
                     .connect_with(options.clone())
                     .await
                     .map_err(connect_err)?;
-                Ok(Tracker::with_pools(pool, &options))
+                Ok(Tracker::with_pools(pool, &options, config))
             }
             Err(e) => Err(connect_err(e)),
         }
     }
 
-    fn with_pools(pool: PgPool, options: &PgConnectOptions) -> Tracker {
+    fn with_pools(pool: PgPool, options: &PgConnectOptions, config: &TrackerConfig) -> Tracker {
         let relaxed_options = options.clone().options([("synchronous_commit", "off")]);
         let relaxed = PgPoolOptions::new()
             .max_connections(2)
             .connect_lazy_with(relaxed_options);
-        Tracker { pool, relaxed }
+        let hot = crate::hot::Hot::new(options, &config.url, config.max_connections, config.connect_timeout);
+        Tracker {
+            pool,
+            relaxed,
+            hot: std::sync::Arc::new(hot),
+        }
     }
 
     /// Applies the embedded migrations (idempotent, safe to run concurrently).
@@ -105,6 +112,7 @@ impl Tracker {
     pub async fn close(&self) {
         self.pool.close().await;
         self.relaxed.close().await;
+        self.hot.close().await;
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`store`]: the [`Store`] trait every caller uses, implemented here for
 //!   PostgreSQL by [`Tracker`].
 //! - [`connect`]: pool, create-the-database-if-missing, embedded migrations.
+//! - `hot`: the hot path's own connections (generic plans, no ping).
 //! - [`apply`]: the one statement that writes a decision of the state
 //!   machine (close an execution, move the run, queue the next execution).
 //! - [`runs`]: what the state machine reads about a run.
@@ -34,6 +35,7 @@ pub mod connect;
 pub mod events;
 pub mod executions;
 pub mod history;
+mod hot;
 pub mod logs;
 pub mod recovery;
 pub mod retention;

@@ -767,3 +767,42 @@ async fn an_operators_retry_needs_a_free_slot_like_a_start() {
     })
     .await;
 }
+
+/// The hot path's own connections (`hot.rs`) after their server processes
+/// are killed (what a database restart does to them): one write may fail
+/// on a dead connection, and the next one works on a new connection (a
+/// failure drops every idle one), so the worker's retry of a step's result
+/// lands at once.
+#[tokio::test]
+async fn the_hot_paths_connections_come_back_after_their_server_processes_die() {
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
+        let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()";
+        let plan = starting();
+        // Two writes at once, so that two connections are idle afterwards.
+        let (a, b, c) = (new_run(2), new_run(2), new_run(2));
+        for run in [&a, &b, &c] {
+            s.create_run(run).await.unwrap();
+        }
+        let (wa, wb) = (write(a.id, None, &plan, None), write(b.id, None, &plan, None));
+        let (ra, rb) = tokio::join!(s.apply(&wa), s.apply(&wb));
+        assert!(ra.unwrap().complete(&plan) && rb.unwrap().complete(&plan));
+        if t.backend == common::Backend::Postgres {
+            t.raw(kill, "SELECT 1", &[]).await;
+        }
+        let mut failures = 0;
+        let written = loop {
+            match s.apply(&write(c.id, None, &plan, None)).await {
+                Ok(w) => break w,
+                Err(e) if failures == 0 => {
+                    failures += 1;
+                    eprintln!("first write after the kill failed, as it may: {e}");
+                }
+                Err(e) => panic!("a second write failed too: the dead idle connections were kept: {e}"),
+            }
+        };
+        assert!(written.complete(&plan), "{written:?}");
+    })
+    .await;
+}
