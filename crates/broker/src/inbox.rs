@@ -62,6 +62,8 @@ struct RabbitAcker {
     /// The channel epoch it was delivered on (a delivery of a closed channel
     /// is no longer unacknowledged on the broker: it was returned).
     epoch: u64,
+    /// The consumers that delivered it (`Flow::generation`).
+    generation: u64,
     /// Still counted in `held`.
     holding: AtomicBool,
 }
@@ -69,7 +71,7 @@ struct RabbitAcker {
 impl RabbitAcker {
     async fn settled(&self) {
         if self.holding.swap(false, Ordering::AcqRel) {
-            self.slots.unhold(self.epoch).await;
+            self.slots.unhold(self.epoch, self.generation).await;
         }
     }
 }
@@ -123,6 +125,9 @@ struct Flow {
     /// The live consumers' tags (one per consumed queue); empty once we
     /// canceled them.
     consumer_tags: Vec<String>,
+    /// Which consumers those are: a delivery of earlier ones is not in
+    /// their prefetch, so settling it must replace them to give its room.
+    generation: u64,
 }
 
 impl Flow {
@@ -164,6 +169,9 @@ pub struct RabbitSlots {
     flow: Mutex<Flow>,
     /// A slot freed or a held delivery settled: `next` may consume again.
     freed: Notify,
+    /// The channel epoch, told to the runs holding their deliveries
+    /// ([`SlotControl::replaced`]).
+    replaced: tokio::sync::watch::Sender<u64>,
 }
 
 impl RabbitInbox {
@@ -175,11 +183,13 @@ impl RabbitInbox {
             held: 0,
             epoch: 0,
             consumer_tags: Vec::new(),
+            generation: 0,
         };
         let slots = Arc::new(RabbitSlots {
             channel: std::sync::RwLock::new(channel.clone()),
             flow: Mutex::new(flow),
             freed: Notify::new(),
+            replaced: tokio::sync::watch::Sender::new(0),
         });
         Ok(RabbitInbox {
             broker: broker.clone(),
@@ -205,6 +215,8 @@ impl Inbox for RabbitInbox {
         flow.held = 0;
         flow.epoch += 1;
         *self.slots.channel.write().unwrap_or_else(|p| p.into_inner()) = channel.clone();
+        // The runs holding deliveries of the old channel take slots now.
+        self.slots.replaced.send_replace(flow.epoch);
         self.channel = channel;
         self.consumer = None;
         Ok(())
@@ -240,10 +252,10 @@ impl Inbox for RabbitInbox {
             };
             match next {
                 Some(Some(Ok(d))) => {
-                    let epoch = {
+                    let (epoch, generation) = {
                         let mut flow = self.slots.flow.lock().await;
                         flow.held += 1;
-                        flow.epoch
+                        (flow.epoch, flow.generation)
                     };
                     let redeliveries = delivery_count(&d);
                     if redeliveries > 0 {
@@ -253,6 +265,7 @@ impl Inbox for RabbitInbox {
                         acker: d.acker,
                         slots: self.slots.clone(),
                         epoch,
+                        generation,
                         holding: AtomicBool::new(true),
                     };
                     return Ok(Some(
@@ -383,6 +396,7 @@ impl RabbitInbox {
                         deliveries,
                     });
                     flow.consumer_tags = tags;
+                    flow.generation = self.generation;
                     return Ok(());
                 }
             }
@@ -409,11 +423,19 @@ impl RabbitSlots {
         Ok(())
     }
 
-    /// A held delivery was settled: its room is free (for the next consumer).
-    async fn unhold(&self, epoch: u64) {
+    /// A held delivery was settled: its room is free. The live consumers'
+    /// prefetch counted it if they delivered it (the broker sees the room);
+    /// if earlier consumers did, they are replaced, with the room.
+    async fn unhold(&self, epoch: u64, generation: u64) {
         let mut flow = self.flow.lock().await;
         if flow.epoch == epoch {
             flow.held = flow.held.saturating_sub(1);
+            if generation != flow.generation
+                && !flow.consumer_tags.is_empty()
+                && let Err(e) = self.cancel_live(&mut flow).await
+            {
+                tracing::warn!(error = %e, "could not replace the consumers after a delivery of earlier ones was settled");
+            }
         }
         drop(flow);
         self.freed.notify_one();
@@ -448,6 +470,12 @@ impl SlotControl for RabbitSlots {
 
     async fn busy(&self) -> u16 {
         self.flow.lock().await.busy
+    }
+
+    /// Resolves when the channel is replaced: its deliveries went back to
+    /// their queues, and no longer count against the slots.
+    fn replaced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.replaced.subscribe())
     }
 }
 

@@ -118,6 +118,13 @@ pub trait SlotControl: Send + Sync {
     /// Frees a slot when its step is done.
     async fn free(&self) -> Result<()>;
     async fn busy(&self) -> u16;
+    /// Changes when the deliveries handed out so far stop counting against
+    /// the slots (RabbitMQ: the channel was replaced, and they went back to
+    /// their queues): a run still holding one takes a slot then. `None`
+    /// where that never happens.
+    fn replaced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Handle on an inbox's slots; cheap to clone.
@@ -137,5 +144,20 @@ impl Slots {
     }
     pub async fn busy(&self) -> u16 {
         self.0.busy().await
+    }
+    /// Resolves once the deliveries handed out before this call stop
+    /// counting against the slots ([`SlotControl::replaced`]); never where
+    /// they cannot. Watches from the call on, not from the first poll.
+    pub fn replaced(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let watch = self.0.replaced();
+        async move {
+            let told = match watch {
+                Some(mut epoch) => epoch.changed().await.is_ok(),
+                None => false,
+            };
+            if !told {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

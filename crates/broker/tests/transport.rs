@@ -86,7 +86,77 @@ both_types!(
     a_dead_lettered_message_lands_in_the_dead_queue,
     a_consumer_that_dies_gives_its_deliveries_back,
     a_queue_deleted_behind_the_connections_back_is_declared_again_after_an_unroutable_publish,
+    a_held_delivery_keeps_its_room_after_the_connection_is_replaced,
+    a_delivery_held_through_a_slot_change_gives_its_room_back_when_settled,
 );
+
+/// Three slots. Runs hold their deliveries; one outlives the hold and takes
+/// a slot, so the consumer is replaced, its prefetch now excluding the
+/// delivery another run still holds. When that run settles, its room comes
+/// back at once, not at the next slot change.
+async fn a_delivery_held_through_a_slot_change_gives_its_room_back_when_settled(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("through");
+    b.declare(&q).await.unwrap();
+    publish_n(&b, &q, 6).await;
+    let mut inbox = b.consume(std::slice::from_ref(&q), 3, "t").await.unwrap();
+    let slots = inbox.slots();
+    let long = next(&mut inbox).await;
+    let short = next(&mut inbox).await;
+    let duplicate = next(&mut inbox).await;
+    slots.take(&long).await.unwrap();
+    long.ack().await.unwrap();
+    duplicate.ack().await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "1 running step + 2 unsettled deliveries fill 3 slots").await;
+    short.ack().await.unwrap();
+    let e = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "1 running step + 2 unsettled deliveries fill 3 slots").await;
+    for x in [d, e] {
+        x.ack().await.unwrap();
+    }
+    slots.free().await.unwrap();
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
+/// A worker runs a short run with its delivery unsettled (the delivery is
+/// what holds the slot). When the connection is replaced meanwhile, the
+/// broker gives that delivery back and the inbox stops counting it; the
+/// run is told, and takes a slot (as the worker does): the new consumer
+/// gets only the other slot until the run frees it.
+async fn a_held_delivery_keeps_its_room_after_the_connection_is_replaced(t: QueueType) {
+    let b = broker(t).await;
+    let q = unique("held");
+    b.declare(&q).await.unwrap();
+    publish_n(&b, &q, 4).await;
+    let mut inbox = b.consume(std::slice::from_ref(&q), 2, "t").await.unwrap();
+    let slots = inbox.slots();
+    let running = next(&mut inbox).await;
+    let told = tokio::spawn(slots.replaced());
+    let other = next(&mut inbox).await;
+    other.ack().await.unwrap();
+    // The connection goes (a broker restart, the stall watchdog).
+    b.reconnect().await.unwrap();
+    inbox.reopen().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), told)
+        .await
+        .expect("the run is told its delivery no longer counts")
+        .unwrap();
+    slots.take(&running).await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "1 running step + 1 unsettled delivery fill 2 slots").await;
+    // The run ends: settling fails on the old channel; its slot frees.
+    let _ = running.ack().await;
+    slots.free().await.unwrap();
+    let e = next(&mut inbox).await;
+    assert_quiet(&mut inbox, "2 unsettled deliveries fill 2 slots").await;
+    for x in [d, e] {
+        x.ack().await.unwrap();
+    }
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
 
 /// A connection declares a queue once; if the queue goes away (an operator
 /// deletes it, `x-expires`), the publish says `Unroutable` and the next

@@ -44,18 +44,24 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     run_here(ctx, incoming, key, claimed).await;
 }
 
-/// Runs a step this worker has claimed: take a slot, release the delivery
-/// (the lease in PostgreSQL holds the step now), run it and the steps it
-/// continues into, free the slot.
+/// Runs a step this worker has claimed, and the steps it continues into,
+/// in the slot its delivery holds.
+///
+/// The delivery stays unsettled while the run is short: it is what counts
+/// against the inbox's slots (RabbitMQ's prefetch), so nothing changes on
+/// the broker, and acknowledging it when the run leaves the slot lets the
+/// next message in at once. Taking a slot instead (`Slots::take`) replaces
+/// the consumer: a cancel before the first module and a new consumer after
+/// the run, a wait of 1 to 10 ms on a quorum queue at each end. A run still
+/// in the slot after [`HOLD_AT_MOST`] takes a slot and acknowledges its
+/// delivery then, so a module may run for hours without tripping
+/// RabbitMQ's `consumer_timeout` (the step is held by its lease in the
+/// store, not by the delivery, from its claim on).
 pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed) {
     failpoint::hit(failpoint::AFTER_CLAIM);
-    if let Err(e) = ctx.slots.take(&incoming).await {
-        tracing::warn!(error = %e, "could not adjust the prefetch; continuing");
-    }
-    // The step is ours (lease in PostgreSQL): the delivery has done its job.
-    if let Err(e) = incoming.ack().await {
-        tracing::warn!(error = %e, "could not acknowledge; a redelivery will be dropped as already claimed");
-    }
+    let left = CancellationToken::new();
+    let replaced = ctx.slots.replaced();
+    let holding = tokio::spawn(hold(ctx.slots.clone(), incoming, left.clone(), replaced));
     let (mut key, mut claimed) = (key, claimed);
     loop {
         let span = tracing::info_span!("step", step = key.step, attempt = key.attempt, module = %claimed.module);
@@ -64,9 +70,45 @@ pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claime
             None => break,
         }
     }
-    if let Err(e) = ctx.slots.free().await {
+    left.cancel();
+    // Only after the slot was taken (if it was): never free it first.
+    if holding.await.unwrap_or(false)
+        && let Err(e) = ctx.slots.free().await
+    {
         tracing::warn!(error = %e, "could not adjust the prefetch after the step");
     }
+}
+
+/// How long a run may keep its delivery unsettled before it takes a slot
+/// and acknowledges it: far below RabbitMQ's `consumer_timeout` (30 min by
+/// default) and the embedded queue's consumer TTL (15 s), and long enough
+/// that a slot change costs a long run nothing that shows.
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Settles a running run's delivery: when the run leaves the slot (`left`),
+/// or, if that is later than [`HOLD_AT_MOST`] or the channel is `replaced`
+/// first, by taking a slot and acknowledging it then. Returns whether it
+/// took a slot (to be freed).
+async fn hold(
+    slots: scheduler_broker::Slots,
+    incoming: Incoming,
+    left: CancellationToken,
+    replaced: impl std::future::Future<Output = ()>,
+) -> bool {
+    let took = tokio::select! {
+        _ = left.cancelled() => false,
+        // The channel was replaced: the delivery went back to its queue (its
+        // redelivery is dropped as already claimed) and no longer counts.
+        _ = replaced => true,
+        _ = tokio::time::sleep(HOLD_AT_MOST) => true,
+    };
+    if took && let Err(e) = slots.take(&incoming).await {
+        tracing::warn!(error = %e, "could not adjust the prefetch; continuing");
+    }
+    if let Err(e) = incoming.ack().await {
+        tracing::warn!(error = %e, "could not acknowledge; a redelivery will be dropped as already claimed");
+    }
+    took
 }
 
 /// The step was not claimable: find out why, act on it, drop the message.
