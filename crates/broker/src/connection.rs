@@ -19,6 +19,13 @@ use scheduler_core::Message;
 use scheduler_core::redact_url;
 use std::sync::{Arc, RwLock};
 
+/// The pauses before publishing again a message RabbitMQ refused.
+pub const NACK_PAUSES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(20),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+];
+
 /// The kind of RabbitMQ queue declared for `Q` and `Q.dead`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
@@ -255,7 +262,29 @@ impl Broker {
     }
 
     /// Publishes arbitrary bytes (tests use it to inject malformed input).
+    ///
+    /// A negative confirm means the message was not stored, and can be
+    /// passing: a quorum queue declared a moment ago may refuse a publish
+    /// before its leader is elected (seen under load). It is published
+    /// again after [`NACK_PAUSES`]; then the refusal is the error.
     pub async fn publish_raw(&self, queue: &str, payload: &[u8], kind: &str) -> Result<()> {
+        let mut pauses = NACK_PAUSES.iter();
+        loop {
+            match self.publish_once(queue, payload, kind).await {
+                Err(BrokerError::Nacked { .. }) if let Some(pause) = pauses.next() => {
+                    tracing::warn!(
+                        queue,
+                        ?pause,
+                        "RabbitMQ refused the message (negative confirm); publishing it again"
+                    );
+                    tokio::time::sleep(*pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_once(&self, queue: &str, payload: &[u8], kind: &str) -> Result<()> {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

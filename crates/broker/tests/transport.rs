@@ -377,3 +377,60 @@ async fn declaring_an_existing_queue_with_the_other_type_says_what_to_do() {
         b.delete_queue(&q).await.unwrap();
     }
 }
+
+/// A negative confirm is published again after a pause, and reported only
+/// when it lasts: a queue full with `x-overflow: reject-publish` refuses,
+/// then takes the message once a consumer made room.
+#[tokio::test]
+async fn a_refused_publish_is_tried_again_and_reported_when_the_refusal_lasts() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let b = broker(QueueType::Classic).await;
+    let q = unique("full");
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    b.publish_raw(&q, b"first", "t").await.unwrap();
+    // Full, and nobody makes room: refused after the pauses.
+    let started = Instant::now();
+    match b.publish_raw(&q, b"refused", "t").await {
+        Err(BrokerError::Nacked { .. }) => {}
+        other => panic!("want Nacked, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    // Full, and a consumer takes the first message 50 ms later: stored.
+    let taker = tokio::spawn({
+        let ch = ch.clone();
+        let q = q.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let got = ch
+                .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .expect("the first message");
+            got.delivery.data
+        }
+    });
+    b.publish_raw(&q, b"second", "t").await.unwrap();
+    assert_eq!(taker.await.unwrap(), b"first");
+    let left = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the second message, stored on a later try");
+    assert_eq!(left.delivery.data, b"second");
+    b.delete_queue(&q).await.unwrap();
+}
