@@ -88,7 +88,10 @@ impl Hot {
         };
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&self.options)).await {
             Ok(connected) => connected.map_err(connect_err),
-            Err(_) => Err(connect_err(sqlx::Error::PoolTimedOut)),
+            Err(_) => Err(connect_err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {:?}", self.connect_timeout),
+            )))),
         }
     }
 
