@@ -220,7 +220,16 @@ test("a running step's log streams into its page live, told apart by stream, and
   await shot("log-live");
   await panel.screenshot({ path: path.join(shots, "log-panel-live.png") });
 
-  // ...unless the reader scrolls up; "↓ follow" brings it back.
+  // ...unless the reader scrolls up, even just after a live refresh of the
+  // run's body moved the panel out and back (a CI run once lost the reader's
+  // scroll to such a refresh); "↓ follow" brings it back.
+  await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        document.addEventListener("htmx:afterSwap", () => requestAnimationFrame(() => resolve()), { once: true });
+        window.htmx.trigger(document.body, "run-changed");
+      }),
+  );
   await pre.evaluate((el) => (el.scrollTop = 0));
   await panel.locator(".log-follow").waitFor();
   const count = await pre.locator(".chunk").count();

@@ -65,7 +65,10 @@
       retry: null,
       backoff: 1000,
       top: 0,
-      quietUntil: 0,
+      // Where this code last put the scroll: a scroll event that finds the
+      // log there was ours (a follow, a refresh putting it back), not the
+      // reader's.
+      ours: null,
     };
     el._log = st;
     st.toggle.addEventListener("click", function () {
@@ -90,7 +93,8 @@
       logEarlier(st);
     });
     st.pre.addEventListener("scroll", function () {
-      if (Date.now() < st.quietUntil) return; // a swap moving the panel, not the reader
+      if (st.ours !== null && Math.abs(st.pre.scrollTop - st.ours) < 1) return;
+      st.ours = null;
       st.following = logAtEnd(st.pre);
       logFollowButton(st);
     });
@@ -101,8 +105,23 @@
     return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8;
   }
 
+  // The reader moved the log since this code last put it somewhere, and
+  // the scroll event saying so has not been handled yet (it comes with the
+  // next frame): take it into account before moving the log again.
+  function logReaderMoved(st) {
+    if (st.ours === null || Math.abs(st.pre.scrollTop - st.ours) < 1) return;
+    st.ours = null;
+    st.following = logAtEnd(st.pre);
+    logFollowButton(st);
+  }
+
+  function logScrollTo(st, top) {
+    st.pre.scrollTop = top;
+    st.ours = st.pre.scrollTop; // as the browser clamped it
+  }
+
   function logToEnd(st) {
-    st.pre.scrollTop = st.pre.scrollHeight;
+    logScrollTo(st, st.pre.scrollHeight);
     logFollowButton(st);
   }
 
@@ -224,6 +243,7 @@
   }
 
   function logAppend(st, html) {
+    logReaderMoved(st);
     st.pre.insertAdjacentHTML("beforeend", html);
     st.next = Number(st.pre.lastElementChild.dataset.next);
     var running = st.pre.lastElementChild.dataset.running === "true";
@@ -265,7 +285,7 @@
         var pre = st.pre;
         var before = pre.scrollHeight;
         pre.insertAdjacentHTML("afterbegin", html);
-        pre.scrollTop += pre.scrollHeight - before; // keep the lines in view where they were
+        logScrollTo(st, pre.scrollTop + pre.scrollHeight - before); // keep the lines in view where they were
         st.earlier.disabled = false;
         logEarlierButton(st);
       })
@@ -292,8 +312,8 @@
     document.querySelectorAll(".log-panel").forEach(function (el) {
       var st = el._log;
       if (!st) return;
+      logReaderMoved(st);
       st.top = st.pre.scrollTop;
-      st.quietUntil = Date.now() + 500;
     });
   });
   document.addEventListener("htmx:afterSwap", function () {
@@ -301,7 +321,7 @@
       var st = el._log;
       if (!st) return;
       if (st.following) logToEnd(st);
-      else st.pre.scrollTop = st.top;
+      else logScrollTo(st, st.top);
     });
   });
   document.addEventListener("htmx:load", function (e) {
