@@ -26,7 +26,7 @@
 
 use super::{Embedded, now};
 use crate::Result;
-use crate::apply::{Close, Write, Written};
+use crate::apply::{ClaimFor, Close, Write, Written};
 use crate::executions::{Claimed, ExecResult, ModuleEnv, StepDef, env_pairs};
 use crate::runs::strip_nul;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,7 @@ use sqlx::SqliteConnection;
 use sqlx::types::Json;
 use std::sync::LazyLock;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// What the run part returns, whether it moved the run or read it: the
 /// answer's run-level columns. `$2` is the step to queue (its `cwd`, `env`
@@ -70,7 +71,181 @@ struct QueuedRow {
     state: String,
 }
 
+/// Writes `w` and returns once it is committed, in a group commit with the
+/// writes of this process's other tasks that wait for the write turn at
+/// the same time: the first to get the turn writes every waiting one, each
+/// in a savepoint of one transaction, and commits them with one fsync (a
+/// worker at concurrency 16 has several steps finishing at once; each
+/// commit on its own cost an fsync, and the fsyncs set the pace). No write
+/// waits for company: a task alone writes alone, at once.
+///
+/// A write that fails is rolled back to its savepoint and fails alone. When
+/// the transaction itself fails (begin, a savepoint, the commit), nothing
+/// of it was written: the leader gets the error, and each of the others
+/// writes again on its own, so it sees its own outcome.
 pub(crate) async fn apply_write(t: &Embedded, w: &Write<'_>) -> Result<Written> {
+    let (answer, mut rx) = oneshot::channel();
+    t.lock_batch().push(Pending {
+        write: OwnedWrite::from(w),
+        answer,
+    });
+    let turn = t.turn().await;
+    let answered = match rx.try_recv() {
+        // A leader wrote it while this task waited for the turn.
+        Ok(answer) => answer,
+        Err(_) => {
+            // Still waiting in the batch: this task leads (its own write is
+            // among those it takes: a leader answers before it gives the
+            // turn back).
+            let batch: Vec<Pending> = {
+                let mut pending = t.lock_batch();
+                let n = pending.len().min(BATCH_MAX);
+                pending.drain(..n).collect()
+            };
+            lead(t, batch).await;
+            drop(turn);
+            rx.await.unwrap_or(Answer::Alone)
+        }
+    };
+    match answered {
+        Answer::Written(result) => *result,
+        Answer::Alone => apply_alone(t, w).await,
+    }
+}
+
+/// At most this many writes in one group commit.
+const BATCH_MAX: usize = 64;
+
+/// A write waiting for its turn, owned so that another task may write it.
+pub(crate) struct Pending {
+    write: OwnedWrite,
+    answer: oneshot::Sender<Answer>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("run_id", &self.write.run_id).finish()
+    }
+}
+
+enum Answer {
+    Written(Box<Result<Written>>),
+    /// The group's transaction failed, nothing of it was written: write
+    /// again alone.
+    Alone,
+}
+
+/// [`Write`] with what it borrows owned.
+struct OwnedWrite {
+    run_id: uuid::Uuid,
+    close: Option<OwnedClose>,
+    plan: scheduler_core::machine::Plan,
+    claim_for: Option<(uuid::Uuid, Duration, Vec<String>)>,
+}
+
+enum OwnedClose {
+    Finish {
+        key: crate::executions::ExecKey,
+        worker_id: uuid::Uuid,
+        result: Box<ExecResult>,
+    },
+    Abandon {
+        key: crate::executions::ExecKey,
+        reason: String,
+    },
+}
+
+impl OwnedWrite {
+    fn from(w: &Write<'_>) -> OwnedWrite {
+        OwnedWrite {
+            run_id: w.run_id,
+            close: w.close.map(|c| match c {
+                Close::Finish { key, worker_id, result } => OwnedClose::Finish {
+                    key,
+                    worker_id,
+                    result: Box::new(result.clone()),
+                },
+                Close::Abandon { key, reason } => OwnedClose::Abandon {
+                    key,
+                    reason: reason.to_string(),
+                },
+            }),
+            plan: w.plan.clone(),
+            claim_for: w.claim_for.map(|c| (c.worker_id, c.lease, c.queues.to_vec())),
+        }
+    }
+
+    fn as_write(&self) -> Write<'_> {
+        Write {
+            run_id: self.run_id,
+            close: self.close.as_ref().map(|c| match c {
+                OwnedClose::Finish { key, worker_id, result } => Close::Finish {
+                    key: *key,
+                    worker_id: *worker_id,
+                    result,
+                },
+                OwnedClose::Abandon { key, reason } => Close::Abandon { key: *key, reason },
+            }),
+            plan: &self.plan,
+            claim_for: self.claim_for.as_ref().map(|(worker_id, lease, queues)| ClaimFor {
+                worker_id: *worker_id,
+                lease: *lease,
+                queues,
+            }),
+        }
+    }
+}
+
+/// Writes `batch` in one transaction (the caller holds the write turn) and
+/// answers each.
+async fn lead(t: &Embedded, batch: Vec<Pending>) {
+    let mut results = Vec::with_capacity(batch.len());
+    let group = async {
+        let mut tx = t.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for p in &batch {
+            if batch.len() == 1 {
+                // Alone: no savepoint; a write that fails is not committed
+                // (the transaction rolls back when dropped).
+                let result = apply_on(&mut tx, &p.write.as_write()).await;
+                let failed = result.is_err();
+                results.push(result);
+                if failed {
+                    return Ok(());
+                }
+                continue;
+            }
+            sqlx::query("SAVEPOINT w").execute(&mut *tx).await?;
+            let result = apply_on(&mut tx, &p.write.as_write()).await;
+            if result.is_err() {
+                sqlx::query("ROLLBACK TO w").execute(&mut *tx).await?;
+            }
+            sqlx::query("RELEASE w").execute(&mut *tx).await?;
+            results.push(result);
+        }
+        tx.commit().await
+    };
+    match group.await {
+        Ok(()) => {
+            for (p, result) in batch.into_iter().zip(results) {
+                let _ = p.answer.send(Answer::Written(Box::new(result)));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(p) = batch.into_iter().next() {
+                let _ = p.answer.send(Answer::Written(Box::new(Err(e.into()))));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, writes = batch.len(), "a group commit failed; each of its writes is written again alone");
+            for p in batch {
+                let _ = p.answer.send(Answer::Alone);
+            }
+        }
+    }
+}
+
+/// [`apply_write`] in a transaction of its own.
+async fn apply_alone(t: &Embedded, w: &Write<'_>) -> Result<Written> {
     let mut tx = t.begin().await?;
     let written = apply_on(&mut tx, w).await?;
     tx.commit().await?;

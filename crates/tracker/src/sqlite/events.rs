@@ -8,7 +8,7 @@ use crate::Result;
 use crate::events::{AttemptRecord, DeliveryView, DueDelivery, EventRow, HeldGroup, NewEvent, Route};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{FromRow, SqliteConnection};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -122,15 +122,18 @@ pub(crate) async fn held_steps(
 /// Takes or extends the single sender lease; false if another holds it.
 pub(crate) async fn take_alert_lease(t: &Embedded, worker_id: Uuid, ttl: Duration) -> Result<bool> {
     let now = now();
-    let done = sqlx::query(
-        "UPDATE alert_lease SET holder = ?1, until = ?2
+    let done = t
+        .write(
+            sqlx::query(
+                "UPDATE alert_lease SET holder = ?1, until = ?2
           WHERE id = 1 AND (holder = ?1 OR until < ?3)",
-    )
-    .bind(worker_id)
-    .bind(now + span(ttl))
-    .bind(now)
-    .execute(&t.pool)
-    .await?;
+            )
+            .bind(worker_id)
+            .bind(now + span(ttl))
+            .bind(now)
+            .execute(&t.pool),
+        )
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -210,7 +213,7 @@ pub(crate) async fn route_events(t: &Embedded, events: &[i64], routes: &[Route])
 /// is three statements of the caller's transaction here; the count and the
 /// oldest folded event's time are computed from what the first returns.
 async fn fold_held_into(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut SqliteConnection,
     target: &str,
     kind: &str,
     subject: &str,
@@ -229,7 +232,7 @@ async fn fold_held_into(
     .bind(subject)
     .bind(into)
     .bind(now)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let Some(since) = folded.iter().map(|(at,)| *at).min() else {
         return Ok(());
@@ -241,7 +244,7 @@ async fn fold_held_into(
     )
     .bind(target)
     .bind(n)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     // min() of SQLite is NULL when either side is (PostgreSQL's least()
     // skips NULLs): hence the coalesce.
@@ -253,7 +256,7 @@ async fn fold_held_into(
     .bind(target)
     .bind(n)
     .bind(since)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

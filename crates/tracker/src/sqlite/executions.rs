@@ -108,16 +108,19 @@ pub(crate) async fn exec_states(t: &Embedded, key: ExecKey) -> Result<Option<(Ru
 
 /// Marks a queued execution of a run that ended as canceled.
 pub(crate) async fn cancel_queued(t: &Embedded, key: ExecKey) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE executions SET state = 'canceled', finished_at = $4
+    let done = t
+        .write(
+            sqlx::query(
+                "UPDATE executions SET state = 'canceled', finished_at = $4
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'queued'",
-    )
-    .bind(key.run_id)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(now())
-    .execute(&t.pool)
-    .await?;
+            )
+            .bind(key.run_id)
+            .bind(key.step as i32)
+            .bind(key.attempt as i32)
+            .bind(now())
+            .execute(&t.pool),
+        )
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -125,16 +128,18 @@ pub(crate) async fn cancel_queued(t: &Embedded, key: ExecKey) -> Result<bool> {
 /// it through its `synchronous_commit = off` pool; here it is an ordinary
 /// write (one pool, `synchronous` is per connection).
 pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()> {
-    sqlx::query(
-        "UPDATE executions SET pid = $5
+    t.write(
+        sqlx::query(
+            "UPDATE executions SET pid = $5
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND worker_id = $4 AND state = 'running'",
+        )
+        .bind(key.run_id)
+        .bind(key.step as i32)
+        .bind(key.attempt as i32)
+        .bind(worker_id)
+        .bind(pid as i32)
+        .execute(&t.pool),
     )
-    .bind(key.run_id)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(worker_id)
-    .bind(pid as i32)
-    .execute(&t.pool)
     .await?;
     Ok(())
 }
@@ -142,15 +147,17 @@ pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid:
 /// Notes that the queue took this execution's `exec_module` (an ordinary
 /// write here, as [`record_pid`]).
 pub(crate) async fn mark_exec_published(t: &Embedded, key: ExecKey) -> Result<()> {
-    sqlx::query(
-        "UPDATE executions SET published_at = coalesce(published_at, $4)
+    t.write(
+        sqlx::query(
+            "UPDATE executions SET published_at = coalesce(published_at, $4)
           WHERE run_id = $1 AND step = $2 AND attempt = $3",
+        )
+        .bind(key.run_id)
+        .bind(key.step as i32)
+        .bind(key.attempt as i32)
+        .bind(now())
+        .execute(&t.pool),
     )
-    .bind(key.run_id)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(now())
-    .execute(&t.pool)
     .await?;
     Ok(())
 }

@@ -45,18 +45,21 @@ pub(crate) async fn append_logs(t: &Embedded, pieces: &[LogPiece]) -> Result<()>
 /// Deletes the rows of the middle of a long log: those past the kept head
 /// (`pos >= head_end`) that end before `keep_from`. Returns how many went.
 pub(crate) async fn trim_log(t: &Embedded, key: ExecKey, head_end: i64, keep_from: i64) -> Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM execution_logs
+    let done = t
+        .write(
+            sqlx::query(
+                "DELETE FROM execution_logs
           WHERE run_id = ?1 AND step = ?2 AND attempt = ?3
             AND pos >= ?4 AND pos + length(data) <= ?5",
-    )
-    .bind(key.run_id)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(head_end)
-    .bind(keep_from)
-    .execute(&t.pool)
-    .await?;
+            )
+            .bind(key.run_id)
+            .bind(key.step as i32)
+            .bind(key.attempt as i32)
+            .bind(head_end)
+            .bind(keep_from)
+            .execute(&t.pool),
+        )
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -64,17 +67,19 @@ pub(crate) async fn trim_log(t: &Embedded, key: ExecKey, head_end: i64, keep_fro
 /// those not stored were omitted by the cap (or lost past the worker's
 /// memory bound while the store was away).
 pub(crate) async fn finish_log(t: &Embedded, key: ExecKey, total: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE executions SET log_bytes = ?4,
+    t.write(
+        sqlx::query(
+            "UPDATE executions SET log_bytes = ?4,
                 log_omitted = ?4 - (SELECT coalesce(sum(length(data)), 0) FROM execution_logs
                                      WHERE run_id = ?1 AND step = ?2 AND attempt = ?3)
           WHERE run_id = ?1 AND step = ?2 AND attempt = ?3",
+        )
+        .bind(key.run_id)
+        .bind(key.step as i32)
+        .bind(key.attempt as i32)
+        .bind(total)
+        .execute(&t.pool),
     )
-    .bind(key.run_id)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(total)
-    .execute(&t.pool)
     .await?;
     Ok(())
 }

@@ -6,7 +6,15 @@
 //!
 //! # How SQLite's single writer is handled
 //! - WAL journal: readers never block the writer nor each other.
-//! - `busy_timeout`: a writer waits for the one before it (30 s by default).
+//! - One writer at a time inside a process: every write takes its turn at
+//!   the handle's gate ([`Embedded::begin`], [`Embedded::turn`]), a FIFO
+//!   queue of tasks, before asking SQLite for the lock. Without it a
+//!   worker's 16 slots all asked SQLite at once, and all but one slept in
+//!   the busy handler and asked again (at concurrency 16 a quarter of the
+//!   worker's CPU went to those sleeps and lock calls).
+//! - `busy_timeout`: a writer waits for the one before it (30 s by default);
+//!   with the gate, only writers of other processes (the keeper, the UI, a
+//!   CLI command) still meet there.
 //! - Every transaction that may write begins with `BEGIN IMMEDIATE`
 //!   ([`Embedded::begin`]): a deferred one that reads first and writes later
 //!   fails at once with SQLITE_BUSY when another process wrote in between,
@@ -26,6 +34,8 @@ pub(crate) mod apply;
 mod busy;
 pub(crate) mod events;
 pub(crate) mod executions;
+#[cfg(test)]
+mod group_commit_tests;
 pub(crate) mod history;
 pub(crate) mod logs;
 pub mod queue;
@@ -42,9 +52,12 @@ pub(crate) mod workers;
 use crate::{Result, TrackerError};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -78,6 +91,38 @@ impl EmbeddedConfig {
 pub struct Embedded {
     pub(crate) pool: SqlitePool,
     path: PathBuf,
+    /// The process's writers' queue: see "One writer at a time" above.
+    gate: Arc<Mutex<()>>,
+    /// Decisions waiting for the write turn, for a group commit
+    /// ([`apply::apply_write`]).
+    batch: Arc<std::sync::Mutex<Vec<apply::Pending>>>,
+}
+
+/// A transaction that may write ([`Embedded::begin`]): it holds the
+/// process's write turn until it is committed or dropped (rolled back).
+/// A read-only one ([`Embedded::begin_read`]) holds none.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl Embedded {
@@ -121,6 +166,8 @@ impl Embedded {
         let store = Embedded {
             pool,
             path: path.clone(),
+            gate: Arc::new(Mutex::new(())),
+            batch: Arc::default(),
         };
         store.migrate().await.map_err(|e| match e {
             TrackerError::Migrate(m) => store_err(explain_migrate(&m)),
@@ -169,8 +216,38 @@ impl Embedded {
     /// A transaction that may write: `BEGIN IMMEDIATE` takes the write lock
     /// at once (waiting up to the busy timeout), so it never fails half-way
     /// with SQLITE_BUSY as a deferred one that writes after reading does.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// It first takes this process's write turn.
+    pub(crate) async fn begin(&self) -> Result<WriteTx> {
+        let turn = self.gate.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: Some(turn) })
+    }
+
+    /// A deferred transaction for reads only (a dry run), in the same
+    /// shape as [`Embedded::begin`]'s: it takes no write turn, and fails
+    /// with SQLITE_BUSY if it writes after another process did.
+    pub(crate) async fn begin_read(&self) -> Result<WriteTx> {
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _turn: None })
+    }
+
+    pub(crate) fn lock_batch(&self) -> std::sync::MutexGuard<'_, Vec<apply::Pending>> {
+        // A panic while the lock was held left a list of whole entries.
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This process's write turn. A task that holds it (or a [`WriteTx`])
+    /// never asks for it again: the gate is not reentrant.
+    pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+
+    /// Runs one statement that writes outside a transaction in this
+    /// process's write turn (a statement's future does nothing before it is
+    /// awaited, so the turn is held exactly while it runs).
+    pub(crate) async fn write<T>(&self, statement: impl std::future::Future<Output = T>) -> T {
+        let _turn = self.turn().await;
+        statement.await
     }
 
     pub fn path(&self) -> &Path {

@@ -87,14 +87,14 @@ impl EmbeddedQueue {
 
     /// Stores bytes as they are on `queue` (tests of malformed messages).
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
-        let stored = sqlx::query(
+        let stored = self.store.write(sqlx::query(
             "INSERT INTO queue_messages (queue, body, published_at) SELECT name, ?, ? FROM queues WHERE name = ?",
         )
         .bind(body)
         .bind(now())
         .bind(queue)
         .execute(&self.store.pool)
-        .await
+        ).await
         .map_err(store_err)?;
         if stored.rows_affected() == 0 {
             return Err(BrokerError::Unroutable { queue: queue.into() });
@@ -118,10 +118,13 @@ impl EmbeddedQueue {
 #[async_trait::async_trait]
 impl Transport for EmbeddedQueue {
     async fn declare(&self, queue: &str) -> Result<()> {
-        sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(queue)
-            .bind(now())
-            .execute(&self.store.pool)
+        self.store
+            .write(
+                sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                    .bind(queue)
+                    .bind(now())
+                    .execute(&self.store.pool),
+            )
             .await
             .map_err(store_err)?;
         Ok(())
@@ -301,18 +304,22 @@ impl EmbeddedInbox {
     }
 
     async fn register(&self) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO queue_consumers (id, name, pid, queues, seen_at) VALUES (?, ?, ?, ?, ?) \
+        self.queue
+            .store
+            .write(
+                sqlx::query(
+                    "INSERT INTO queue_consumers (id, name, pid, queues, seen_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-        )
-        .bind(self.id)
-        .bind(&self.name)
-        .bind(std::process::id() as i64)
-        .bind(&self.queues)
-        .bind(now())
-        .execute(self.pool())
-        .await
-        .map_err(store_err)?;
+                )
+                .bind(self.id)
+                .bind(&self.name)
+                .bind(std::process::id() as i64)
+                .bind(&self.queues)
+                .bind(now())
+                .execute(self.pool()),
+            )
+            .await
+            .map_err(store_err)?;
         Ok(())
     }
 
@@ -353,7 +360,7 @@ impl EmbeddedInbox {
     /// Takes the oldest ready message of the served queues, if any.
     async fn take_one(&self) -> Result<Option<(i64, Vec<u8>, i64)>> {
         loop {
-            let taken: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
+            let taken: Option<(i64, Vec<u8>, i64)> = self.queue.store.write(sqlx::query_as(
                 "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
                  WHERE id = (SELECT id FROM queue_messages \
                               WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?3)) \
@@ -365,15 +372,19 @@ impl EmbeddedInbox {
             .bind(now())
             .bind(&self.queues)
             .fetch_optional(self.pool())
-            .await
+            ).await
             .map_err(store_err)?;
             let Some((id, body, deliveries)) = taken else {
                 return Ok(None);
             };
             if deliveries > DELIVERY_LIMIT {
-                sqlx::query("UPDATE queue_messages SET state = 'dead', consumer = NULL WHERE id = ?")
-                    .bind(id)
-                    .execute(self.pool())
+                self.queue
+                    .store
+                    .write(
+                        sqlx::query("UPDATE queue_messages SET state = 'dead', consumer = NULL WHERE id = ?")
+                            .bind(id)
+                            .execute(self.pool()),
+                    )
                     .await
                     .map_err(store_err)?;
                 tracing::error!(
@@ -440,16 +451,26 @@ impl Inbox for EmbeddedInbox {
     async fn close(self: Box<Self>) {
         // Like a closed AMQP channel: what this consumer holds unsettled goes
         // back to the queue.
-        let back = sqlx::query(
-            "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
+        let back = self
+            .queue
+            .store
+            .write(
+                sqlx::query(
+                    "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
              WHERE state = 'taken' AND consumer = ?",
-        )
-        .bind(self.id)
-        .execute(self.pool())
-        .await;
-        let _ = sqlx::query("DELETE FROM queue_consumers WHERE id = ?")
-            .bind(self.id)
-            .execute(self.pool())
+                )
+                .bind(self.id)
+                .execute(self.pool()),
+            )
+            .await;
+        let _ = self
+            .queue
+            .store
+            .write(
+                sqlx::query("DELETE FROM queue_consumers WHERE id = ?")
+                    .bind(self.id)
+                    .execute(self.pool()),
+            )
             .await;
         if back.is_ok_and(|r| r.rows_affected() > 0) {
             self.queue.ring();
@@ -467,10 +488,10 @@ struct EmbeddedAcker {
 
 impl EmbeddedAcker {
     async fn settle(&self, sql: &'static str) -> Result<()> {
-        let result = sqlx::query(sql)
-            .bind(self.id)
-            .bind(self.consumer)
-            .execute(&self.pool)
+        let result = self
+            .queue
+            .store
+            .write(sqlx::query(sql).bind(self.id).bind(self.consumer).execute(&self.pool))
             .await
             .map_err(store_err);
         self.flow.settled();

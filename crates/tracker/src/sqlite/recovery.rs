@@ -64,15 +64,18 @@ pub(crate) async fn take_reaper_lease(t: &Embedded, worker_id: Uuid, ttl: Durati
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let done = sqlx::query(
-        "UPDATE reaper_lease SET holder = ?1, until = ?2
+    let done = t
+        .write(
+            sqlx::query(
+                "UPDATE reaper_lease SET holder = ?1, until = ?2
           WHERE id = 1 AND (holder = ?1 OR until < ?3)",
-    )
-    .bind(worker_id)
-    .bind(until)
-    .bind(now)
-    .execute(&t.pool)
-    .await?;
+            )
+            .bind(worker_id)
+            .bind(until)
+            .bind(now)
+            .execute(&t.pool),
+        )
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -176,7 +176,7 @@ pub(crate) async fn prune_events_batch(
         .and_then(|d| super::now().checked_sub_signed(d))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut tx = if dry_run {
-        t.pool.begin().await?
+        t.begin_read().await?
     } else {
         t.begin().await?
     };

@@ -13,11 +13,13 @@ use uuid::Uuid;
 /// `synchronous` is per connection and the store has one pool, so here it
 /// is an ordinary (durable) write.
 pub(crate) async fn mark_run_published(t: &Embedded, run_id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE runs SET published_at = $2 WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
-        .bind(run_id)
-        .bind(now())
-        .execute(&t.pool)
-        .await?;
+    t.write(
+        sqlx::query("UPDATE runs SET published_at = $2 WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
+            .bind(run_id)
+            .bind(now())
+            .execute(&t.pool),
+    )
+    .await?;
     Ok(())
 }
 

@@ -18,13 +18,15 @@ use std::time::Duration;
 /// names go in as one JSON array (PostgreSQL: `unnest` of an array).
 pub(crate) async fn register_schedules(t: &Embedded, names: &[String]) -> Result<()> {
     // `WHERE true`: SQLite needs it to parse an upsert on an INSERT ... SELECT.
-    sqlx::query(
-        "INSERT INTO schedules (name, first_seen) SELECT value, ?2 FROM json_each(?1) WHERE true
+    t.write(
+        sqlx::query(
+            "INSERT INTO schedules (name, first_seen) SELECT value, ?2 FROM json_each(?1) WHERE true
          ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(Json(names))
+        .bind(now())
+        .execute(&t.pool),
     )
-    .bind(Json(names))
-    .bind(now())
-    .execute(&t.pool)
     .await?;
     Ok(())
 }
@@ -75,28 +77,34 @@ struct CursorRow {
 /// Pauses a schedule (registering it if no scheduler saw it yet), noting
 /// who and why; false if it was paused already.
 pub(crate) async fn pause_schedule(t: &Embedded, name: &str, by: &str, note: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO schedules (name, first_seen, paused, paused_by, paused_note, paused_at, resumed_at)
+    let done = t
+        .write(
+            sqlx::query(
+                "INSERT INTO schedules (name, first_seen, paused, paused_by, paused_note, paused_at, resumed_at)
          VALUES (?1, ?4, 1, ?2, ?3, ?4, NULL)
          ON CONFLICT (name) DO UPDATE SET paused = 1, paused_by = ?2, paused_note = ?3,
                                           paused_at = ?4, resumed_at = NULL
           WHERE schedules.paused = 0",
-    )
-    .bind(name)
-    .bind(by)
-    .bind(note)
-    .bind(now())
-    .execute(&t.pool)
-    .await?;
+            )
+            .bind(name)
+            .bind(by)
+            .bind(note)
+            .bind(now())
+            .execute(&t.pool),
+        )
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Resumes a paused schedule; false if it was not paused.
 pub(crate) async fn resume_schedule(t: &Embedded, name: &str) -> Result<bool> {
-    let done = sqlx::query("UPDATE schedules SET paused = 0, resumed_at = ?2 WHERE name = ?1 AND paused")
-        .bind(name)
-        .bind(now())
-        .execute(&t.pool)
+    let done = t
+        .write(
+            sqlx::query("UPDATE schedules SET paused = 0, resumed_at = ?2 WHERE name = ?1 AND paused")
+                .bind(name)
+                .bind(now())
+                .execute(&t.pool),
+        )
         .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -236,17 +244,19 @@ pub(crate) async fn flag_late_slots(t: &Embedded, after: Duration) -> Result<Vec
         .ok()
         .and_then(|d| now.checked_sub_signed(d))
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    Ok(sqlx::query_as::<_, LateSlot>(
-        "UPDATE schedule_slots SET late_at = ?1
+    Ok(t.write(
+        sqlx::query_as::<_, LateSlot>(
+            "UPDATE schedule_slots SET late_at = ?1
           WHERE run_id IN (SELECT id FROM runs WHERE state IN ('queued', 'waiting') AND schedule IS NOT NULL)
             AND late_at IS NULL
             AND fate IN ('started', 'backfilled')
             AND recorded_at < ?2
       RETURNING schedule, slot_at, run_id,
                 (SELECT r.state FROM runs r WHERE r.id = schedule_slots.run_id) AS state",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .fetch_all(&t.pool),
     )
-    .bind(now)
-    .bind(cutoff)
-    .fetch_all(&t.pool)
     .await?)
 }

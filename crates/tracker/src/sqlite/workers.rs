@@ -13,18 +13,20 @@ use uuid::Uuid;
 
 pub(crate) async fn register_worker(t: &Embedded, w: &WorkerInfo) -> Result<()> {
     let now = now();
-    sqlx::query(
-        "INSERT INTO workers (id, host, pid, version, concurrency, queues, state, started_at, heartbeat_at)
+    t.write(
+        sqlx::query(
+            "INSERT INTO workers (id, host, pid, version, concurrency, queues, state, started_at, heartbeat_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7)",
+        )
+        .bind(w.id)
+        .bind(&w.host)
+        .bind(w.pid as i32)
+        .bind(&w.version)
+        .bind(w.concurrency as i32)
+        .bind(Json(&w.queues))
+        .bind(now)
+        .execute(&t.pool),
     )
-    .bind(w.id)
-    .bind(&w.host)
-    .bind(w.pid as i32)
-    .bind(&w.version)
-    .bind(w.concurrency as i32)
-    .bind(Json(&w.queues))
-    .bind(now)
-    .execute(&t.pool)
     .await?;
     Ok(())
 }
@@ -134,10 +136,12 @@ pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
 
 pub(crate) async fn worker_stopped(t: &Embedded, worker_id: Uuid) -> Result<()> {
     let now = now();
-    sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = $2, heartbeat_at = $2 WHERE id = $1")
-        .bind(worker_id)
-        .bind(now)
-        .execute(&t.pool)
-        .await?;
+    t.write(
+        sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = $2, heartbeat_at = $2 WHERE id = $1")
+            .bind(worker_id)
+            .bind(now)
+            .execute(&t.pool),
+    )
+    .await?;
     Ok(())
 }
