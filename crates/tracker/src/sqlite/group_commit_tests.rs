@@ -31,6 +31,24 @@ fn key(run_id: Uuid) -> ExecKey {
     }
 }
 
+fn succeeded() -> ExecResult {
+    ExecResult {
+        exit_code: Some(0),
+        ..ExecResult::new(ExecState::Succeeded)
+    }
+}
+
+/// The plan of a one-step run's end.
+fn ending() -> Plan {
+    Plan {
+        run: Some(RunMove {
+            from: RunState::Running,
+            to: RunState::Succeeded,
+        }),
+        ..Plan::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone() {
     let dir = std::env::temp_dir().join(format!("group_commit_{}", Uuid::now_v7().simple()));
@@ -85,17 +103,8 @@ async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone(
             let t = t.clone();
             let id = run.id;
             tokio::spawn(async move {
-                let ok = ExecResult {
-                    exit_code: Some(0),
-                    ..ExecResult::new(ExecState::Succeeded)
-                };
-                let end = Plan {
-                    run: Some(RunMove {
-                        from: RunState::Running,
-                        to: RunState::Succeeded,
-                    }),
-                    ..Plan::default()
-                };
+                let ok = succeeded();
+                let end = ending();
                 t.apply(&Write {
                     run_id: id,
                     close: Some(Close::Finish {
@@ -136,17 +145,8 @@ async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone(
     assert!(t.lock_batch().is_empty());
 
     // Alone, a write that fails is not half written either.
-    let ok = ExecResult {
-        exit_code: Some(0),
-        ..ExecResult::new(ExecState::Succeeded)
-    };
-    let end = Plan {
-        run: Some(RunMove {
-            from: RunState::Running,
-            to: RunState::Succeeded,
-        }),
-        ..Plan::default()
-    };
+    let ok = succeeded();
+    let end = ending();
     let id = runs[DOOMED].id;
     let alone = Write {
         run_id: id,
