@@ -49,6 +49,20 @@ fn ending() -> Plan {
     }
 }
 
+/// The write of a one-step run's end by the worker holding its execution.
+fn finish<'a>(run_id: Uuid, worker_id: Uuid, result: &'a ExecResult, end: &'a Plan) -> Write<'a> {
+    Write {
+        run_id,
+        close: Some(Close::Finish {
+            key: key(run_id),
+            worker_id,
+            result,
+        }),
+        plan: end,
+        claim_for: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone() {
     let dir = std::env::temp_dir().join(format!("group_commit_{}", Uuid::now_v7().simple()));
@@ -103,20 +117,8 @@ async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone(
             let t = t.clone();
             let id = run.id;
             tokio::spawn(async move {
-                let ok = succeeded();
-                let end = ending();
-                t.apply(&Write {
-                    run_id: id,
-                    close: Some(Close::Finish {
-                        key: key(id),
-                        worker_id: worker,
-                        result: &ok,
-                    }),
-                    plan: &end,
-                    claim_for: None,
-                })
-                .await
-                .map(|w| w.complete(&end))
+                let (ok, end) = (succeeded(), ending());
+                t.apply(&finish(id, worker, &ok, &end)).await.map(|w| w.complete(&end))
             })
         })
         .collect();
@@ -145,19 +147,9 @@ async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone(
     assert!(t.lock_batch().is_empty());
 
     // Alone, a write that fails is not half written either.
-    let ok = succeeded();
-    let end = ending();
+    let (ok, end) = (succeeded(), ending());
     let id = runs[DOOMED].id;
-    let alone = Write {
-        run_id: id,
-        close: Some(Close::Finish {
-            key: key(id),
-            worker_id: worker,
-            result: &ok,
-        }),
-        plan: &end,
-        claim_for: None,
-    };
+    let alone = finish(id, worker, &ok, &end);
     assert!(t.apply(&alone).await.is_err());
     assert_eq!(
         t.exec_states(key(id)).await.unwrap(),
