@@ -24,7 +24,7 @@
 //!    healthcheck pings when it moved (`MOVE_EVENTS`). The hot path (close,
 //!    read, queue) issues none of these statements.
 
-use super::{Embedded, now};
+use super::{Embedded, Turn, now};
 use crate::Result;
 use crate::apply::{ClaimFor, Close, Write, Written};
 use crate::executions::{Claimed, ExecResult, ModuleEnv, StepDef, env_pairs};
@@ -102,8 +102,7 @@ pub(crate) async fn apply_write(t: &Embedded, w: &Write<'_>) -> Result<Written> 
                 let n = pending.len().min(BATCH_MAX);
                 pending.drain(..n).collect()
             };
-            lead(t, batch).await;
-            drop(turn);
+            lead(turn, batch).await;
             rx.await.unwrap_or(Answer::Alone)
         }
     };
@@ -198,10 +197,10 @@ impl OwnedWrite {
 
 /// Writes `batch` in one transaction (the caller holds the write turn) and
 /// answers each.
-async fn lead(t: &Embedded, batch: Vec<Pending>) {
+async fn lead(turn: Turn, batch: Vec<Pending>) {
     let mut results = Vec::with_capacity(batch.len());
     let group = async {
-        let mut tx = t.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = turn.begin().await?;
         for p in &batch {
             if batch.len() == 1 {
                 // Alone: no savepoint; a write that fails is not committed

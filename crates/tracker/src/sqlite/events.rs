@@ -42,8 +42,7 @@ pub(crate) async fn insert_on(conn: &mut sqlx::SqliteConnection, e: &NewEvent) -
 }
 
 pub(crate) async fn record_event(t: &Embedded, event: &NewEvent) -> Result<i64> {
-    let mut conn = t.pool.acquire().await?;
-    insert_on(&mut conn, event).await
+    t.write(async |c| insert_on(c, event).await).await
 }
 
 #[derive(FromRow)]
@@ -123,7 +122,7 @@ pub(crate) async fn held_steps(
 pub(crate) async fn take_alert_lease(t: &Embedded, worker_id: Uuid, ttl: Duration) -> Result<bool> {
     let now = now();
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query(
                 "UPDATE alert_lease SET holder = ?1, until = ?2
           WHERE id = 1 AND (holder = ?1 OR until < ?3)",
@@ -131,8 +130,9 @@ pub(crate) async fn take_alert_lease(t: &Embedded, worker_id: Uuid, ttl: Duratio
             .bind(worker_id)
             .bind(now + span(ttl))
             .bind(now)
-            .execute(&t.pool),
-        )
+            .execute(c)
+            .await
+        })
         .await?;
     Ok(done.rows_affected() == 1)
 }

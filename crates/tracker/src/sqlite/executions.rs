@@ -109,7 +109,7 @@ pub(crate) async fn exec_states(t: &Embedded, key: ExecKey) -> Result<Option<(Ru
 /// Marks a queued execution of a run that ended as canceled.
 pub(crate) async fn cancel_queued(t: &Embedded, key: ExecKey) -> Result<bool> {
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query(
                 "UPDATE executions SET state = 'canceled', finished_at = $4
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'queued'",
@@ -118,17 +118,18 @@ pub(crate) async fn cancel_queued(t: &Embedded, key: ExecKey) -> Result<bool> {
             .bind(key.step as i32)
             .bind(key.attempt as i32)
             .bind(now())
-            .execute(&t.pool),
-        )
+            .execute(c)
+            .await
+        })
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Records the module's pid (also its process group id). PostgreSQL writes
-/// it through its `synchronous_commit = off` pool; here it is an ordinary
-/// write (one pool, `synchronous` is per connection).
+/// Records the module's pid (also its process group id). Without a flush
+/// of its own, as PostgreSQL's `synchronous_commit = off` (the keeper and
+/// recovery find a module by its environment, not by this pid).
 pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()> {
-    t.write(
+    t.write_logged(async |c| {
         sqlx::query(
             "UPDATE executions SET pid = $5
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND worker_id = $4 AND state = 'running'",
@@ -138,16 +139,17 @@ pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid:
         .bind(key.attempt as i32)
         .bind(worker_id)
         .bind(pid as i32)
-        .execute(&t.pool),
-    )
+        .execute(c)
+        .await
+    })
     .await?;
     Ok(())
 }
 
-/// Notes that the queue took this execution's `exec_module` (an ordinary
-/// write here, as [`record_pid`]).
+/// Notes that the queue took this execution's `exec_module` (without a
+/// flush of its own, as [`mark_run_published`](super::runs::mark_run_published)).
 pub(crate) async fn mark_exec_published(t: &Embedded, key: ExecKey) -> Result<()> {
-    t.write(
+    t.write_logged(async |c| {
         sqlx::query(
             "UPDATE executions SET published_at = coalesce(published_at, $4)
           WHERE run_id = $1 AND step = $2 AND attempt = $3",
@@ -156,8 +158,9 @@ pub(crate) async fn mark_exec_published(t: &Embedded, key: ExecKey) -> Result<()
         .bind(key.step as i32)
         .bind(key.attempt as i32)
         .bind(now())
-        .execute(&t.pool),
-    )
+        .execute(c)
+        .await
+    })
     .await?;
     Ok(())
 }

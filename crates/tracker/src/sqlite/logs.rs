@@ -46,7 +46,7 @@ pub(crate) async fn append_logs(t: &Embedded, pieces: &[LogPiece]) -> Result<()>
 /// (`pos >= head_end`) that end before `keep_from`. Returns how many went.
 pub(crate) async fn trim_log(t: &Embedded, key: ExecKey, head_end: i64, keep_from: i64) -> Result<u64> {
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query(
                 "DELETE FROM execution_logs
           WHERE run_id = ?1 AND step = ?2 AND attempt = ?3
@@ -57,8 +57,9 @@ pub(crate) async fn trim_log(t: &Embedded, key: ExecKey, head_end: i64, keep_fro
             .bind(key.attempt as i32)
             .bind(head_end)
             .bind(keep_from)
-            .execute(&t.pool),
-        )
+            .execute(c)
+            .await
+        })
         .await?;
     Ok(done.rows_affected())
 }
@@ -67,7 +68,7 @@ pub(crate) async fn trim_log(t: &Embedded, key: ExecKey, head_end: i64, keep_fro
 /// those not stored were omitted by the cap (or lost past the worker's
 /// memory bound while the store was away).
 pub(crate) async fn finish_log(t: &Embedded, key: ExecKey, total: i64) -> Result<()> {
-    t.write(
+    t.write(async |c| {
         sqlx::query(
             "UPDATE executions SET log_bytes = ?4,
                 log_omitted = ?4 - (SELECT coalesce(sum(length(data)), 0) FROM execution_logs
@@ -78,8 +79,9 @@ pub(crate) async fn finish_log(t: &Embedded, key: ExecKey, total: i64) -> Result
         .bind(key.step as i32)
         .bind(key.attempt as i32)
         .bind(total)
-        .execute(&t.pool),
-    )
+        .execute(c)
+        .await
+    })
     .await?;
     Ok(())
 }

@@ -11,7 +11,10 @@
 //!   queue of tasks, before asking SQLite for the lock. Without it a
 //!   worker's 16 slots all asked SQLite at once, and all but one slept in
 //!   the busy handler and asked again (at concurrency 16 a quarter of the
-//!   worker's CPU went to those sleeps and lock calls).
+//!   worker's CPU went to those sleeps and lock calls). The turn holds the
+//!   process's one write connection (`writer.rs`): it keeps its page cache
+//!   warm, and lets a write commit without a flush of its own when losing
+//!   it in a machine crash only repeats a delivery.
 //! - `busy_timeout`: a writer waits for the one before it (30 s by default);
 //!   with the gate, only writers of other processes (the keeper, the UI, a
 //!   CLI command) still meet there.
@@ -48,16 +51,17 @@ pub(crate) mod store;
 pub(crate) mod ui_queries;
 pub(crate) mod views;
 pub(crate) mod workers;
+mod writer;
 
 use crate::{Result, TrackerError};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
-use std::ops::{Deref, DerefMut};
+use sqlx::{SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
+pub(crate) use writer::{Durability, LostConnection, Turn, WriteTx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -92,7 +96,7 @@ pub struct Embedded {
     pub(crate) pool: SqlitePool,
     path: PathBuf,
     /// The process's writers' queue: see "One writer at a time" above.
-    gate: Arc<Mutex<()>>,
+    writer: Arc<Mutex<writer::Writer>>,
     /// Decisions waiting for the write turn, for a group commit
     /// ([`apply::apply_write`]).
     batch: Arc<std::sync::Mutex<Vec<apply::Pending>>>,
@@ -101,30 +105,6 @@ pub struct Embedded {
 /// A transaction that may write ([`Embedded::begin`]): it holds the
 /// process's write turn until it is committed or dropped (rolled back).
 /// A read-only one ([`Embedded::begin_read`]) holds none.
-pub(crate) struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
-    _turn: Option<OwnedMutexGuard<()>>,
-}
-
-impl WriteTx {
-    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl Deref for WriteTx {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
-    }
-}
-
 impl Embedded {
     /// Opens (creating it when missing) and migrates the store, and checks
     /// that it belongs to `config.project`.
@@ -160,13 +140,16 @@ impl Embedded {
             .max_connections(config.max_connections.max(2))
             .min_connections(1)
             .acquire_timeout(config.busy_timeout + Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| store_err(explain_open(&e)))?;
+        // The log's path must not depend on the working directory.
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let writer = writer::Writer::new(options, busy_timeout, &absolute);
         let store = Embedded {
             pool,
             path: path.clone(),
-            gate: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(writer)),
             batch: Arc::default(),
         };
         store.migrate().await.map_err(|e| match e {
@@ -217,37 +200,48 @@ impl Embedded {
     /// at once (waiting up to the busy timeout), so it never fails half-way
     /// with SQLITE_BUSY as a deferred one that writes after reading does.
     /// It first takes this process's write turn.
+    /// A write transaction (`BEGIN IMMEDIATE`) on the process's write
+    /// connection, after waiting for the write turn.
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
-        let turn = self.gate.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, _turn: Some(turn) })
+        Ok(self.turn().await.begin().await?)
     }
 
-    /// A deferred transaction for reads only (a dry run), in the same
-    /// shape as [`Embedded::begin`]'s: it takes no write turn, and fails
-    /// with SQLITE_BUSY if it writes after another process did.
+    /// A read transaction on the write connection, holding the write turn.
     pub(crate) async fn begin_read(&self) -> Result<WriteTx> {
-        let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _turn: None })
+        Ok(self.turn().await.begin_read().await?)
     }
 
     pub(crate) fn lock_batch(&self) -> std::sync::MutexGuard<'_, Vec<apply::Pending>> {
-        // A panic while the lock was held left a list of whole entries.
         self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This process's write turn. A task that holds it (or a [`WriteTx`])
-    /// never asks for it again: the gate is not reentrant.
-    pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
-        self.gate.clone().lock_owned().await
+    /// The write turn: the process's writers take it in order (a FIFO
+    /// gate), so they do not meet in SQLite's busy handler.
+    pub(crate) async fn turn(&self) -> Turn {
+        Turn(self.writer.clone().lock_owned().await)
     }
 
-    /// Runs one statement that writes outside a transaction in this
-    /// process's write turn (a statement's future does nothing before it is
-    /// awaited, so the turn is held exactly while it runs).
-    pub(crate) async fn write<T>(&self, statement: impl std::future::Future<Output = T>) -> T {
-        let _turn = self.turn().await;
-        statement.await
+    /// One write (a statement in autocommit), flushed before it returns.
+    pub(crate) async fn write<T, E>(
+        &self,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<sqlx::Error> + LostConnection,
+    {
+        self.turn().await.write(Durability::Flushed, f).await
+    }
+
+    /// One write whose loss in a machine crash only repeats a delivery:
+    /// committed without a flush of its own (see `writer.rs`).
+    pub(crate) async fn write_logged<T, E>(
+        &self,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<sqlx::Error> + LostConnection,
+    {
+        self.turn().await.write(Durability::Logged, f).await
     }
 
     pub fn path(&self) -> &Path {

@@ -25,7 +25,7 @@
 //! plus its busy slots are fewer than its concurrency, the same promise as
 //! RabbitMQ's "prefetch = free slots".
 
-use super::{Embedded, now};
+use super::{Durability, Embedded, now};
 use scheduler_broker::{Acker, BrokerError, Inbox, Incoming, SlotControl, Slots, Transport};
 use scheduler_core::Message;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -51,11 +51,16 @@ fn store_err(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Store(e.to_string())
 }
 
-/// The embedded queue, sharing the store's connection pool.
+/// The embedded queue, in the store's file: it reads through the store's
+/// pool and writes on its write connection (the write turn).
 #[derive(Debug, Clone)]
 pub struct EmbeddedQueue {
     store: Embedded,
     bell: PathBuf,
+    /// Queues this handle declared: a queue is declared once per handle, as
+    /// a broker connection does (`Broker::declare`); a publish that finds
+    /// its queue gone forgets it.
+    declared: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl EmbeddedQueue {
@@ -68,6 +73,7 @@ impl EmbeddedQueue {
         EmbeddedQueue {
             store: store.clone(),
             bell,
+            declared: Arc::default(),
         }
     }
 
@@ -85,18 +91,27 @@ impl EmbeddedQueue {
         }
     }
 
+    fn declared(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.declared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Stores bytes as they are on `queue` (tests of malformed messages).
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
-        let stored = self.store.write(sqlx::query(
+        let stored = self
+            .store
+            .write(async |c| {
+                sqlx::query(
             "INSERT INTO queue_messages (queue, body, published_at) SELECT name, ?, ? FROM queues WHERE name = ?",
         )
         .bind(body)
         .bind(now())
         .bind(queue)
-        .execute(&self.store.pool)
-        ).await
-        .map_err(store_err)?;
+        .execute(c).await
+            })
+            .await
+            .map_err(store_err)?;
         if stored.rows_affected() == 0 {
+            self.declared().remove(queue);
             return Err(BrokerError::Unroutable { queue: queue.into() });
         }
         self.ring();
@@ -118,15 +133,20 @@ impl EmbeddedQueue {
 #[async_trait::async_trait]
 impl Transport for EmbeddedQueue {
     async fn declare(&self, queue: &str) -> Result<()> {
+        if self.declared().contains(queue) {
+            return Ok(());
+        }
         self.store
-            .write(
+            .write(async |c| {
                 sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
                     .bind(queue)
                     .bind(now())
-                    .execute(&self.store.pool),
-            )
+                    .execute(c)
+                    .await
+            })
             .await
             .map_err(store_err)?;
+        self.declared().insert(queue.to_string());
         Ok(())
     }
 
@@ -299,14 +319,12 @@ struct EmbeddedInbox {
 }
 
 impl EmbeddedInbox {
-    fn pool(&self) -> &sqlx::SqlitePool {
-        &self.queue.store.pool
-    }
-
+    /// Writes (or refreshes) this consumer's row; without a flush of its own
+    /// (lost in a machine crash, the consumer is gone with the machine).
     async fn register(&self) -> Result<()> {
         self.queue
             .store
-            .write(
+            .write_logged(async |c| {
                 sqlx::query(
                     "INSERT INTO queue_consumers (id, name, pid, queues, seen_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
@@ -316,8 +334,9 @@ impl EmbeddedInbox {
                 .bind(std::process::id() as i64)
                 .bind(&self.queues)
                 .bind(now())
-                .execute(self.pool()),
-            )
+                .execute(c)
+                .await
+            })
             .await
             .map_err(store_err)?;
         Ok(())
@@ -360,7 +379,11 @@ impl EmbeddedInbox {
     /// Takes the oldest ready message of the served queues, if any.
     async fn take_one(&self) -> Result<Option<(i64, Vec<u8>, i64)>> {
         loop {
-            let taken: Option<(i64, Vec<u8>, i64)> = self.queue.store.write(sqlx::query_as(
+            let taken: Option<(i64, Vec<u8>, i64)> = self
+                .queue
+                .store
+                .write_logged(async |c| {
+                    sqlx::query_as(
                 "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
                  WHERE id = (SELECT id FROM queue_messages \
                               WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?3)) \
@@ -371,20 +394,22 @@ impl EmbeddedInbox {
             .bind(self.id)
             .bind(now())
             .bind(&self.queues)
-            .fetch_optional(self.pool())
-            ).await
-            .map_err(store_err)?;
+            .fetch_optional(c).await
+                })
+                .await
+                .map_err(store_err)?;
             let Some((id, body, deliveries)) = taken else {
                 return Ok(None);
             };
             if deliveries > DELIVERY_LIMIT {
                 self.queue
                     .store
-                    .write(
+                    .write(async |c| {
                         sqlx::query("UPDATE queue_messages SET state = 'dead', consumer = NULL WHERE id = ?")
                             .bind(id)
-                            .execute(self.pool()),
-                    )
+                            .execute(c)
+                            .await
+                    })
                     .await
                     .map_err(store_err)?;
                 tracing::error!(
@@ -416,7 +441,6 @@ impl Inbox for EmbeddedInbox {
             if let Some((id, body, deliveries)) = self.take_one().await? {
                 self.flow.lock().unsettled += 1;
                 let acker = EmbeddedAcker {
-                    pool: self.pool().clone(),
                     id,
                     consumer: self.id,
                     flow: self.flow.clone(),
@@ -454,23 +478,25 @@ impl Inbox for EmbeddedInbox {
         let back = self
             .queue
             .store
-            .write(
+            .write(async |c| {
                 sqlx::query(
                     "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
              WHERE state = 'taken' AND consumer = ?",
                 )
                 .bind(self.id)
-                .execute(self.pool()),
-            )
+                .execute(c)
+                .await
+            })
             .await;
         let _ = self
             .queue
             .store
-            .write(
+            .write(async |c| {
                 sqlx::query("DELETE FROM queue_consumers WHERE id = ?")
                     .bind(self.id)
-                    .execute(self.pool()),
-            )
+                    .execute(c)
+                    .await
+            })
             .await;
         if back.is_ok_and(|r| r.rows_affected() > 0) {
             self.queue.ring();
@@ -479,7 +505,6 @@ impl Inbox for EmbeddedInbox {
 }
 
 struct EmbeddedAcker {
-    pool: sqlx::SqlitePool,
     id: i64,
     consumer: Uuid,
     flow: Arc<Flow>,
@@ -487,11 +512,14 @@ struct EmbeddedAcker {
 }
 
 impl EmbeddedAcker {
-    async fn settle(&self, sql: &'static str) -> Result<()> {
-        let result = self
-            .queue
-            .store
-            .write(sqlx::query(sql).bind(self.id).bind(self.consumer).execute(&self.pool))
+    /// Settles the message. An ack or a requeue commits without a flush of
+    /// its own: lost in a machine crash, the message is delivered again and
+    /// its claim drops it (see `writer.rs`). A dead-lettering is flushed.
+    async fn settle(&self, sql: &'static str, durability: Durability) -> Result<()> {
+        let result = (self.queue.store.turn().await)
+            .write(durability, async |c| {
+                sqlx::query(sql).bind(self.id).bind(self.consumer).execute(c).await
+            })
             .await
             .map_err(store_err);
         self.flow.settled();
@@ -502,14 +530,18 @@ impl EmbeddedAcker {
 #[async_trait::async_trait]
 impl Acker for EmbeddedAcker {
     async fn ack(&self) -> Result<()> {
-        self.settle("DELETE FROM queue_messages WHERE id = ? AND consumer = ? AND state = 'taken'")
-            .await
+        self.settle(
+            "DELETE FROM queue_messages WHERE id = ? AND consumer = ? AND state = 'taken'",
+            Durability::Logged,
+        )
+        .await
     }
 
     async fn requeue(&self) -> Result<()> {
         self.settle(
             "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL \
              WHERE id = ? AND consumer = ? AND state = 'taken'",
+            Durability::Logged,
         )
         .await?;
         self.queue.ring();
@@ -520,6 +552,7 @@ impl Acker for EmbeddedAcker {
         self.settle(
             "UPDATE queue_messages SET state = 'dead', consumer = NULL \
              WHERE id = ? AND consumer = ? AND state = 'taken'",
+            Durability::Flushed,
         )
         .await
     }

@@ -65,7 +65,7 @@ pub(crate) async fn take_reaper_lease(t: &Embedded, worker_id: Uuid, ttl: Durati
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query(
                 "UPDATE reaper_lease SET holder = ?1, until = ?2
           WHERE id = 1 AND (holder = ?1 OR until < ?3)",
@@ -73,8 +73,9 @@ pub(crate) async fn take_reaper_lease(t: &Embedded, worker_id: Uuid, ttl: Durati
             .bind(worker_id)
             .bind(until)
             .bind(now)
-            .execute(&t.pool),
-        )
+            .execute(c)
+            .await
+        })
         .await?;
     Ok(done.rows_affected() == 1)
 }

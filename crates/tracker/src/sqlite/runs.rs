@@ -8,17 +8,17 @@ use crate::runs::parse_state;
 use scheduler_core::machine::RunView;
 use uuid::Uuid;
 
-/// Notes that the queue took the run's `start_etl`. PostgreSQL writes this
-/// marker through a pool with `synchronous_commit = off`; SQLite's
-/// `synchronous` is per connection and the store has one pool, so here it
-/// is an ordinary (durable) write.
+/// Notes that the queue took the run's `start_etl`. Without a flush of its
+/// own, as PostgreSQL's `synchronous_commit = off`: lost in a machine
+/// crash, recovery publishes the run again and its claim drops the second.
 pub(crate) async fn mark_run_published(t: &Embedded, run_id: Uuid) -> Result<()> {
-    t.write(
+    t.write_logged(async |c| {
         sqlx::query("UPDATE runs SET published_at = $2 WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
             .bind(run_id)
             .bind(now())
-            .execute(&t.pool),
-    )
+            .execute(c)
+            .await
+    })
     .await?;
     Ok(())
 }

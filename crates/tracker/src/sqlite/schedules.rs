@@ -18,15 +18,16 @@ use std::time::Duration;
 /// names go in as one JSON array (PostgreSQL: `unnest` of an array).
 pub(crate) async fn register_schedules(t: &Embedded, names: &[String]) -> Result<()> {
     // `WHERE true`: SQLite needs it to parse an upsert on an INSERT ... SELECT.
-    t.write(
+    t.write(async |c| {
         sqlx::query(
             "INSERT INTO schedules (name, first_seen) SELECT value, ?2 FROM json_each(?1) WHERE true
          ON CONFLICT (name) DO NOTHING",
         )
         .bind(Json(names))
         .bind(now())
-        .execute(&t.pool),
-    )
+        .execute(c)
+        .await
+    })
     .await?;
     Ok(())
 }
@@ -78,7 +79,7 @@ struct CursorRow {
 /// who and why; false if it was paused already.
 pub(crate) async fn pause_schedule(t: &Embedded, name: &str, by: &str, note: &str) -> Result<bool> {
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query(
                 "INSERT INTO schedules (name, first_seen, paused, paused_by, paused_note, paused_at, resumed_at)
          VALUES (?1, ?4, 1, ?2, ?3, ?4, NULL)
@@ -90,8 +91,9 @@ pub(crate) async fn pause_schedule(t: &Embedded, name: &str, by: &str, note: &st
             .bind(by)
             .bind(note)
             .bind(now())
-            .execute(&t.pool),
-        )
+            .execute(c)
+            .await
+        })
         .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -99,12 +101,13 @@ pub(crate) async fn pause_schedule(t: &Embedded, name: &str, by: &str, note: &st
 /// Resumes a paused schedule; false if it was not paused.
 pub(crate) async fn resume_schedule(t: &Embedded, name: &str) -> Result<bool> {
     let done = t
-        .write(
+        .write(async |c| {
             sqlx::query("UPDATE schedules SET paused = 0, resumed_at = ?2 WHERE name = ?1 AND paused")
                 .bind(name)
                 .bind(now())
-                .execute(&t.pool),
-        )
+                .execute(c)
+                .await
+        })
         .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -244,7 +247,7 @@ pub(crate) async fn flag_late_slots(t: &Embedded, after: Duration) -> Result<Vec
         .ok()
         .and_then(|d| now.checked_sub_signed(d))
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    Ok(t.write(
+    Ok(t.write(async |c| {
         sqlx::query_as::<_, LateSlot>(
             "UPDATE schedule_slots SET late_at = ?1
           WHERE run_id IN (SELECT id FROM runs WHERE state IN ('queued', 'waiting') AND schedule IS NOT NULL)
@@ -256,7 +259,8 @@ pub(crate) async fn flag_late_slots(t: &Embedded, after: Duration) -> Result<Vec
         )
         .bind(now)
         .bind(cutoff)
-        .fetch_all(&t.pool),
-    )
+        .fetch_all(c)
+        .await
+    })
     .await?)
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 pub(crate) async fn register_worker(t: &Embedded, w: &WorkerInfo) -> Result<()> {
     let now = now();
-    t.write(
+    t.write(async |c| {
         sqlx::query(
             "INSERT INTO workers (id, host, pid, version, concurrency, queues, state, started_at, heartbeat_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7)",
@@ -25,8 +25,9 @@ pub(crate) async fn register_worker(t: &Embedded, w: &WorkerInfo) -> Result<()> 
         .bind(w.concurrency as i32)
         .bind(Json(&w.queues))
         .bind(now)
-        .execute(&t.pool),
-    )
+        .execute(c)
+        .await
+    })
     .await?;
     Ok(())
 }
@@ -136,12 +137,13 @@ pub(crate) async fn worker_died(t: &Embedded, worker_id: Uuid) -> Result<u64> {
 
 pub(crate) async fn worker_stopped(t: &Embedded, worker_id: Uuid) -> Result<()> {
     let now = now();
-    t.write(
+    t.write(async |c| {
         sqlx::query("UPDATE workers SET state = 'stopped', stopped_at = $2, heartbeat_at = $2 WHERE id = $1")
             .bind(worker_id)
             .bind(now)
-            .execute(&t.pool),
-    )
+            .execute(c)
+            .await
+    })
     .await?;
     Ok(())
 }

@@ -1,0 +1,378 @@
+//! The process's one write connection, held by whoever has the write turn.
+//!
+//! Every write of a process takes its turn at one FIFO gate (the mutex
+//! around [`Writer`]) and writes on the connection the gate holds. Two costs
+//! of writing through the pool that this takes off every write, both seen
+//! in a profile of a worker (`perf`, concurrency 2):
+//!
+//! - **A cold page cache.** In WAL mode SQLite discards a connection's page
+//!   cache when the database changed since that connection's last
+//!   transaction by another connection. Writes spread over the pool's
+//!   connections found their cache discarded nearly every time and read
+//!   the pages again (`pread`, 9 % of the SQLite thread). One connection
+//!   writing everything keeps its cache: its own commits do not discard it.
+//! - **The pool's checkout** (a ping of the connection's thread before each
+//!   use): one more hop to that thread and back per write.
+//!
+//! **Group flush.** The write connection commits with `synchronous =
+//! NORMAL`: its commits write the write-ahead log but do not flush it. A
+//! write that must be durable before it returns (`Durability::Flushed`,
+//! nearly all) then waits, after giving the turn back, for the process's
+//! [`Flusher`]: the first waiter flushes the log file (`fdatasync`) for
+//! every commit made so far, and those that waited meanwhile find theirs
+//! flushed. So the turn is held only while writing, the next writer
+//! writes during the flush, and writes that commit together share one
+//! flush, as PostgreSQL's commits share a WAL flush. The log is one file
+//! written in order, so a flush covers every commit before it, whichever
+//! process made it; a checkpoint flushes the log before it copies it
+//! (SQLite does so at `NORMAL`), so a commit copied and its log reused is
+//! durable in the database file.
+//!
+//! The queue's bookkeeping (a message taken or settled, a consumer's row
+//! refreshed) and the published-at notes do not wait
+//! (`Durability::Logged`): the next flush covers them. Only a crash of the
+//! machine (not of the process) before then loses them, and losing one only
+//! delivers a message again, which the claim's compare-and-set drops (the
+//! same choice as `synchronous_commit = off` for the same writes in
+//! PostgreSQL).
+//!
+//! A flush that fails ends the process (as PostgreSQL does): after a failed
+//! `fsync` the kernel may have dropped the pages it could not write, so no
+//! later flush can say they are on disk; recovery then treats it as any
+//! crash.
+//!
+//! A transaction left open (its [`WriteTx`] dropped before its commit, say
+//! a cancelled task) is rolled back at once on a task of its own, still
+//! holding the turn, so that no other process waits on a lock nobody uses.
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqliteConnection};
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::OwnedMutexGuard;
+
+/// How durable a write must be when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk: the write waits for the log's flush ([`Flusher`]).
+    Flushed,
+    /// In the log, flushed with the next write that waits: for writes whose
+    /// loss in a machine crash only repeats a delivery.
+    Logged,
+}
+
+pub(crate) struct Writer {
+    options: SqliteConnectOptions,
+    busy_timeout: Duration,
+    conn: Option<SqliteConnection>,
+    /// A transaction may still be open on `conn`.
+    open: bool,
+    flusher: Arc<Flusher>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("connected", &self.conn.is_some())
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// The writer of the store at `db` (its log is `db` + `-wal`).
+    pub(crate) fn new(options: SqliteConnectOptions, busy_timeout: Duration, db: &std::path::Path) -> Writer {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Writer {
+            options: options.synchronous(SqliteSynchronous::Normal),
+            busy_timeout,
+            conn: None,
+            open: false,
+            flusher: Arc::new(Flusher {
+                wal: PathBuf::from(wal),
+                committed: AtomicU64::new(0),
+                flushed: tokio::sync::Mutex::new(0),
+                flushes: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// Flushes the write-ahead log for the commits of this process's write
+/// connection, one flush for all the commits that wait at once.
+#[derive(Debug)]
+pub(crate) struct Flusher {
+    wal: PathBuf,
+    /// Commits made on the write connection (counted under the turn, after
+    /// each commit returned: their frames are in the log file).
+    committed: AtomicU64,
+    /// Commits known flushed; its lock is the flusher's role, taken in turn.
+    flushed: tokio::sync::Mutex<u64>,
+    /// Flushes done (for tests and figures).
+    flushes: AtomicU64,
+}
+
+impl Flusher {
+    /// Counts a commit that just returned; its number, to wait for.
+    fn committed(&self) -> u64 {
+        self.committed.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Returns once commit `seq` is on disk: flushed by this task, or by
+    /// the one before it in the flusher's role.
+    pub(crate) async fn wait(&self, seq: u64) {
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= seq {
+            return;
+        }
+        let target = self.committed.load(Ordering::Acquire);
+        // On this thread when the runtime lets it hand its other tasks to
+        // another (a hop to the blocking pool costs more than the flush).
+        let synced = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| sync_file(&self.wal)),
+            _ => {
+                let wal = self.wal.clone();
+                tokio::task::spawn_blocking(move || sync_file(&wal))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+        };
+        match synced {
+            Ok(()) => {
+                *flushed = target;
+                self.flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // As PostgreSQL: after a failed fsync the kernel may have
+                // dropped the pages it could not write; no later flush could
+                // say they are on disk. End here; recovery treats it as a crash.
+                tracing::error!(error = %e, log = %self.wal.display(), "could not flush the embedded store's log to disk; stopping (nothing after the last flush is known written)");
+                eprintln!(
+                    "scheduler: could not flush {} to disk: {e}; stopping. Check the disk, then start again: recovery resumes what was running",
+                    self.wal.display()
+                );
+                std::process::exit(70);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Flusher {
+    /// (commits made, commits flushed, flushes done, the log's path).
+    pub(crate) async fn state(&self) -> (u64, u64, u64, PathBuf) {
+        let flushed = *self.flushed.lock().await;
+        (
+            self.committed.load(Ordering::Acquire),
+            flushed,
+            self.flushes.load(Ordering::Relaxed),
+            self.wal.clone(),
+        )
+    }
+}
+
+/// `fdatasync` of the log file. A log that is not there has nothing to
+/// flush: SQLite removes it only after copying it into the database file
+/// and flushing that.
+fn sync_file(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(path) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The write turn: the process's write connection, exclusively.
+pub(crate) struct Turn(pub(crate) OwnedMutexGuard<Writer>);
+
+impl Turn {
+    /// The write connection, (re)connected if need be, any transaction left
+    /// open rolled back.
+    pub(crate) async fn conn(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        let w = &mut *self.0;
+        if w.conn.is_none() {
+            let mut conn = w.options.connect().await?;
+            super::busy::install(&mut conn, w.busy_timeout).await?;
+            w.conn = Some(conn);
+            w.open = false;
+        }
+        if w.open {
+            // "no transaction is active" when it had ended already.
+            let _ = sqlx::query("ROLLBACK").execute(live(&mut w.conn)).await;
+            w.open = false;
+        }
+        Ok(live(&mut w.conn))
+    }
+
+    /// Runs one write (a statement in autocommit) on the write connection;
+    /// gives the turn back before waiting for the flush that `durability`
+    /// asks for.
+    pub(crate) async fn write<T, E>(
+        mut self,
+        durability: Durability,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error> + LostConnection,
+    {
+        let conn = self.conn().await?;
+        let result = f(conn).await;
+        match &result {
+            Err(e) if e.lost_connection() => self.0.conn = None,
+            Err(_) => {}
+            Ok(_) => self.after_commit(durability).await,
+        }
+        result
+    }
+
+    /// Counts the commit just made; gives the turn back, then waits for the
+    /// flush if `durability` asks for it.
+    async fn after_commit(self, durability: Durability) {
+        let seq = self.0.flusher.committed();
+        let flusher = self.0.flusher.clone();
+        drop(self);
+        if durability == Durability::Flushed {
+            flusher.wait(seq).await;
+        }
+    }
+
+    /// Opens a transaction (`BEGIN IMMEDIATE`: the write lock at once, so a
+    /// transaction never fails to upgrade midway); its commit is flushed.
+    pub(crate) async fn begin(self) -> Result<WriteTx, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// A transaction that only reads (`BEGIN`: no write lock), on the write
+    /// connection, still holding the turn.
+    pub(crate) async fn begin_read(self) -> Result<WriteTx, sqlx::Error> {
+        self.begin_with("BEGIN").await
+    }
+
+    async fn begin_with(mut self, begin: &'static str) -> Result<WriteTx, sqlx::Error> {
+        let conn = self.conn().await?;
+        if let Err(e) = sqlx::query(begin).execute(&mut *conn).await {
+            return Err(lost(&mut self.0.conn, e));
+        }
+        self.0.open = true;
+        Ok(WriteTx { turn: Some(self) })
+    }
+}
+
+/// The connection, known to be there.
+fn live(conn: &mut Option<SqliteConnection>) -> &mut SqliteConnection {
+    match conn {
+        Some(conn) => conn,
+        None => unreachable!("the write connection is open while it is used"),
+    }
+}
+
+/// Drops a connection that an error shows is gone, so that the next turn
+/// connects again; gives the error back.
+fn lost(conn: &mut Option<SqliteConnection>, e: sqlx::Error) -> sqlx::Error {
+    if e.lost_connection() {
+        *conn = None;
+    }
+    e
+}
+
+/// Whether an error means the connection itself is gone (not a statement
+/// that failed on a working one).
+pub(crate) trait LostConnection {
+    fn lost_connection(&self) -> bool;
+}
+
+impl LostConnection for sqlx::Error {
+    fn lost_connection(&self) -> bool {
+        matches!(
+            self,
+            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)
+        )
+    }
+}
+
+impl LostConnection for crate::TrackerError {
+    fn lost_connection(&self) -> bool {
+        matches!(self, crate::TrackerError::Sql(e) if e.lost_connection())
+    }
+}
+
+/// A transaction on the write connection, holding the write turn until it
+/// commits or is dropped (then rolled back at once).
+pub(crate) struct WriteTx {
+    turn: Option<Turn>,
+}
+
+impl WriteTx {
+    /// Commits, gives the turn back, and returns once the commit is flushed.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let Some(mut turn) = self.turn.take() else {
+            unreachable!("a WriteTx holds its turn until commit or drop")
+        };
+        let w = &mut *turn.0;
+        match sqlx::query("COMMIT").execute(live(&mut w.conn)).await {
+            Ok(_) => {
+                w.open = false;
+                turn.after_commit(Durability::Flushed).await;
+                Ok(())
+            }
+            Err(e) => {
+                // Still open, or rolled back by SQLite: rolled back before
+                // the turn goes on either way.
+                let e = lost(&mut w.conn, e);
+                drop(WriteTx { turn: Some(turn) });
+                Err(e)
+            }
+        }
+    }
+
+    fn conn(&self) -> &SqliteConnection {
+        match self.turn.as_ref().and_then(|t| t.0.conn.as_ref()) {
+            Some(conn) => conn,
+            None => unreachable!("a WriteTx holds an open connection"),
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut SqliteConnection {
+        match self.turn.as_mut().and_then(|t| t.0.conn.as_mut()) {
+            Some(conn) => conn,
+            None => unreachable!("a WriteTx holds an open connection"),
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut turn) = self.turn.take() else { return };
+        if !turn.0.open || turn.0.conn.is_none() {
+            return;
+        }
+        // Roll back now, still holding the turn; without a runtime (a
+        // process ending), the next turn rolls it back first.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = turn.conn().await;
+            });
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn()
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn_mut()
+    }
+}
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

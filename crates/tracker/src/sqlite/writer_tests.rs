@@ -1,0 +1,111 @@
+//! The write connection's group flush (`writer.rs`): a write that must be
+//! durable returns only once a flush of the log covers it; writes that
+//! wait together share flushes; bookkeeping writes do not wait.
+
+use super::super::{Embedded, EmbeddedConfig};
+use super::Durability;
+use uuid::Uuid;
+
+async fn store() -> Embedded {
+    let dir = std::env::temp_dir().join(format!("writer_{}", Uuid::now_v7().simple()));
+    Embedded::open(&EmbeddedConfig::new(dir.join("scheduler.db")))
+        .await
+        .unwrap()
+}
+
+async fn flusher_state(t: &Embedded) -> (u64, u64, u64, std::path::PathBuf) {
+    let flusher = t.turn().await.0.flusher.clone();
+    flusher.state().await
+}
+
+async fn insert(t: &Embedded, durability: Durability, name: &str) {
+    let name = name.to_string();
+    t.turn()
+        .await
+        .write(durability, async |c| {
+            sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, '2026-01-01T00:00:00Z')")
+                .bind(&name)
+                .execute(c)
+                .await
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_write_returns_flushed_and_a_logged_one_does_not_wait() {
+    let t = store().await;
+    insert(&t, Durability::Flushed, "a").await;
+    let (committed, flushed, flushes, wal) = flusher_state(&t).await;
+    assert_eq!(
+        (committed, flushed),
+        (1, 1),
+        "a flushed write returned before its flush"
+    );
+    assert_eq!(flushes, 1);
+    // The flush is of the real log: a wrong path would "flush" nothing.
+    assert!(wal.is_absolute(), "{}", wal.display());
+    assert!(
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0),
+        "the flushed log {} is not the store's",
+        wal.display()
+    );
+
+    insert(&t, Durability::Logged, "b").await;
+    let (committed, flushed, flushes, _) = flusher_state(&t).await;
+    assert_eq!(
+        (committed, flushed, flushes),
+        (2, 1, 1),
+        "a logged write waited for a flush"
+    );
+
+    // The next durable write's flush covers the logged one before it.
+    insert(&t, Durability::Flushed, "c").await;
+    let (committed, flushed, _, _) = flusher_state(&t).await;
+    assert_eq!((committed, flushed), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durable_writes_that_wait_together_share_flushes() {
+    let t = store().await;
+    const N: usize = 40;
+    // Hold the turn while they all queue for it: each commits in turn, and
+    // the flushes of those waiting together are shared.
+    let turn = t.turn().await;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let t = t.clone();
+        writes.spawn(async move { insert(&t, Durability::Flushed, &format!("q{i}")).await });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(turn);
+    while let Some(done) = writes.join_next().await {
+        done.unwrap();
+    }
+    let (committed, flushed, flushes, _) = flusher_state(&t).await;
+    assert_eq!((committed, flushed), (N as u64, N as u64));
+    assert!(flushes < N as u64, "{flushes} flushes for {N} commits waiting together");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM queues WHERE name LIKE 'q%'")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, N as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_before_its_commit_is_rolled_back_and_frees_the_turn() {
+    let t = store().await;
+    let mut tx = t.begin().await.unwrap();
+    sqlx::query("INSERT INTO queues (name, declared_at) VALUES ('gone', '2026-01-01T00:00:00Z')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    // The next write gets the turn and the lock, and sees nothing of it.
+    insert(&t, Durability::Flushed, "kept").await;
+    let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM queues WHERE name IN ('gone', 'kept')")
+        .fetch_all(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(names, vec![("kept".to_string(),)]);
+}
