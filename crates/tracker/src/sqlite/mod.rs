@@ -24,8 +24,11 @@
 //!   whatever the timeout. A single statement outside a transaction takes
 //!   its write lock when it starts, so it waits like an immediate one.
 //! - Transactions are short: never held across anything but SQL.
-//! - `synchronous = FULL`: a commit is on disk when it returns, as a
-//!   PostgreSQL commit is (a run is never lost to a power cut).
+//! - A write is on disk when it returns, as a PostgreSQL commit is (a run
+//!   is never lost to a power cut): the write connection commits at
+//!   `synchronous = NORMAL` and then waits for a flush of the log shared
+//!   with the commits that wait at once (`writer.rs`); the pool, which
+//!   only reads once the store is open, stays at `synchronous = FULL`.
 //!
 //! # Types (see `migrations/sqlite/*.sql`)
 //! UUIDs are 16-byte BLOBs; times are RFC 3339 TEXT in UTC with "+00:00"
