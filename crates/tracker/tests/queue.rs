@@ -118,3 +118,27 @@ async fn a_waiting_inbox_is_rung_by_a_publish_from_another_handle_within_millise
     inbox.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_queue_is_declared_once_per_handle_and_declared_again_after_a_publish_finds_it_gone() {
+    let (_store, queue, dir) = open().await;
+    queue.declare("q").await.unwrap();
+    // The queue disappears behind the handle's back.
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("scheduler.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM queues WHERE name = 'q'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    // Declared already as far as this handle knows: no write.
+    queue.declare("q").await.unwrap();
+    let err = queue.publish("q", &start(Uuid::now_v7())).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Unroutable { .. }), "{err}");
+    // The failed publish made the handle forget it: this declare writes it.
+    queue.declare("q").await.unwrap();
+    queue.publish("q", &start(Uuid::now_v7())).await.unwrap();
+    assert_eq!(queue.queue_depth("q").await.unwrap().0, 1);
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

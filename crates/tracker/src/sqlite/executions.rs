@@ -3,7 +3,7 @@
 //! recording its pid and publish marker, its stall mark.
 
 use super::apply::after;
-use super::{Embedded, now};
+use super::{Durability, Embedded, now};
 use crate::Result;
 use crate::executions::{Claimed, ExecKey, ModuleEnv, StepDef, env_pairs};
 use crate::runs::parse_state;
@@ -129,7 +129,7 @@ pub(crate) async fn cancel_queued(t: &Embedded, key: ExecKey) -> Result<bool> {
 /// of its own, as PostgreSQL's `synchronous_commit = off` (the keeper and
 /// recovery find a module by its environment, not by this pid).
 pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()> {
-    t.write_logged(async |c| {
+    t.write_as(Durability::Logged, async |c| {
         sqlx::query(
             "UPDATE executions SET pid = $5
           WHERE run_id = $1 AND step = $2 AND attempt = $3 AND worker_id = $4 AND state = 'running'",
@@ -149,7 +149,7 @@ pub(crate) async fn record_pid(t: &Embedded, key: ExecKey, worker_id: Uuid, pid:
 /// Notes that the queue took this execution's `exec_module` (without a
 /// flush of its own, as [`mark_run_published`](super::runs::mark_run_published)).
 pub(crate) async fn mark_exec_published(t: &Embedded, key: ExecKey) -> Result<()> {
-    t.write_logged(async |c| {
+    t.write_as(Durability::Logged, async |c| {
         sqlx::query(
             "UPDATE executions SET published_at = coalesce(published_at, $4)
           WHERE run_id = $1 AND step = $2 AND attempt = $3",

@@ -105,9 +105,6 @@ pub struct Embedded {
     batch: Arc<std::sync::Mutex<Vec<apply::Pending>>>,
 }
 
-/// A transaction that may write ([`Embedded::begin`]): it holds the
-/// process's write turn until it is committed or dropped (rolled back).
-/// A read-only one ([`Embedded::begin_read`]) holds none.
 impl Embedded {
     /// Opens (creating it when missing) and migrates the store, and checks
     /// that it belongs to `config.project`.
@@ -202,9 +199,9 @@ impl Embedded {
     /// A transaction that may write: `BEGIN IMMEDIATE` takes the write lock
     /// at once (waiting up to the busy timeout), so it never fails half-way
     /// with SQLITE_BUSY as a deferred one that writes after reading does.
-    /// It first takes this process's write turn.
-    /// A write transaction (`BEGIN IMMEDIATE`) on the process's write
-    /// connection, after waiting for the write turn.
+    /// On the process's write connection, after waiting for the write turn,
+    /// which the transaction holds until it is committed or dropped (then
+    /// rolled back); the commit returns once it is flushed.
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
         Ok(self.turn().await.begin().await?)
     }
@@ -232,19 +229,21 @@ impl Embedded {
     where
         E: From<sqlx::Error> + LostConnection,
     {
-        self.turn().await.write(Durability::Flushed, f).await
+        self.write_as(Durability::Flushed, f).await
     }
 
-    /// One write whose loss in a machine crash only repeats a delivery:
-    /// committed without a flush of its own (see `writer.rs`).
-    pub(crate) async fn write_logged<T, E>(
+    /// One write, as durable as `durability` asks: `Logged` for a write
+    /// whose loss in a machine crash only repeats a delivery (committed
+    /// without waiting for a flush; see `writer.rs`).
+    pub(crate) async fn write_as<T, E>(
         &self,
+        durability: Durability,
         f: impl AsyncFnOnce(&mut SqliteConnection) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E>
     where
         E: From<sqlx::Error> + LostConnection,
     {
-        self.turn().await.write(Durability::Logged, f).await
+        self.turn().await.write(durability, f).await
     }
 
     pub fn path(&self) -> &Path {

@@ -324,7 +324,7 @@ impl EmbeddedInbox {
     async fn register(&self) -> Result<()> {
         self.queue
             .store
-            .write_logged(async |c| {
+            .write_as(Durability::Logged, async |c| {
                 sqlx::query(
                     "INSERT INTO queue_consumers (id, name, pid, queues, seen_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
@@ -382,7 +382,7 @@ impl EmbeddedInbox {
             let taken: Option<(i64, Vec<u8>, i64)> = self
                 .queue
                 .store
-                .write_logged(async |c| {
+                .write_as(Durability::Logged, async |c| {
                     sqlx::query_as(
                 "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
                  WHERE id = (SELECT id FROM queue_messages \
@@ -516,8 +516,10 @@ impl EmbeddedAcker {
     /// its own: lost in a machine crash, the message is delivered again and
     /// its claim drops it (see `writer.rs`). A dead-lettering is flushed.
     async fn settle(&self, sql: &'static str, durability: Durability) -> Result<()> {
-        let result = (self.queue.store.turn().await)
-            .write(durability, async |c| {
+        let result = self
+            .queue
+            .store
+            .write_as(durability, async |c| {
                 sqlx::query(sql).bind(self.id).bind(self.consumer).execute(c).await
             })
             .await

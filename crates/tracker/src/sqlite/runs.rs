@@ -2,7 +2,7 @@
 //! machine reads about a run. Recording it is [`super::slots`]; moving it is
 //! [`super::apply`].
 
-use super::{Embedded, now};
+use super::{Durability, Embedded, now};
 use crate::Result;
 use crate::runs::parse_state;
 use scheduler_core::machine::RunView;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// own, as PostgreSQL's `synchronous_commit = off`: lost in a machine
 /// crash, recovery publishes the run again and its claim drops the second.
 pub(crate) async fn mark_run_published(t: &Embedded, run_id: Uuid) -> Result<()> {
-    t.write_logged(async |c| {
+    t.write_as(Durability::Logged, async |c| {
         sqlx::query("UPDATE runs SET published_at = $2 WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
             .bind(run_id)
             .bind(now())
