@@ -24,52 +24,19 @@
 //!    healthcheck pings when it moved (`MOVE_EVENTS`). The hot path (close,
 //!    read, queue) issues none of these statements.
 
+use super::apply_sql::{CLOSE, QueuedRow, RUN_COLUMNS, RunRow, bind_close, queue_sql, read_sql, written};
 use super::{Embedded, Turn, now};
 use crate::Result;
 use crate::apply::{ClaimFor, Close, Write, Written};
-use crate::executions::{Claimed, ExecResult, ModuleEnv, StepDef, env_pairs};
+use crate::executions::ExecResult;
 use crate::runs::strip_nul;
 use chrono::{DateTime, Utc};
-use scheduler_core::{ExecState, RunState};
-use sqlx::SqliteConnection;
+use scheduler_core::RunState;
 use sqlx::types::Json;
+use sqlx::{Row, SqliteConnection};
 use std::sync::LazyLock;
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-/// What the run part returns, whether it moved the run or read it: the
-/// answer's run-level columns. `$2` is the step to queue (its `cwd`, `env`
-/// and definition for the claim).
-const RUN_COLUMNS: &str = "id, sequence, step_count, queue,
-       json_type(snapshot, '$.concurrency.max_concurrent') IS NOT NULL AS limited,
-       json_extract(snapshot, '$.logical_date') AS logical_date,
-       json_extract(snapshot, '$.schedule') AS schedule,
-       json_extract(snapshot, '$.steps[' || $2 || '].cwd') AS cwd,
-       json_extract(snapshot, '$.steps[' || $2 || '].env') AS env,
-       json_extract(snapshot, '$.steps[' || $2 || ']') AS step_def";
-
-#[derive(sqlx::FromRow)]
-struct RunRow {
-    sequence: String,
-    step_count: i32,
-    queue: String,
-    limited: bool,
-    logical_date: Option<String>,
-    schedule: Option<String>,
-    cwd: Option<String>,
-    env: Option<ModuleEnv>,
-    step_def: Option<StepDef>,
-}
-
-#[derive(sqlx::FromRow)]
-struct QueuedRow {
-    module: String,
-    argv: Json<Vec<String>>,
-    timeout_secs: Option<i64>,
-    retry: i32,
-    queue: Option<String>,
-    state: String,
-}
 
 /// Writes `w` and returns once it is committed, in a group commit with the
 /// writes of this process's other tasks that wait for the write turn at
@@ -198,6 +165,16 @@ impl OwnedWrite {
 /// Writes `batch` in one transaction (the caller holds the write turn) and
 /// answers each.
 async fn lead(turn: Turn, batch: Vec<Pending>) {
+    if let [p] = &batch[..]
+        && super::apply_hot::is_hot(&p.write.as_write())
+    {
+        let w = p.write.as_write();
+        let result = turn.script(async |c| super::apply_hot::apply_hot(c, &w).await).await;
+        if let Some(p) = batch.into_iter().next() {
+            let _ = p.answer.send(Answer::Written(Box::new(result)));
+        }
+        return;
+    }
     let mut results = Vec::with_capacity(batch.len());
     let group = async {
         let mut tx = turn.begin().await?;
@@ -297,8 +274,7 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
         // Read, not written: updating the run on every step would rewrite
         // its row and every index on it.
         None => {
-            static READ: LazyLock<String> =
-                LazyLock::new(|| format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND state = 'running'"));
+            static READ: LazyLock<String> = LazyLock::new(|| read_sql(""));
             sqlx::query_as(sqlx::AssertSqlSafe(READ.as_str()))
                 .bind(w.run_id)
                 .bind(step)
@@ -332,39 +308,19 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
             let lease_until = claim.map(|c| after(now, c.lease));
             let due_at = delayed.map(|d| after(now, d));
             let queues = Json(claim.map_or(&[][..], |c| c.queues));
-            // Claimed when a worker asked, the step is due now and the
-            // worker serves the step's queue (the run's for older
-            // snapshots).
-            sqlx::query_as(
-                "INSERT INTO executions (run_id, step, attempt, module, argv, timeout_secs, state,
-                                         worker_id, started_at, lease_until, retry, due_at, queue, queued_at)
-                 SELECT $1, $2, $3, json_extract(s, '$.module_name'), json_extract(s, '$.argv'),
-                        json_extract(s, '$.timeout_secs'),
-                        CASE WHEN claim THEN 'running' ELSE 'queued' END,
-                        CASE WHEN claim THEN $4 END,
-                        CASE WHEN claim THEN $9 END,
-                        CASE WHEN claim THEN $5 END,
-                        coalesce($6, 0), $7, step_queue, $9
-                   FROM (SELECT s, step_queue,
-                                $4 IS NOT NULL AND step_queue IN (SELECT value FROM json_each($8)) AS claim
-                           FROM (SELECT s, coalesce(json_extract(s, '$.queue'), queue) AS step_queue
-                                   FROM (SELECT json_extract(snapshot, '$.steps[' || $2 || ']') AS s, queue
-                                           FROM runs WHERE id = $1)))
-                  WHERE s IS NOT NULL
-                 ON CONFLICT DO NOTHING
-              RETURNING module, argv, timeout_secs, retry, queue, state",
-            )
-            .bind(w.run_id)
-            .bind(q.step as i32)
-            .bind(q.attempt as i32)
-            .bind(claim.map(|c| c.worker_id))
-            .bind(lease_until)
-            .bind(q.retry as i32)
-            .bind(due_at)
-            .bind(queues)
-            .bind(now)
-            .fetch_optional(&mut *conn)
-            .await?
+            static QUEUE: LazyLock<String> = LazyLock::new(|| queue_sql(""));
+            sqlx::query_as(sqlx::AssertSqlSafe(QUEUE.as_str()))
+                .bind(w.run_id)
+                .bind(q.step as i32)
+                .bind(q.attempt as i32)
+                .bind(claim.map(|c| c.worker_id))
+                .bind(lease_until)
+                .bind(q.retry as i32)
+                .bind(due_at)
+                .bind(queues)
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?
         }
     };
 
@@ -402,31 +358,7 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
         move_events(conn, w, m.from, m.to, &run.sequence, now).await?;
     }
 
-    let claimed = queued.as_ref().is_some_and(|q| q.state == "running");
-    let exec_queue = queued.as_ref().and_then(|q| q.queue.clone());
-    let inserted = queued.map(|q| Claimed {
-        module: q.module,
-        argv: q.argv.0,
-        timeout_secs: q.timeout_secs.map(|t| t as u64),
-        sequence: run.sequence.clone(),
-        step_count: run.step_count as u32,
-        retry: q.retry.max(0) as u32,
-        logical_date: run.logical_date.clone(),
-        schedule: run.schedule.clone(),
-        cwd: run.cwd.clone(),
-        env: env_pairs(run.env.clone()),
-        watch: run.step_def.clone().map(|d| d.0).unwrap_or_default(),
-    });
-    Ok(Written {
-        closed: true,
-        run: true,
-        queued: inserted.is_some(),
-        claimed: inserted.filter(|_| claimed),
-        queue: Some(run.queue),
-        exec_queue,
-        sequence: Some(run.sequence),
-        limited: run.limited,
-    })
+    Ok(written(run, queued))
 }
 
 /// Closes a running execution: the holder's result, or recovery's
@@ -437,85 +369,17 @@ async fn close_execution(
     close: Close<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let none = ExecResult::new(ExecState::Abandoned);
-    let (kind, key, worker, state, result, error) = match close {
-        Close::Finish { key, worker_id, result } => (
-            "finish",
-            key,
-            Some(worker_id),
-            result.state,
-            result,
-            result.error.as_deref().map(strip_nul),
-        ),
-        Close::Abandon { key, reason } => (
-            "abandon",
-            key,
-            None,
-            ExecState::Abandoned,
-            &none,
-            Some(strip_nul(reason)),
-        ),
+    let finished = matches!(close, Close::Finish { .. });
+    let key = match close {
+        Close::Finish { key, .. } | Close::Abandon { key, .. } => key,
     };
-    let finished = kind == "finish";
-    let output = result.output.as_ref().filter(|_| finished);
-    let warnings = (finished && !result.warnings.is_empty())
-        .then(|| Json(result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()));
-    let started: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
-        "UPDATE executions
-            SET state = $6, finished_at = $35, lease_until = NULL,
-                duration_ms = $7,
-                exit_code = $8, signal = $9, error = $10, stdout_tail = $11, stderr_tail = $12,
-                stdout_bytes = $13, stderr_bytes = $14,
-                wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
-                output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
-                warnings = $34, pid = coalesce($36, pid)
-          WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
-            AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
-      RETURNING started_at",
-    )
-    .bind(run_id)
-    .bind(kind)
-    .bind(key.step as i32)
-    .bind(key.attempt as i32)
-    .bind(worker)
-    .bind(state.as_str())
-    .bind(finished.then_some(result.duration_ms))
-    .bind(result.exit_code)
-    .bind(result.signal)
-    .bind(error)
-    .bind(finished.then(|| strip_nul(&result.stdout_tail)))
-    .bind(finished.then(|| strip_nul(&result.stderr_tail)))
-    .bind(finished.then_some(result.stdout_bytes))
-    .bind(finished.then_some(result.stderr_bytes))
-    // $15..$25 are the PostgreSQL statement's other parts: left unbound
-    // (NULL) here so that the numbering stays the same.
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(None::<i32>)
-    .bind(finished.then_some(result.wall_us).flatten())
-    .bind(finished.then_some(result.peak_rss_kib).flatten())
-    .bind(finished.then_some(result.user_cpu_us).flatten())
-    .bind(finished.then_some(result.sys_cpu_us).flatten())
-    .bind(output.map(|o| strip_nul(&o.path)))
-    .bind(output.map(|o| o.bytes))
-    .bind(output.map(|o| o.mtime))
-    .bind(output.and_then(|o| o.sha256.clone()))
-    .bind(warnings)
-    .bind(now)
-    .bind(finished.then_some(result.pid).flatten().map(|p| p as i32))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((started_at,)) = started else {
+    let closed = bind_close(sqlx::query(CLOSE), run_id, close, now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = closed else {
         return Ok(false);
     };
+    let started_at: Option<DateTime<Utc>> = row.try_get(0)?;
     if !finished {
         // PostgreSQL computes an abandoned attempt's duration in SQL
         // (`now() - started_at`); times here are computed in Rust.

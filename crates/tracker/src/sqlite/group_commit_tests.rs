@@ -3,24 +3,14 @@
 //! each as if alone.
 
 use super::{Embedded, EmbeddedConfig};
-use crate::{ClaimFor, Close, ExecKey, ExecResult, NewRun, Store, Write};
-use scheduler_core::machine::{Plan, RunMove, StepAttempt};
-use scheduler_core::{ExecState, Modules, RunState, Sequence};
+use crate::{Close, ExecKey, ExecResult, NewRun, Store, Write};
+use scheduler_core::machine::{Plan, RunMove};
+use scheduler_core::{ExecState, RunState};
 use std::time::Duration;
 use uuid::Uuid;
 
 fn new_run() -> NewRun {
-    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh"}}"#).unwrap();
-    let body = r#"[{"module_name": "m", "input": "", "output": "", "conf": ""}]"#;
-    let seq = Sequence::parse("s", "etl_sequences/s.json", body, &modules).unwrap();
-    NewRun {
-        id: Uuid::now_v7(),
-        queue: "q1".into(),
-        trigger: "test".into(),
-        snapshot: seq.snapshot(&modules, "q1"),
-        schedule: None,
-        logical_date: None,
-    }
+    super::test_runs::new_run(r#"[{"module_name": "m", "input": "", "output": "", "conf": ""}]"#)
 }
 
 fn key(run_id: Uuid) -> ExecKey {
@@ -70,34 +60,11 @@ async fn writes_waiting_together_commit_together_and_one_that_fails_fails_alone(
         .await
         .unwrap();
     let worker = Uuid::now_v7();
-    let queues = vec!["q1".to_string()];
-    let starting = Plan {
-        run: Some(RunMove {
-            from: RunState::Queued,
-            to: RunState::Running,
-        }),
-        queue: Some(StepAttempt::at(0, 1)),
-        ..Plan::default()
-    };
     const N: usize = 12;
     const DOOMED: usize = 5;
     let runs: Vec<NewRun> = (0..N).map(|_| new_run()).collect();
     for run in &runs {
-        t.create_run(run).await.unwrap();
-        let w = t
-            .apply(&Write {
-                run_id: run.id,
-                close: None,
-                plan: &starting,
-                claim_for: Some(ClaimFor {
-                    worker_id: worker,
-                    lease: Duration::from_secs(30),
-                    queues: &queues,
-                }),
-            })
-            .await
-            .unwrap();
-        assert!(w.claimed.is_some(), "{w:?}");
+        super::test_runs::start_claimed(&t, run, worker).await;
     }
     // One run's end cannot be written.
     let hex: String = runs[DOOMED].id.as_bytes().iter().map(|b| format!("{b:02X}")).collect();

@@ -37,6 +37,10 @@
 
 pub(crate) mod activity;
 pub(crate) mod apply;
+mod apply_hot;
+#[cfg(test)]
+mod apply_hot_tests;
+mod apply_sql;
 mod busy;
 pub(crate) mod events;
 pub(crate) mod executions;
@@ -51,6 +55,8 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod slots;
 pub(crate) mod store;
+#[cfg(test)]
+mod test_runs;
 pub(crate) mod ui_queries;
 pub(crate) mod views;
 pub(crate) mod workers;

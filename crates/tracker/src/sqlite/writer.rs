@@ -229,6 +229,35 @@ impl Turn {
         result
     }
 
+    /// Runs a script that opens and commits its own transaction (`BEGIN
+    /// IMMEDIATE; ...; COMMIT` in one call) on the write connection; its
+    /// commit is flushed. A script that fails is rolled back before the
+    /// turn goes on (it may have stopped inside its transaction).
+    pub(crate) async fn script<T, E>(
+        mut self,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error> + LostConnection,
+    {
+        self.conn().await?;
+        self.0.open = true;
+        let result = f(live(&mut self.0.conn)).await;
+        match &result {
+            Ok(_) => {
+                self.0.open = false;
+                self.after_commit(Durability::Flushed).await;
+            }
+            Err(e) if e.lost_connection() => {
+                self.0.conn = None;
+                self.0.open = false;
+            }
+            // `conn` rolls back what is open.
+            Err(_) => drop(self.conn().await),
+        }
+        result
+    }
+
     /// Counts the commit just made; gives the turn back, then waits for the
     /// flush if `durability` asks for it.
     async fn after_commit(self, durability: Durability) {
