@@ -24,7 +24,7 @@
 //!    healthcheck pings when it moved (`MOVE_EVENTS`). The hot path (close,
 //!    read, queue) issues none of these statements.
 
-use super::apply_sql::{CLOSE, QueuedRow, RUN_COLUMNS, RunRow, bind_close, queue_sql, read_sql, written};
+use super::apply_sql::{CLOSE, HEALTHCHECK, QueuedRow, RunRow, bind_close, move_sql, queue_sql, read_sql, written};
 use super::{Embedded, Turn, now};
 use crate::Result;
 use crate::apply::{ClaimFor, Close, Write, Written};
@@ -246,20 +246,7 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
     let step = plan.queue.map(|q| q.step as i32);
     let run: Option<RunRow> = match plan.run {
         Some(m) => {
-            static MOVE: LazyLock<String> = LazyLock::new(|| {
-                format!(
-                    "UPDATE runs SET
-                    state = $4,
-                    updated_at = $7,
-                    started_at = CASE WHEN $4 = 'running' THEN coalesce(started_at, $7) ELSE started_at END,
-                    finished_at = CASE WHEN $4 IN ('succeeded', 'failed', 'canceled', 'skipped') THEN $7 ELSE NULL END,
-                    failed_step = CASE WHEN $4 = 'failed' THEN $5 WHEN $4 = 'running' THEN NULL ELSE failed_step END,
-                    error = CASE WHEN $4 = 'failed' THEN $6 WHEN $4 = 'running' THEN NULL ELSE error END,
-                    note = CASE WHEN $3 = 'waiting' THEN NULL ELSE note END
-                  WHERE id = $1 AND state = $3
-              RETURNING {RUN_COLUMNS}"
-                )
-            });
+            static MOVE: LazyLock<String> = LazyLock::new(move_sql);
             sqlx::query_as(sqlx::AssertSqlSafe(MOVE.as_str()))
                 .bind(w.run_id)
                 .bind(step)
@@ -462,17 +449,13 @@ async fn move_events(
             RunState::Succeeded => "healthcheck_success",
             _ => "healthcheck_fail",
         };
-        sqlx::query(
-            "INSERT INTO events (kind, sequence, run_id, message, detail, at)
-             SELECT $2, sequence, id, $3, json_object('url', json_extract(snapshot, '$.healthcheck_url')), $4
-               FROM runs WHERE id = $1 AND json_type(snapshot, '$.healthcheck_url') IS NOT NULL",
-        )
-        .bind(w.run_id)
-        .bind(kind)
-        .bind(reason.filter(|_| to == RunState::Failed))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(HEALTHCHECK)
+            .bind(w.run_id)
+            .bind(kind)
+            .bind(reason.filter(|_| to == RunState::Failed))
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 /// What the run part returns, whether it moved the run or read it: the
 /// answer's run-level columns. `$2` is the step to queue (its `cwd`, `env`
 /// and definition for the claim).
-pub(super) const RUN_COLUMNS: &str = "id, sequence, step_count, queue,
+const RUN_COLUMNS: &str = "id, sequence, step_count, queue,
        json_type(snapshot, '$.concurrency.max_concurrent') IS NOT NULL AS limited,
        json_extract(snapshot, '$.logical_date') AS logical_date,
        json_extract(snapshot, '$.schedule') AS schedule,
@@ -29,6 +29,30 @@ pub(super) const RUN_COLUMNS: &str = "id, sequence, step_count, queue,
 pub(super) fn read_sql(gate: &str) -> String {
     format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND state = 'running'{gate}")
 }
+
+/// The run part with a move: `$3 -> $4` (compare-and-set), the failing
+/// step `$5` and reason `$6` with a failure, at `$7`; the run's columns.
+pub(super) fn move_sql() -> String {
+    format!(
+        "UPDATE runs SET
+            state = $4,
+            updated_at = $7,
+            started_at = CASE WHEN $4 = 'running' THEN coalesce(started_at, $7) ELSE started_at END,
+            finished_at = CASE WHEN $4 IN ('succeeded', 'failed', 'canceled', 'skipped') THEN $7 ELSE NULL END,
+            failed_step = CASE WHEN $4 = 'failed' THEN $5 WHEN $4 = 'running' THEN NULL ELSE failed_step END,
+            error = CASE WHEN $4 = 'failed' THEN $6 WHEN $4 = 'running' THEN NULL ELSE error END,
+            note = CASE WHEN $3 = 'waiting' THEN NULL ELSE note END
+          WHERE id = $1 AND state = $3
+      RETURNING {RUN_COLUMNS}"
+    )
+}
+
+/// A healthcheck ping of a run that moved (`$2`: its kind, `$3`: the
+/// failure's reason, `$4`: the time), only if its snapshot names a
+/// `healthcheck_url`.
+pub(super) const HEALTHCHECK: &str = "INSERT INTO events (kind, sequence, run_id, message, detail, at)
+     SELECT $2, sequence, id, $3, json_object('url', json_extract(snapshot, '$.healthcheck_url')), $4
+       FROM runs WHERE id = $1 AND json_type(snapshot, '$.healthcheck_url') IS NOT NULL";
 
 /// The queue part: the next execution inserted from the run's snapshot,
 /// claimed when a worker asked (`$4`), the step is due now and the worker
