@@ -375,4 +375,7 @@ impl crate::Transport for Broker {
     async fn close(&self) {
         Broker::close(self).await
     }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

@@ -38,6 +38,9 @@ pub trait Transport: Send + Sync + 'static {
     /// inboxes fail and are reopened with [`Inbox::reopen`].
     async fn reconnect(&self) -> Result<()>;
     async fn close(&self);
+    /// The transport itself, for a caller that does better with a given one
+    /// (the embedded queue records a run and its start in one transaction).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The consuming side of a worker's queues, read by one loop.

@@ -9,7 +9,7 @@ use crate::apply::publish_noted;
 use crate::project::Project;
 use scheduler_broker::Transport;
 use scheduler_core::Message;
-use scheduler_tracker::{Admitted, NewRun, Store};
+use scheduler_tracker::{Admitted, Embedded, EmbeddedQueue, NewRun, Store};
 use uuid::Uuid;
 
 /// Who or what started a run, for the record: `cli:<user>@<host>` unless the
@@ -262,9 +262,38 @@ pub async fn start_run(
     start_queue: &str,
     trigger: &str,
 ) -> Result<Recorded, ProducerError> {
+    if let Some(queue) = own_queue(store, transport) {
+        let (run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(None))?;
+        let admitted = queue.record_and_start(&run, &queues).await?;
+        let recorded = Recorded {
+            run_id: run.id,
+            queue: run.queue,
+            queues,
+            admitted,
+        };
+        match &recorded.admitted {
+            Admitted::Queued => {
+                tracing::info!(run_id = %recorded.run_id, queue = recorded.queue, "run recorded and start_etl published")
+            }
+            Admitted::Waiting(note) => {
+                tracing::info!(run_id = %recorded.run_id, note, "run recorded; it waits for a slot")
+            }
+            Admitted::Skipped(note) => tracing::info!(run_id = %recorded.run_id, note, "run recorded as skipped"),
+        }
+        return Ok(recorded);
+    }
     let recorded = record_run(project, store, sequence, start_queue, trigger).await?;
     publish_recorded(store, transport, &recorded).await?;
     Ok(recorded)
+}
+
+/// The embedded store's own queue, when `transport` is it: a run and its
+/// `start_etl` are then one transaction (`EmbeddedQueue::record_and_start`)
+/// instead of a record, a publish and a note.
+fn own_queue<'a>(store: &dyn Store, transport: &'a dyn Transport) -> Option<&'a EmbeddedQueue> {
+    let queue = transport.as_any().downcast_ref::<EmbeddedQueue>()?;
+    let store = store.as_any().downcast_ref::<Embedded>()?;
+    queue.shares(store).then_some(queue)
 }
 
 /// Declares a recorded run's queues and publishes its `start_etl` if it

@@ -42,6 +42,11 @@ use uuid::Uuid;
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The store itself, for a caller that does better with a given one
+    /// (the embedded store's own queue records a run and its start in one
+    /// transaction).
+    fn as_any(&self) -> &dyn std::any::Any;
+
     // --- runs
     /// Records a new run: `queued` (the caller publishes `start_etl` after),
     /// or `waiting` / `skipped` as its sequence's concurrency policy says,
@@ -263,6 +268,10 @@ pub trait Store: Send + Sync + 'static {
 
 #[async_trait::async_trait]
 impl Store for Tracker {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn create_run(&self, run: &NewRun) -> Result<Admitted> {
         crate::slots::create_run(self, run).await
     }

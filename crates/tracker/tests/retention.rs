@@ -9,7 +9,6 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::{Backend, TestStore};
-use scheduler_core::{Modules, Sequence};
 use scheduler_tracker::{NewEvent, NewRun, PruneCounts, Retention};
 use std::time::Duration;
 use uuid::Uuid;
@@ -67,22 +66,7 @@ impl Past {
 }
 
 fn new_run() -> NewRun {
-    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh"}}"#).unwrap();
-    let seq = Sequence::parse(
-        "s",
-        "etl_sequences/s.json",
-        r#"[{"module_name": "m"}, {"module_name": "m"}]"#,
-        &modules,
-    )
-    .unwrap();
-    NewRun {
-        id: Uuid::now_v7(),
-        queue: "q1".into(),
-        trigger: "test".into(),
-        snapshot: seq.snapshot(&modules, "q1"),
-        schedule: None,
-        logical_date: None,
-    }
+    common::run_of("s", r#"[{"module_name": "m"}, {"module_name": "m"}]"#)
 }
 
 /// The test's own SQL binds text: a UUID goes in as PostgreSQL's `uuid` or

@@ -528,21 +528,11 @@ async fn a_retry_waits_unpublished_until_it_is_due_and_carries_its_policy() {
 /// A run of a sequence whose steps go to `queues` (the run's own is "q1"),
 /// with `policy` as its sequence object's extra fields.
 fn routed_run(queues: &[&str], policy: &str) -> NewRun {
-    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh"}}"#).unwrap();
     let steps: Vec<String> = queues
         .iter()
         .map(|q| format!(r#"{{"module_name": "m", "queue": "{q}"}}"#))
         .collect();
-    let text = format!(r#"{{{policy} "steps": [{}]}}"#, steps.join(","));
-    let seq = Sequence::parse("limited", "etl_sequences/limited.json", &text, &modules).unwrap();
-    NewRun {
-        id: Uuid::now_v7(),
-        queue: "q1".into(),
-        trigger: "test".into(),
-        snapshot: seq.snapshot(&modules, "q1"),
-        schedule: None,
-        logical_date: None,
-    }
+    common::run_of("limited", &format!(r#"{{{policy} "steps": [{}]}}"#, steps.join(",")))
 }
 
 #[tokio::test]

@@ -252,6 +252,11 @@ impl Embedded {
         self.turn().await.write(durability, f).await
     }
 
+    /// Whether `other` is this handle or a clone of it (one write turn).
+    pub(crate) fn same_handle(&self, other: &Embedded) -> bool {
+        Arc::ptr_eq(&self.writer, &other.writer)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -26,6 +26,7 @@
 //! RabbitMQ's "prefetch = free slots".
 
 use super::{Durability, Embedded, now};
+use crate::slots::{Admitted, NewRun};
 use scheduler_broker::{Acker, BrokerError, Inbox, Incoming, SlotControl, Slots, Transport};
 use scheduler_core::Message;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -118,6 +119,63 @@ impl EmbeddedQueue {
         Ok(())
     }
 
+    /// Whether this queue is `store`'s own: the same file, through the same
+    /// handle (its write turn).
+    pub fn shares(&self, store: &Embedded) -> bool {
+        self.store.same_handle(store)
+    }
+
+    /// Records `run` and, when its sequence admits it (`queued`), its
+    /// `start_etl` in one transaction: the run and the message its start
+    /// needs commit together, with one flush, so no crash leaves a run
+    /// recorded but unpublished (the window recovery closes in the
+    /// distributed mode). `queues` (the run's own first) are declared in it
+    /// too.
+    pub async fn record_and_start(&self, run: &NewRun, queues: &[String]) -> crate::Result<Admitted> {
+        let mut tx = self.store.begin().await?;
+        let undeclared: Vec<&String> = {
+            let declared = self.declared();
+            queues.iter().filter(|q| !declared.contains(*q)).collect()
+        };
+        let at = now();
+        for queue in &undeclared {
+            sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                .bind(queue.as_str())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let admitted = super::slots::admit_in(&mut tx, run).await?;
+        let start = admitted == Admitted::Queued;
+        if start {
+            // Declared before by this handle: its row may have gone since.
+            if !undeclared.contains(&&run.queue) {
+                sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                    .bind(&run.queue)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO queue_messages (queue, body, published_at) VALUES (?, ?, ?)")
+                .bind(&run.queue)
+                .bind(Message::StartEtl { run_id: run.id }.encode())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE runs SET published_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(run.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.declared().extend(undeclared.into_iter().cloned());
+        if start {
+            self.ring();
+        }
+        Ok(admitted)
+    }
+
     /// Messages dead-lettered on `queue` (for tools and tests).
     pub async fn dead_letters(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
         let rows: Vec<(Vec<u8>,)> =
@@ -203,6 +261,10 @@ impl Transport for EmbeddedQueue {
     }
 
     async fn close(&self) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// inotify on the bell file.

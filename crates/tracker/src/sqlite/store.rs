@@ -26,6 +26,10 @@ use uuid::Uuid;
 
 #[async_trait::async_trait]
 impl Store for Embedded {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn create_run(&self, run: &NewRun) -> Result<Admitted> {
         crate::sqlite::slots::create_run(self, run).await
     }

@@ -4,7 +4,8 @@
 
 #![allow(dead_code)]
 
-use scheduler_tracker::{Embedded, EmbeddedConfig, Store, Tracker, TrackerConfig};
+use scheduler_core::{Modules, Sequence};
+use scheduler_tracker::{Embedded, EmbeddedConfig, NewRun, Store, Tracker, TrackerConfig};
 use sqlx::migrate::MigrateDatabase;
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -163,5 +164,20 @@ where
         let store = open(backend, prefix).await;
         test(store.clone()).await;
         remove(store).await;
+    }
+}
+
+/// A run of sequence `name` (the JSON `text` of `etl_sequences/<name>.json`,
+/// over module `m`) on queue `q1`.
+pub fn run_of(name: &str, text: &str) -> NewRun {
+    let modules = Modules::parse("modules.json", r#"{"m": {"cmd": "./m.sh"}}"#).unwrap();
+    let seq = Sequence::parse(name, &format!("etl_sequences/{name}.json"), text, &modules).unwrap();
+    NewRun {
+        id: Uuid::now_v7(),
+        queue: "q1".into(),
+        trigger: "test".into(),
+        snapshot: seq.snapshot(&modules, "q1"),
+        schedule: None,
+        logical_date: None,
     }
 }
