@@ -192,6 +192,36 @@ fn a_full_disk_is_refused_saying_so_and_keeps_what_was_recorded() {
     }
 }
 
+#[test]
+fn a_start_whose_start_etl_cannot_be_stored_records_no_run() {
+    // The run and its start_etl are one transaction in this mode: a run is
+    // never recorded without the message that starts it.
+    let env = project();
+    let first = record_a_run(&env.project, None);
+    let db = env.project.join(".scheduler/scheduler.db");
+    store_sql(
+        &db,
+        "CREATE TRIGGER refuse BEFORE INSERT ON queue_messages BEGIN SELECT RAISE(ABORT, 'the queue refuses'); END",
+    );
+    let out = run_in(&env.project, None, &["start", "s"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the queue refuses"), "{err}");
+    assert!(out.stdout.is_empty(), "a run id was printed");
+    assert_eq!(
+        listed(&env.project, None),
+        vec![first.clone()],
+        "a run was recorded without its start"
+    );
+    store_sql(&db, "DROP TRIGGER refuse");
+    let second = record_a_run(&env.project, None);
+    let mut both = listed(&env.project, None);
+    both.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(both, expected);
+}
+
 /// One statement on the store file, from outside the binary.
 fn store_sql(path: &Path, sql: &'static str) {
     tokio::runtime::Builder::new_current_thread()

@@ -30,6 +30,6 @@ pub use apply::{Effect, apply, publish_noted, publish_written};
 pub use error::ProducerError;
 pub use project::{Project, ProjectError};
 pub use trigger::{
-    Recorded, Slot, admit_waiting, default_trigger, fire_slot, hostname, publish_start, record_run, record_run_for,
-    start_run,
+    Recorded, Slot, admit_waiting, default_trigger, fire_slot, hostname, publish_start, record_and_start, record_run,
+    record_run_for, start_run,
 };

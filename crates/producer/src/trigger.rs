@@ -262,29 +262,49 @@ pub async fn start_run(
     start_queue: &str,
     trigger: &str,
 ) -> Result<Recorded, ProducerError> {
-    if let Some(queue) = own_queue(store, transport) {
-        let (run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(None))?;
-        let admitted = queue.record_and_start(&run, &queues).await?;
-        let recorded = Recorded {
-            run_id: run.id,
-            queue: run.queue,
-            queues,
-            admitted,
-        };
-        match &recorded.admitted {
-            Admitted::Queued => {
-                tracing::info!(run_id = %recorded.run_id, queue = recorded.queue, "run recorded and start_etl published")
-            }
-            Admitted::Waiting(note) => {
-                tracing::info!(run_id = %recorded.run_id, note, "run recorded; it waits for a slot")
-            }
-            Admitted::Skipped(note) => tracing::info!(run_id = %recorded.run_id, note, "run recorded as skipped"),
-        }
+    if let Some(recorded) = record_and_start(project, store, transport, sequence, start_queue, trigger, None).await? {
         return Ok(recorded);
     }
     let recorded = record_run(project, store, sequence, start_queue, trigger).await?;
     publish_recorded(store, transport, &recorded).await?;
     Ok(recorded)
+}
+
+/// Records a run of `sequence` (for `logical`, or now) and its `start_etl`
+/// in one transaction, when `transport` is the embedded store's own queue
+/// (`EmbeddedQueue::record_and_start`); `None`, nothing done, otherwise:
+/// the caller records, then publishes.
+pub async fn record_and_start(
+    project: &Project,
+    store: &dyn Store,
+    transport: &dyn Transport,
+    sequence: &str,
+    start_queue: &str,
+    trigger: &str,
+    logical: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> Result<Option<Recorded>, ProducerError> {
+    let Some(queue) = own_queue(store, transport) else {
+        return Ok(None);
+    };
+    let (mut run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
+    if let Some(at) = logical {
+        run.logical_date = Some(at.to_utc());
+    }
+    let admitted = queue.record_and_start(&run, &queues).await?;
+    let recorded = Recorded {
+        run_id: run.id,
+        queue: run.queue,
+        queues,
+        admitted,
+    };
+    match &recorded.admitted {
+        Admitted::Queued => {
+            tracing::info!(run_id = %recorded.run_id, queue = recorded.queue, "run recorded and start_etl published")
+        }
+        Admitted::Waiting(note) => tracing::info!(run_id = %recorded.run_id, note, "run recorded; it waits for a slot"),
+        Admitted::Skipped(note) => tracing::info!(run_id = %recorded.run_id, note, "run recorded as skipped"),
+    }
+    Ok(Some(recorded))
 }
 
 /// The embedded store's own queue, when `transport` is it: a run and its

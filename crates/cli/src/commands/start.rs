@@ -1,7 +1,8 @@
 //! `scheduler start <sequence>`: validate, record, publish, print the run id.
 //!
 //! The run is recorded in PostgreSQL before anything is sent: once recorded
-//! it cannot be lost. If RabbitMQ is unreachable or does not confirm, the
+//! it cannot be lost (in the embedded mode, the run and its `start_etl`
+//! are one transaction of the store). If RabbitMQ is unreachable or does not confirm, the
 //! command says so and still exits 0, because recovery (any running worker)
 //! publishes recorded-but-unpublished runs as soon as the broker is back; a
 //! crontab trigger is never lost to a broker restart. It exits non-zero only
@@ -9,8 +10,8 @@
 
 use crate::cli::Global;
 use crate::connect;
-use scheduler_producer::{default_trigger, publish_start, record_run_for};
-use scheduler_tracker::Admitted;
+use scheduler_producer::{Recorded, default_trigger, publish_start, record_and_start, record_run_for};
+use scheduler_tracker::{Admitted, Embedded};
 use std::process::ExitCode;
 
 pub async fn start(
@@ -26,6 +27,18 @@ pub async fn start(
     project.sequence(sequence, &modules)?;
     let store = connect::store(g, 2).await?;
     let trigger = trigger.unwrap_or_else(|| default_trigger("cli"));
+    // The embedded mode: the run and its start_etl in one transaction (its
+    // queue is in the store's file, never out of reach).
+    if store.as_any().is::<Embedded>() {
+        let transport = connect::transport(g, "scheduler start").await?;
+        let recorded = record_and_start(&project, &*store, &*transport, sequence, &g.queue, &trigger, logical).await?;
+        transport.close().await;
+        if let Some(recorded) = recorded {
+            not_started(&recorded, sequence);
+            println!("{}", recorded.run_id);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let recorded = record_run_for(&project, &*store, sequence, &g.queue, &trigger, logical).await?;
     let run_id = recorded.run_id;
     let published = match connect::transport(g, "scheduler start").await {
@@ -50,11 +63,7 @@ pub async fn start(
         }
         Err(e) => Err(e),
     };
-    match &recorded.admitted {
-        Admitted::Queued => {}
-        Admitted::Waiting(note) => eprintln!("run {run_id} of {sequence} is {note}; it starts when a slot frees"),
-        Admitted::Skipped(note) => eprintln!("run {run_id} of {sequence} {note}"),
-    }
+    not_started(&recorded, sequence);
     if let Err(e) = published
         && recorded.admitted == Admitted::Queued
     {
@@ -65,6 +74,17 @@ pub async fn start(
     }
     println!("{run_id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says why a recorded run did not start now: its sequence's concurrency
+/// policy made it wait, or skipped it.
+fn not_started(recorded: &Recorded, sequence: &str) {
+    let run_id = recorded.run_id;
+    match &recorded.admitted {
+        Admitted::Queued => {}
+        Admitted::Waiting(note) => eprintln!("run {run_id} of {sequence} is {note}; it starts when a slot frees"),
+        Admitted::Skipped(note) => eprintln!("run {run_id} of {sequence} {note}"),
+    }
 }
 
 /// `--logical-date`: a day (midnight UTC) or an RFC 3339 time.
