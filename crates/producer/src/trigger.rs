@@ -101,10 +101,7 @@ pub async fn record_run_for(
     trigger: &str,
     logical: Option<chrono::DateTime<chrono::FixedOffset>>,
 ) -> Result<Recorded, ProducerError> {
-    let (mut run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
-    if let Some(at) = logical {
-        run.logical_date = Some(at.to_utc());
-    }
+    let (run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
     let admitted = store.create_run(&run).await?;
     Ok(Recorded {
         run_id: run.id,
@@ -144,9 +141,9 @@ fn prepare(
     trigger: &str,
     logical: Logical<'_>,
 ) -> Result<(NewRun, Vec<String>), ProducerError> {
-    let slot = match &logical {
-        Logical::Slot(slot) => Some(*slot),
-        Logical::Manual(_) => None,
+    let (slot, asked) = match &logical {
+        Logical::Slot(slot) => (Some(*slot), None),
+        Logical::Manual(at) => (None, *at),
     };
     let modules = project.modules()?;
     let seq = project.sequence(sequence, &modules)?;
@@ -180,7 +177,7 @@ fn prepare(
         trigger: trigger.to_string(),
         snapshot,
         schedule: slot.map(|s| s.schedule.to_string()),
-        logical_date: slot.map(|s| s.at),
+        logical_date: slot.map(|s| s.at).or(asked.map(|at| at.to_utc())),
     };
     Ok((run, queues))
 }
@@ -286,10 +283,7 @@ pub async fn record_and_start(
     let Some(queue) = own_queue(store, transport) else {
         return Ok(None);
     };
-    let (mut run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
-    if let Some(at) = logical {
-        run.logical_date = Some(at.to_utc());
-    }
+    let (run, queues) = prepare(project, sequence, start_queue, trigger, Logical::Manual(logical))?;
     let admitted = queue.record_and_start(&run, &queues).await?;
     let recorded = Recorded {
         run_id: run.id,

@@ -52,6 +52,12 @@ fn store_err(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Store(e.to_string())
 }
 
+/// Declares queue `?1` (at `?2`); a queue declared already stays as it is.
+const DECLARE: &str = "INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING";
+/// Stores message body `?1` (at `?2`) on queue `?3`, if the queue exists.
+const STORE: &str =
+    "INSERT INTO queue_messages (queue, body, published_at) SELECT name, ?, ? FROM queues WHERE name = ?";
+
 /// The embedded queue, in the store's file: it reads through the store's
 /// pool and writes on its write connection (the write turn).
 #[derive(Debug, Clone)]
@@ -100,15 +106,7 @@ impl EmbeddedQueue {
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
         let stored = self
             .store
-            .write(async |c| {
-                sqlx::query(
-            "INSERT INTO queue_messages (queue, body, published_at) SELECT name, ?, ? FROM queues WHERE name = ?",
-        )
-        .bind(body)
-        .bind(now())
-        .bind(queue)
-        .execute(c).await
-            })
+            .write(async |c| sqlx::query(STORE).bind(body).bind(now()).bind(queue).execute(c).await)
             .await
             .map_err(store_err)?;
         if stored.rows_affected() == 0 {
@@ -133,13 +131,18 @@ impl EmbeddedQueue {
     /// too.
     pub async fn record_and_start(&self, run: &NewRun, queues: &[String]) -> crate::Result<Admitted> {
         let mut tx = self.store.begin().await?;
-        let undeclared: Vec<&String> = {
+        // The run's own queue every time: declared before by this handle,
+        // its row may have gone since.
+        let declaring: Vec<&String> = {
             let declared = self.declared();
-            queues.iter().filter(|q| !declared.contains(*q)).collect()
+            queues
+                .iter()
+                .filter(|q| **q == run.queue || !declared.contains(*q))
+                .collect()
         };
         let at = now();
-        for queue in &undeclared {
-            sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        for queue in &declaring {
+            sqlx::query(DECLARE)
                 .bind(queue.as_str())
                 .bind(at)
                 .execute(&mut *tx)
@@ -148,18 +151,10 @@ impl EmbeddedQueue {
         let admitted = super::slots::admit_in(&mut tx, run).await?;
         let start = admitted == Admitted::Queued;
         if start {
-            // Declared before by this handle: its row may have gone since.
-            if !undeclared.contains(&&run.queue) {
-                sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-                    .bind(&run.queue)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO queue_messages (queue, body, published_at) VALUES (?, ?, ?)")
-                .bind(&run.queue)
+            sqlx::query(STORE)
                 .bind(Message::StartEtl { run_id: run.id }.encode())
                 .bind(at)
+                .bind(&run.queue)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("UPDATE runs SET published_at = ? WHERE id = ?")
@@ -169,7 +164,7 @@ impl EmbeddedQueue {
                 .await?;
         }
         tx.commit().await?;
-        self.declared().extend(undeclared.into_iter().cloned());
+        self.declared().extend(declaring.into_iter().cloned());
         if start {
             self.ring();
         }
@@ -195,13 +190,7 @@ impl Transport for EmbeddedQueue {
             return Ok(());
         }
         self.store
-            .write(async |c| {
-                sqlx::query("INSERT INTO queues (name, declared_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-                    .bind(queue)
-                    .bind(now())
-                    .execute(c)
-                    .await
-            })
+            .write(async |c| sqlx::query(DECLARE).bind(queue).bind(now()).execute(c).await)
             .await
             .map_err(store_err)?;
         self.declared().insert(queue.to_string());
