@@ -124,6 +124,9 @@ pub struct GroupTicks {
     /// The worker process and everything under it (its keeper, its modules),
     /// with what they reaped.
     pub worker: u64,
+    /// The worker process alone: its threads' utime + stime, without its
+    /// keeper and modules (the dispatch machinery's own CPU).
+    pub worker_own: u64,
     /// Every process named `postgres` (server, backends, its helpers).
     pub postgres: u64,
     pub rabbitmq: u64,
@@ -155,6 +158,9 @@ pub fn group_ticks(procs: &[ProcStat], worker: u32, bench: u32) -> GroupTicks {
             g.bench += p.own;
         } else if lineage(p, &|c| c.pid == worker) {
             g.worker += all;
+            if p.pid == worker {
+                g.worker_own += p.own;
+            }
         } else if p.comm == "postgres" {
             g.postgres += all;
         } else if RABBITMQ.contains(&p.comm.as_str()) || lineage(p, &|c| c.comm == "beam.smp") {
@@ -164,11 +170,50 @@ pub fn group_ticks(procs: &[ProcStat], worker: u32, bench: u32) -> GroupTicks {
     g
 }
 
+/// Context switches of a process's live threads, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Switches {
+    /// The thread blocked (waited for I/O, a lock, a wake-up).
+    pub voluntary: u64,
+    /// The thread was preempted: something else wanted its CPU.
+    pub involuntary: u64,
+}
+
+/// Reads `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from a
+/// thread's `/proc/PID/task/TID/status`.
+pub fn parse_switches(status: &str) -> Option<Switches> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some(Switches {
+        voluntary: field("voluntary_ctxt_switches:")?,
+        involuntary: field("nonvoluntary_ctxt_switches:")?,
+    })
+}
+
+/// The switches of `pid`'s threads alive now (a thread that ended takes
+/// its counts with it: tokio's idle blocking threads live 10 s, longer
+/// than a phase).
+pub fn switches(pid: u32) -> Switches {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Switches::default();
+    };
+    dir.filter_map(|e| parse_switches(&std::fs::read_to_string(e.ok()?.path().join("status")).ok()?))
+        .fold(Switches::default(), |a, b| Switches {
+            voluntary: a.voluntary + b.voluntary,
+            involuntary: a.involuntary + b.involuntary,
+        })
+}
+
 /// The machine and the groups at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub cpu: CpuTimes,
     pub groups: GroupTicks,
+    /// The worker process's threads.
+    pub worker_switches: Switches,
 }
 
 impl Sample {
@@ -177,7 +222,11 @@ impl Sample {
     pub fn take(worker: u32) -> anyhow::Result<Sample> {
         let cpu = CpuTimes::read()?;
         let groups = group_ticks(&processes(), worker, std::process::id());
-        Ok(Sample { cpu, groups })
+        Ok(Sample {
+            cpu,
+            groups,
+            worker_switches: switches(worker),
+        })
     }
 }
 
@@ -190,6 +239,15 @@ pub struct CpuPerExecution {
     pub machine_busy: f64,
     pub machine_ms: f64,
     pub worker_ms: f64,
+    /// The worker process alone, without its keeper and modules: what
+    /// dispatching costs it (the part of `worker_ms` that is ours).
+    pub worker_own_ms: f64,
+    /// The worker's threads' context switches per execution, voluntary
+    /// (a wait) and involuntary (preempted). Unlike the times, these move
+    /// little with the machine's speed, so an A/B of a change to the step's
+    /// path shows here first.
+    pub worker_switches_voluntary: f64,
+    pub worker_switches_involuntary: f64,
     pub postgres_ms: f64,
     pub rabbitmq_ms: f64,
     pub bench_ms: f64,
@@ -207,6 +265,9 @@ pub fn per_execution(before: &Sample, after: &Sample, executions: u64, ticks_per
     let (b, a) = (&before.groups, &after.groups);
     let machine_ms = per(d(before.cpu.busy, after.cpu.busy));
     let worker_ms = per(d(b.worker, a.worker));
+    let worker_own_ms = per(d(b.worker_own, a.worker_own));
+    let (sb, sa) = (before.worker_switches, after.worker_switches);
+    let each = |n: u64| n as f64 / executions.max(1) as f64;
     let postgres_ms = per(d(b.postgres, a.postgres));
     let rabbitmq_ms = per(d(b.rabbitmq, a.rabbitmq));
     let bench_ms = per(d(b.bench, a.bench));
@@ -216,6 +277,9 @@ pub fn per_execution(before: &Sample, after: &Sample, executions: u64, ticks_per
         machine_busy: before.cpu.busy_fraction(after.cpu),
         machine_ms,
         worker_ms,
+        worker_own_ms,
+        worker_switches_voluntary: each(d(sb.voluntary, sa.voluntary)),
+        worker_switches_involuntary: each(d(sb.involuntary, sa.involuntary)),
         postgres_ms,
         rabbitmq_ms,
         bench_ms,
@@ -401,6 +465,31 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_status_gives_its_voluntary_and_involuntary_switches() {
+        let status = "Name:\ttokio-rt-worker\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t7499\n\
+                      nonvoluntary_ctxt_switches:\t1519\n";
+        assert_eq!(
+            parse_switches(status),
+            Some(Switches {
+                voluntary: 7499,
+                involuntary: 1519
+            })
+        );
+        assert_eq!(parse_switches("Name:\tx\nvoluntary_ctxt_switches:\t3\n"), None);
+    }
+
+    #[test]
+    fn the_switches_of_this_process_are_read_and_grow() {
+        let me = std::process::id();
+        let before = switches(me);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = switches(me);
+        assert!(after.voluntary >= before.voluntary + 20, "{before:?} -> {after:?}");
+    }
+
+    #[test]
     fn busy_fraction_is_the_busy_share_of_the_interval() {
         let a = CpuTimes { busy: 100, total: 1000 };
         let b = CpuTimes { busy: 150, total: 1200 };
@@ -436,6 +525,7 @@ mod tests {
             group_ticks(&procs, 20, 10),
             GroupTicks {
                 worker: 50 + 30 + 5 + 1 + 2,
+                worker_own: 50,
                 postgres: 40 + 60 + 7,
                 rabbitmq: 80 + 1 + 3 + 1 + 2,
                 bench: 100,
@@ -449,15 +539,23 @@ mod tests {
             cpu: CpuTimes { busy, total },
             groups: GroupTicks {
                 worker,
+                worker_own: worker / 4,
                 postgres,
                 rabbitmq,
                 bench,
+            },
+            worker_switches: Switches {
+                voluntary: worker * 10,
+                involuntary: worker,
             },
         };
         // 10 s of 2 CPUs at 100 ticks/s = 2000 ticks; 1000 busy over 500 executions.
         let c = per_execution(&at(0, 0, 0, 0, 0, 0), &at(1000, 2000, 400, 300, 150, 100), 500, 100);
         assert!((c.machine_ms - 20.0).abs() < 1e-9);
         assert!((c.worker_ms - 8.0).abs() < 1e-9);
+        assert!((c.worker_own_ms - 2.0).abs() < 1e-9);
+        assert!((c.worker_switches_voluntary - 8.0).abs() < 1e-9);
+        assert!((c.worker_switches_involuntary - 0.8).abs() < 1e-9);
         assert!((c.postgres_ms - 6.0).abs() < 1e-9);
         assert!((c.rabbitmq_ms - 3.0).abs() < 1e-9);
         assert!((c.bench_ms - 2.0).abs() < 1e-9);

@@ -46,6 +46,17 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
     let sum = part("worker_ms") + part("postgres_ms") + part("rabbitmq_ms") + part("bench_ms") + part("rest_ms");
     assert!((sum - part("machine_ms")).abs() < 1e-6, "the split adds up: {cpu}");
     assert!(part("worker_ms") > 0.0, "the worker process ran the modules: {cpu}");
+    // Its own threads are a part of it (jiffies: 0 is possible for 8 executions).
+    assert!(
+        part("worker_own_ms") >= 0.0 && part("worker_own_ms") <= part("worker_ms"),
+        "{cpu}"
+    );
+    // Its threads waited (for the modules, the store) while they ran.
+    assert!(part("worker_switches_voluntary") > 0.0, "{cpu}");
+    assert!(
+        stdout.contains("context switches (voluntary + preempted) per module execution"),
+        "{stdout}"
+    );
     // A real process beside the bench, and its keeper beside it.
     assert!(r["worker"]["worker_peak_rss_kib"].as_u64().unwrap() > 1024, "{r}");
     assert!(r["worker"]["keeper_peak_rss_kib"].as_u64().unwrap() > 0, "{r}");

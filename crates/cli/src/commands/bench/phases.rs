@@ -187,6 +187,11 @@ impl Bench {
             cpu.bench_ms,
             cpu.rest_ms
         );
+        println!(
+            "  the worker process alone (its threads, without keeper and modules): {:.2} CPU-ms and {:.1} + {:.1} \
+             context switches (voluntary + preempted) per module execution",
+            cpu.worker_own_ms, cpu.worker_switches_voluntary, cpu.worker_switches_involuntary
+        );
         if cpu.unexplained_share >= 0.10 {
             println!(
                 "  ({:.0}% of the machine went to none of these: something else ran meanwhile)",
