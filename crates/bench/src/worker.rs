@@ -6,7 +6,9 @@
 //! It never outlives the benchmark: [`WorkerProcess::stop`] sends SIGTERM
 //! and waits for the drain; dropped without that (an error on the way), the
 //! child is killed outright (`kill_on_drop`), and its keeper, seeing its pipe
-//! close, stops whatever module was still running.
+//! close, stops whatever module was still running. `scheduler bench` drops
+//! it so on SIGINT, SIGTERM and SIGHUP too (`commands/bench.rs`): before,
+//! a bench killed by a signal left its worker consuming its queue.
 
 use crate::machine;
 use anyhow::{Context, bail};

@@ -67,3 +67,80 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
     let log = kept.rsplit("log ").next().unwrap();
     assert!(!std::path::Path::new(log).exists(), "{log} left behind");
 }
+
+/// The bench's worker process, a child of `bench` whose command line holds
+/// `worker`, once it is there.
+fn worker_of(bench: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let worker = cmdline.split(|b| *b == 0).any(|a| a == b"worker");
+        (ppid == bench && worker).then_some(pid)
+    })
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z"),
+    }
+}
+
+#[test]
+fn a_bench_stopped_by_a_signal_stops_its_worker_too() {
+    use std::time::{Duration, Instant};
+    let mut env = Env::new(&[], &[]);
+    let given = env.db_name.clone();
+    env.db_name = format!("{given}_bench");
+    let mut cmd = env.cmd();
+    if !embedded_mode() {
+        cmd.env("DATABASE_URL", format!("{}/{given}", base_db_url()));
+    }
+    let bench = cmd
+        .args([
+            "bench",
+            "--runs",
+            "100000",
+            "--steps",
+            "5",
+            "-c",
+            "2",
+            "--latency-runs",
+            "100000",
+        ])
+        .args(["--quiet-wait", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let worker = loop {
+        if let Some(pid) = worker_of(bench.id()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the bench started no worker within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let it work a moment: the signal lands mid-phase.
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bench.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(worker) {
+        assert!(
+            Instant::now() < deadline,
+            "the bench's worker {worker} outlived the bench by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -70,7 +70,14 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mode = Mode::of(g)?;
     let dir = std::env::temp_dir().join(format!("scheduler-bench-{}", std::process::id()));
     make_project(&dir, a.steps)?;
-    match run(g, a, &mode, &dir).await {
+    // A signal drops the bench where it is: its worker process with it
+    // (killed on drop; its keeper then stops a module still running), so
+    // the worker never outlives the bench on its queue.
+    let outcome = tokio::select! {
+        outcome = run(g, a, &mode, &dir) => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}; the bench's worker was stopped too")),
+    };
+    match outcome {
         Ok(report) => {
             std::fs::remove_dir_all(&dir).ok();
             if let Some(path) = &a.json {
@@ -87,6 +94,25 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
             );
             Err(e)
         }
+    }
+}
+
+/// Returns the name of the first of SIGINT, SIGTERM and SIGHUP received.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    async fn one(kind: SignalKind) {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // Not catchable here: the default action (the process ends) stays.
+            Err(_) => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = one(SignalKind::interrupt()) => "SIGINT",
+        _ = one(SignalKind::terminate()) => "SIGTERM",
+        _ = one(SignalKind::hangup()) => "SIGHUP",
     }
 }
 
