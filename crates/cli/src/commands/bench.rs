@@ -35,6 +35,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -68,6 +69,11 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--runs, --steps and --concurrency must be at least 1");
     }
     let mode = Mode::of(g)?;
+    let (mut int, mut term, mut hup) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
     let dir = std::env::temp_dir().join(format!("scheduler-bench-{}", std::process::id()));
     make_project(&dir, a.steps)?;
     // A signal drops the bench where it is: its worker process with it
@@ -75,7 +81,9 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     // the worker never outlives the bench on its queue.
     let outcome = tokio::select! {
         outcome = run(g, a, &mode, &dir) => outcome,
-        signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}; the bench's worker was stopped too")),
+        _ = int.recv() => Err(stopped("SIGINT")),
+        _ = term.recv() => Err(stopped("SIGTERM")),
+        _ = hup.recv() => Err(stopped("SIGHUP")),
     };
     match outcome {
         Ok(report) => {
@@ -97,23 +105,8 @@ pub async fn bench(g: &Global, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Returns the name of the first of SIGINT, SIGTERM and SIGHUP received.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    async fn one(kind: SignalKind) {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            // Not catchable here: the default action (the process ends) stays.
-            Err(_) => std::future::pending().await,
-        }
-    }
-    tokio::select! {
-        _ = one(SignalKind::interrupt()) => "SIGINT",
-        _ = one(SignalKind::terminate()) => "SIGTERM",
-        _ = one(SignalKind::hangup()) => "SIGHUP",
-    }
+fn stopped(signal: &str) -> anyhow::Error {
+    anyhow::anyhow!("stopped by {signal}; the bench's worker was stopped too")
 }
 
 async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Result<Report> {
