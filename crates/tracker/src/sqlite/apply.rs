@@ -24,16 +24,19 @@
 //!    healthcheck pings when it moved (`MOVE_EVENTS`). The hot path (close,
 //!    read, queue) issues none of these statements.
 
-use super::apply_sql::{CLOSE, HEALTHCHECK, QueuedRow, RunRow, bind_close, move_sql, queue_sql, read_sql, written};
+use super::apply_sql::{
+    CLOSE, HEALTHCHECK, QueuedRow, RunRow, close_values, move_sql, queue_sql, queue_values, read_sql, read_values,
+    written,
+};
+use super::inline::{execute, first, int, opt, text, time, uuid};
 use super::{Embedded, Turn, now};
 use crate::Result;
 use crate::apply::{ClaimFor, Close, Write, Written};
 use crate::executions::ExecResult;
 use crate::runs::strip_nul;
 use chrono::{DateTime, Utc};
+use rusqlite::TransactionBehavior;
 use scheduler_core::RunState;
-use sqlx::types::Json;
-use sqlx::{Row, SqliteConnection};
 use std::sync::LazyLock;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -165,50 +168,43 @@ impl OwnedWrite {
 /// Writes `batch` in one transaction (the caller holds the write turn) and
 /// answers each.
 async fn lead(turn: Turn, batch: Vec<Pending>) {
-    if let [p] = &batch[..]
-        && super::apply_hot::is_hot(&p.write.as_write())
-    {
-        let w = p.write.as_write();
-        let result = turn.script(async |c| super::apply_hot::apply_hot(c, &w).await).await;
-        if let Some(p) = batch.into_iter().next() {
-            let _ = p.answer.send(Answer::Written(Box::new(result)));
-        }
-        return;
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    let group = async {
-        let mut tx = turn.begin().await?;
-        for p in &batch {
-            if batch.len() == 1 {
-                // Alone: no savepoint; a write that fails is not committed
-                // (the transaction rolls back when dropped).
-                let result = apply_on(&mut tx, &p.write.as_write()).await;
-                let failed = result.is_err();
-                results.push(result);
-                if failed {
-                    return Ok(());
+    let group = turn
+        .inline(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(batch.len());
+            for p in &batch {
+                if batch.len() == 1 {
+                    // Alone: no savepoint; a write that fails is not
+                    // committed (the transaction rolls back when dropped).
+                    let result = apply_on(&tx, &p.write.as_write());
+                    let failed = result.is_err();
+                    results.push(result);
+                    if failed {
+                        return Ok(results);
+                    }
+                    continue;
                 }
-                continue;
+                tx.execute_batch("SAVEPOINT w")?;
+                let result = apply_on(&tx, &p.write.as_write());
+                if result.is_err() {
+                    tx.execute_batch("ROLLBACK TO w")?;
+                }
+                tx.execute_batch("RELEASE w")?;
+                results.push(result);
             }
-            sqlx::query("SAVEPOINT w").execute(&mut *tx).await?;
-            let result = apply_on(&mut tx, &p.write.as_write()).await;
-            if result.is_err() {
-                sqlx::query("ROLLBACK TO w").execute(&mut *tx).await?;
-            }
-            sqlx::query("RELEASE w").execute(&mut *tx).await?;
-            results.push(result);
-        }
-        tx.commit().await
-    };
-    match group.await {
-        Ok(()) => {
+            tx.commit()?;
+            Ok(results)
+        })
+        .await;
+    match group {
+        Ok(results) => {
             for (p, result) in batch.into_iter().zip(results) {
                 let _ = p.answer.send(Answer::Written(Box::new(result)));
             }
         }
         Err(e) if batch.len() == 1 => {
             if let Some(p) = batch.into_iter().next() {
-                let _ = p.answer.send(Answer::Written(Box::new(Err(e.into()))));
+                let _ = p.answer.send(Answer::Written(Box::new(Err(e))));
             }
         }
         Err(e) => {
@@ -222,52 +218,53 @@ async fn lead(turn: Turn, batch: Vec<Pending>) {
 
 /// [`apply_write`] in a transaction of its own.
 async fn apply_alone(t: &Embedded, w: &Write<'_>) -> Result<Written> {
-    let mut tx = t.begin().await?;
-    let written = apply_on(&mut tx, w).await?;
-    tx.commit().await?;
-    Ok(written)
+    t.turn()
+        .await
+        .inline(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let written = apply_on(&tx, w)?;
+            tx.commit()?;
+            Ok(written)
+        })
+        .await
 }
 
-/// [`apply_write`] on a given connection, inside the caller's `BEGIN
+static READ: LazyLock<String> = LazyLock::new(|| read_sql(""));
+static MOVE: LazyLock<String> = LazyLock::new(move_sql);
+static QUEUE: LazyLock<String> = LazyLock::new(|| queue_sql(""));
+
+/// [`apply_write`] on the inline connection, inside the caller's `BEGIN
 /// IMMEDIATE` transaction.
-pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Result<Written> {
+pub(crate) fn apply_on(conn: &rusqlite::Connection, w: &Write<'_>) -> Result<Written> {
     let now = now();
     let plan = w.plan;
     let delayed = plan.queue.and_then(|q| q.delay);
 
     // 1. Close.
     if let Some(close) = w.close
-        && !close_execution(conn, w.run_id, close, now).await?
+        && !close_execution(conn, w.run_id, close, now)?
     {
         return Ok(Written::default());
     }
 
     // 2. Move, or read.
-    let step = plan.queue.map(|q| q.step as i32);
-    let run: Option<RunRow> = match plan.run {
+    let step = plan.queue.map(|q| q.step);
+    let run = match plan.run {
         Some(m) => {
-            static MOVE: LazyLock<String> = LazyLock::new(move_sql);
-            sqlx::query_as(sqlx::AssertSqlSafe(MOVE.as_str()))
-                .bind(w.run_id)
-                .bind(step)
-                .bind(m.from.as_str())
-                .bind(m.to.as_str())
-                .bind(plan.failure.as_ref().map(|f| f.step as i32))
-                .bind(plan.failure.as_ref().map(|f| strip_nul(&f.reason)))
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?
+            let values = [
+                uuid(w.run_id),
+                opt(step, int),
+                text(m.from.as_str()),
+                text(m.to.as_str()),
+                opt(plan.failure.as_ref().map(|f| f.step), int),
+                opt(plan.failure.as_ref().map(|f| strip_nul(&f.reason)), text),
+                time(now),
+            ];
+            first(conn, &MOVE, &values, RunRow::inline)?
         }
         // Read, not written: updating the run on every step would rewrite
         // its row and every index on it.
-        None => {
-            static READ: LazyLock<String> = LazyLock::new(|| read_sql(""));
-            sqlx::query_as(sqlx::AssertSqlSafe(READ.as_str()))
-                .bind(w.run_id)
-                .bind(step)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
+        None => first(conn, &READ, &read_values(w.run_id, step), RunRow::inline)?,
     };
     let Some(run) = run else {
         return Ok(Written {
@@ -278,37 +275,22 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
 
     // 3. A run moved to `canceled` takes its queued executions with it.
     if plan.run.is_some_and(|m| m.to == RunState::Canceled) {
-        sqlx::query(
+        execute(
+            conn,
             "UPDATE executions SET state = 'canceled', finished_at = $2 WHERE run_id = $1 AND state = 'queued'",
-        )
-        .bind(w.run_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+            &[uuid(w.run_id), time(now)],
+        )?;
     }
 
     // 4. Queue.
-    let queued: Option<QueuedRow> = match plan.queue {
+    let queued = match plan.queue {
         None => None,
-        Some(q) => {
-            let claim = w.claim_for.filter(|_| delayed.is_none());
-            let lease_until = claim.map(|c| after(now, c.lease));
-            let due_at = delayed.map(|d| after(now, d));
-            let queues = Json(claim.map_or(&[][..], |c| c.queues));
-            static QUEUE: LazyLock<String> = LazyLock::new(|| queue_sql(""));
-            sqlx::query_as(sqlx::AssertSqlSafe(QUEUE.as_str()))
-                .bind(w.run_id)
-                .bind(q.step as i32)
-                .bind(q.attempt as i32)
-                .bind(claim.map(|c| c.worker_id))
-                .bind(lease_until)
-                .bind(q.retry as i32)
-                .bind(due_at)
-                .bind(queues)
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
+        Some(q) => first(
+            conn,
+            &QUEUE,
+            &queue_values(w.run_id, q, w.claim_for, now),
+            QueuedRow::inline,
+        )?,
     };
 
     // 5. Events.
@@ -317,7 +299,8 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
         && plan.run.is_none()
         && let (Some(q), Some(Close::Finish { key, result, .. }), Some(queue)) = (plan.queue, w.close, &queued)
     {
-        sqlx::query(
+        execute(
+            conn,
             "INSERT INTO events (kind, sequence, run_id, step, attempt, message, detail, at)
              SELECT 'step_retrying', sequence, id, $2, $3, $4,
                     json_patch('{}', json_object(
@@ -326,23 +309,23 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
                         'due_at', $9, 'exit_code', $10)),
                     $11
                FROM runs WHERE id = $1",
-        )
-        .bind(w.run_id)
-        .bind(key.step as i32)
-        .bind(key.attempt as i32)
-        .bind(result.error.as_deref().map(strip_nul))
-        .bind(&queue.module)
-        .bind(queue.retry)
-        .bind(q.attempt as i32)
-        .bind(q.step as i32)
-        .bind(delayed.map(|d| after(now, d)))
-        .bind(result.exit_code)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+            &[
+                uuid(w.run_id),
+                int(key.step),
+                int(key.attempt),
+                opt(result.error.as_deref().map(strip_nul), text),
+                text(queue.module.as_str()),
+                int(queue.retry),
+                int(q.attempt),
+                int(q.step),
+                opt(delayed.map(|d| after(now, d)), time),
+                opt(result.exit_code, int),
+                time(now),
+            ],
+        )?;
     }
     if let Some(m) = plan.run {
-        move_events(conn, w, m.from, m.to, &run.sequence, now).await?;
+        move_events(conn, w, m.from, m.to, &run.sequence, now)?;
     }
 
     Ok(written(run, queued))
@@ -350,8 +333,8 @@ pub(crate) async fn apply_on(conn: &mut SqliteConnection, w: &Write<'_>) -> Resu
 
 /// Closes a running execution: the holder's result, or recovery's
 /// `abandoned` once its lease expired. True if it applied.
-async fn close_execution(
-    conn: &mut SqliteConnection,
+fn close_execution(
+    conn: &rusqlite::Connection,
     run_id: uuid::Uuid,
     close: Close<'_>,
     now: DateTime<Utc>,
@@ -360,24 +343,22 @@ async fn close_execution(
     let key = match close {
         Close::Finish { key, .. } | Close::Abandon { key, .. } => key,
     };
-    let closed = bind_close(sqlx::query(CLOSE), run_id, close, now)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = closed else {
+    let started_at = first(conn, CLOSE, &close_values(run_id, close, now), |row| {
+        Ok(row.get::<_, Option<String>>(0)?)
+    })?;
+    let Some(started_at) = started_at else {
         return Ok(false);
     };
-    let started_at: Option<DateTime<Utc>> = row.try_get(0)?;
     if !finished {
         // PostgreSQL computes an abandoned attempt's duration in SQL
         // (`now() - started_at`); times here are computed in Rust.
-        let ms = started_at.map(|s| (now - s).num_milliseconds());
-        sqlx::query("UPDATE executions SET duration_ms = $4 WHERE run_id = $1 AND step = $2 AND attempt = $3")
-            .bind(run_id)
-            .bind(key.step as i32)
-            .bind(key.attempt as i32)
-            .bind(ms)
-            .execute(&mut *conn)
-            .await?;
+        let started_at = started_at.and_then(|s| DateTime::parse_from_rfc3339(&s).ok());
+        let ms = started_at.map(|s| now.signed_duration_since(s).num_milliseconds());
+        execute(
+            conn,
+            "UPDATE executions SET duration_ms = $4 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+            &[uuid(run_id), int(key.step), int(key.attempt), opt(ms, int)],
+        )?;
     }
     Ok(true)
 }
@@ -387,8 +368,8 @@ async fn close_execution(
 /// the streak; the success deletes its row), and the healthcheck pings of a
 /// run whose snapshot names a `healthcheck_url` (start from `queued`,
 /// success, fail). Called only after the move applied.
-async fn move_events(
-    conn: &mut SqliteConnection,
+fn move_events(
+    conn: &rusqlite::Connection,
     w: &Write<'_>,
     from: RunState,
     to: RunState,
@@ -396,51 +377,45 @@ async fn move_events(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let plan = w.plan;
-    let failed_step = plan.failure.as_ref().map(|f| f.step as i32);
+    let failed_step = plan.failure.as_ref().map(|f| f.step);
     let reason = plan.failure.as_ref().map(|f| strip_nul(&f.reason));
     if to == RunState::Failed {
-        sqlx::query(
+        execute(
+            conn,
             "INSERT INTO failing_sequences AS fs (sequence, since, failures, last_run) VALUES ($1, $2, 1, $3)
              ON CONFLICT (sequence) DO UPDATE SET failures = fs.failures + 1, last_run = excluded.last_run",
-        )
-        .bind(sequence)
-        .bind(now)
-        .bind(w.run_id)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
+            &[text(sequence), time(now), uuid(w.run_id)],
+        )?;
+        execute(
+            conn,
             "INSERT INTO events (kind, sequence, run_id, step, message, detail, at)
              SELECT 'run_failed', sequence, id, $2, $3,
                     json_patch('{}', json_object('module', json_extract(snapshot, '$.steps[' || $2 || '].module_name'),
                                                  'schedule', json_extract(snapshot, '$.schedule'))),
                     $4
                FROM runs WHERE id = $1",
-        )
-        .bind(w.run_id)
-        .bind(failed_step)
-        .bind(reason.clone())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+            &[
+                uuid(w.run_id),
+                opt(failed_step, int),
+                opt(reason.clone(), text),
+                time(now),
+            ],
+        )?;
     }
     if to == RunState::Succeeded {
-        let green: Option<(String, i64)> =
-            sqlx::query_as("DELETE FROM failing_sequences WHERE sequence = $1 RETURNING since, failures")
-                .bind(sequence)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let green = first(
+            conn,
+            "DELETE FROM failing_sequences WHERE sequence = $1 RETURNING since, failures",
+            &[text(sequence)],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )?;
         if let Some((since, failures)) = green {
-            sqlx::query(
+            execute(
+                conn,
                 "INSERT INTO events (kind, sequence, run_id, detail, at)
                  VALUES ('run_recovered', $1, $2, json_object('failing_since', $3, 'failures', $4), $5)",
-            )
-            .bind(sequence)
-            .bind(w.run_id)
-            .bind(since)
-            .bind(failures)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+                &[text(sequence), uuid(w.run_id), text(since), int(failures), time(now)],
+            )?;
         }
     }
     if (from, to) == (RunState::Queued, RunState::Running) || matches!(to, RunState::Succeeded | RunState::Failed) {
@@ -449,13 +424,16 @@ async fn move_events(
             RunState::Succeeded => "healthcheck_success",
             _ => "healthcheck_fail",
         };
-        sqlx::query(HEALTHCHECK)
-            .bind(w.run_id)
-            .bind(kind)
-            .bind(reason.filter(|_| to == RunState::Failed))
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        execute(
+            conn,
+            HEALTHCHECK,
+            &[
+                uuid(w.run_id),
+                text(kind),
+                opt(reason.filter(|_| to == RunState::Failed), text),
+                time(now),
+            ],
+        )?;
     }
     Ok(())
 }

@@ -1,14 +1,16 @@
 //! The statements of a decision's write in the embedded store (`apply.rs`
-//! runs them one by one; `apply_hot.rs` runs the step's own write as one
-//! script of the same texts), their parameters, and the answer they make.
+//! runs them on the inline connection), their parameters, and the answer
+//! they make.
 
-use crate::apply::{Close, Written};
+use super::apply::after;
+use super::inline::{Value, int, opt, text, time, uuid};
+use crate::TrackerError;
+use crate::apply::{ClaimFor, Close, Written};
 use crate::executions::{Claimed, ExecResult, ModuleEnv, StepDef, env_pairs};
 use crate::runs::strip_nul;
 use chrono::{DateTime, Utc};
 use scheduler_core::ExecState;
-use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments};
+use scheduler_core::machine::StepAttempt;
 use sqlx::types::Json;
 use std::sync::LazyLock;
 
@@ -97,14 +99,9 @@ pub(super) const CLOSE: &str = "UPDATE executions
             AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
       RETURNING started_at";
 
-/// [`CLOSE`]'s `$1..$36` bound to `query` (its text is `CLOSE`, or begins
-/// with statements that name their parameters the same way).
-pub(super) fn bind_close<'q>(
-    query: Query<'q, Sqlite, SqliteArguments>,
-    run_id: uuid::Uuid,
-    close: Close<'q>,
-    now: DateTime<Utc>,
-) -> Query<'q, Sqlite, SqliteArguments> {
+/// [`CLOSE`]'s `$1..$36`, in order: the values the general path binds to
+/// sqlx ([`bind_close`]) and the step's write binds inline.
+pub(super) fn close_values(run_id: uuid::Uuid, close: Close<'_>, now: DateTime<Utc>) -> Vec<Value> {
     static ABANDONED: LazyLock<ExecResult> = LazyLock::new(|| ExecResult::new(ExecState::Abandoned));
     let (finished, key, worker, state, result, error) = match close {
         Close::Finish { key, worker_id, result } => (
@@ -126,37 +123,67 @@ pub(super) fn bind_close<'q>(
     };
     let output = result.output.as_ref().filter(|_| finished);
     let warnings = (finished && !result.warnings.is_empty())
-        .then(|| Json(result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()));
-    let mut query = query
-        .bind(run_id)
-        .bind(if finished { "finish" } else { "abandon" })
-        .bind(key.step as i32)
-        .bind(key.attempt as i32)
-        .bind(worker)
-        .bind(state.as_str())
-        .bind(finished.then_some(result.duration_ms))
-        .bind(result.exit_code)
-        .bind(result.signal)
-        .bind(error)
-        .bind(finished.then(|| strip_nul(&result.stdout_tail)))
-        .bind(finished.then(|| strip_nul(&result.stderr_tail)))
-        .bind(finished.then_some(result.stdout_bytes))
-        .bind(finished.then_some(result.stderr_bytes));
-    for _ in 15..=25 {
-        query = query.bind(None::<i32>);
-    }
-    query
-        .bind(finished.then_some(result.wall_us).flatten())
-        .bind(finished.then_some(result.peak_rss_kib).flatten())
-        .bind(finished.then_some(result.user_cpu_us).flatten())
-        .bind(finished.then_some(result.sys_cpu_us).flatten())
-        .bind(output.map(|o| strip_nul(&o.path)))
-        .bind(output.map(|o| o.bytes))
-        .bind(output.map(|o| o.mtime))
-        .bind(output.and_then(|o| o.sha256.clone()))
-        .bind(warnings)
-        .bind(now)
-        .bind(finished.then_some(result.pid).flatten().map(|p| p as i32))
+        .then(|| serde_json::to_string(&result.warnings.iter().map(|w| strip_nul(w)).collect::<Vec<_>>()));
+    let only_finished = |v: Option<i64>| opt(v.filter(|_| finished), int);
+    let mut values = vec![
+        uuid(run_id),
+        text(if finished { "finish" } else { "abandon" }),
+        int(key.step),
+        int(key.attempt),
+        opt(worker, uuid),
+        text(state.as_str()),
+        only_finished(Some(result.duration_ms)),
+        opt(result.exit_code, int),
+        opt(result.signal, int),
+        opt(error, text),
+        opt(finished.then(|| strip_nul(&result.stdout_tail)), text),
+        opt(finished.then(|| strip_nul(&result.stderr_tail)), text),
+        only_finished(Some(result.stdout_bytes)),
+        only_finished(Some(result.stderr_bytes)),
+    ];
+    values.extend((15..=25).map(|_| Value::Null));
+    values.extend([
+        only_finished(result.wall_us),
+        only_finished(result.peak_rss_kib),
+        only_finished(result.user_cpu_us),
+        only_finished(result.sys_cpu_us),
+        opt(output.map(|o| strip_nul(&o.path)), text),
+        opt(output.map(|o| o.bytes), int),
+        opt(output.map(|o| o.mtime), time),
+        opt(output.and_then(|o| o.sha256.clone()), text),
+        opt(warnings.and_then(|w| w.ok()), text),
+        time(now),
+        opt(result.pid.filter(|_| finished), |p| int(p as i32)),
+    ]);
+    values
+}
+
+/// The read's `$1..$2`: the run, the step to queue.
+pub(super) fn read_values(run_id: uuid::Uuid, step: Option<u32>) -> Vec<Value> {
+    vec![uuid(run_id), opt(step, int)]
+}
+
+/// [`queue_sql`]'s `$1..$9`: execution `q` of run `run_id`, claimed for
+/// `claim` (unless delayed), due after its delay.
+pub(super) fn queue_values(
+    run_id: uuid::Uuid,
+    q: StepAttempt,
+    claim: Option<ClaimFor<'_>>,
+    now: DateTime<Utc>,
+) -> Vec<Value> {
+    let claim = claim.filter(|_| q.delay.is_none());
+    let queues = serde_json::to_string(claim.map_or(&[][..], |c| c.queues)).unwrap_or_else(|_| "[]".into());
+    vec![
+        uuid(run_id),
+        int(q.step),
+        int(q.attempt),
+        opt(claim.map(|c| c.worker_id), uuid),
+        opt(claim.map(|c| after(now, c.lease)), time),
+        int(q.retry),
+        opt(q.delay.map(|d| after(now, d)), time),
+        text(queues),
+        time(now),
+    ]
 }
 
 /// What a write that closed (if it had to), then read or moved `run` and
@@ -189,7 +216,6 @@ pub(super) fn written(run: RunRow, queued: Option<QueuedRow>) -> Written {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(super) struct RunRow {
     pub(super) sequence: String,
     step_count: i32,
@@ -202,7 +228,23 @@ pub(super) struct RunRow {
     step_def: Option<StepDef>,
 }
 
-#[derive(sqlx::FromRow)]
+impl RunRow {
+    /// The row of [`read_sql`] or [`move_sql`] from the inline connection.
+    pub(super) fn inline(row: &rusqlite::Row<'_>) -> Result<RunRow, TrackerError> {
+        Ok(RunRow {
+            sequence: row.get("sequence")?,
+            step_count: row.get("step_count")?,
+            queue: row.get("queue")?,
+            limited: row.get("limited")?,
+            logical_date: row.get("logical_date")?,
+            schedule: row.get("schedule")?,
+            cwd: row.get("cwd")?,
+            env: super::inline::json(row, "env")?,
+            step_def: super::inline::json(row, "step_def")?,
+        })
+    }
+}
+
 pub(super) struct QueuedRow {
     pub(super) module: String,
     argv: Json<Vec<String>>,
@@ -210,4 +252,18 @@ pub(super) struct QueuedRow {
     pub(super) retry: i32,
     queue: Option<String>,
     state: String,
+}
+
+impl QueuedRow {
+    /// The row of [`queue_sql`] from the inline connection.
+    pub(super) fn inline(row: &rusqlite::Row<'_>) -> Result<QueuedRow, TrackerError> {
+        Ok(QueuedRow {
+            module: row.get("module")?,
+            argv: super::inline::json(row, "argv")?.unwrap_or_default(),
+            timeout_secs: row.get("timeout_secs")?,
+            retry: row.get("retry")?,
+            queue: row.get("queue")?,
+            state: row.get("state")?,
+        })
+    }
 }

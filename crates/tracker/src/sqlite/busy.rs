@@ -36,7 +36,13 @@ pub(crate) fn pause(waited: Duration) -> Duration {
 }
 
 extern "C" fn on_busy(timeout_ms: *mut c_void, count: c_int) -> c_int {
-    let timeout = Duration::from_millis(timeout_ms as usize as u64);
+    c_int::from(again(count, Duration::from_millis(timeout_ms as usize as u64)))
+}
+
+/// The busy handler's step, for both connections' handlers (`inline.rs`
+/// has the other): at try `count` of a wait bounded by `limit`, whether to
+/// try again, after pausing this thread.
+pub(crate) fn again(count: c_int, limit: Duration) -> bool {
     let now = Instant::now();
     let since = SINCE.with(|s| {
         if count == 0 || s.get().is_none() {
@@ -45,11 +51,11 @@ extern "C" fn on_busy(timeout_ms: *mut c_void, count: c_int) -> c_int {
         s.get().unwrap_or(now)
     });
     let waited = now - since;
-    if waited >= timeout {
-        return 0;
+    if waited >= limit {
+        return false;
     }
     std::thread::sleep(pause(waited));
-    1
+    true
 }
 
 /// Installs the handler on a connection (replacing its busy timeout).

@@ -37,16 +37,16 @@
 
 pub(crate) mod activity;
 pub(crate) mod apply;
-mod apply_hot;
-#[cfg(test)]
-mod apply_hot_tests;
 mod apply_sql;
+#[cfg(test)]
+mod apply_tests;
 mod busy;
 pub(crate) mod events;
 pub(crate) mod executions;
 #[cfg(test)]
 mod group_commit_tests;
 pub(crate) mod history;
+mod inline;
 pub(crate) mod logs;
 pub mod queue;
 pub(crate) mod recovery;

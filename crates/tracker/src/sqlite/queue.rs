@@ -25,7 +25,7 @@
 //! plus its busy slots are fewer than its concurrency, the same promise as
 //! RabbitMQ's "prefetch = free slots".
 
-use super::{Durability, Embedded, now};
+use super::{Durability, Embedded, inline, now};
 use crate::slots::{Admitted, NewRun};
 use scheduler_broker::{Acker, BrokerError, Inbox, Incoming, SlotControl, Slots, Transport};
 use scheduler_core::Message;
@@ -430,22 +430,23 @@ impl EmbeddedInbox {
     /// Takes the oldest ready message of the served queues, if any.
     async fn take_one(&self) -> Result<Option<(i64, Vec<u8>, i64)>> {
         loop {
-            let taken: Option<(i64, Vec<u8>, i64)> = self
+            let taken = self
                 .queue
                 .store
-                .write_as(Durability::Logged, async |c| {
-                    sqlx::query_as(
-                "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
-                 WHERE id = (SELECT id FROM queue_messages \
-                              WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?3)) \
-                              ORDER BY id LIMIT 1) \
-                   AND state = 'ready' \
-                 RETURNING id, body, deliveries",
-            )
-            .bind(self.id)
-            .bind(now())
-            .bind(&self.queues)
-            .fetch_optional(c).await
+                .turn()
+                .await
+                .inline_as(Durability::Logged, |c| {
+                    inline::first(
+                        c,
+                        "UPDATE queue_messages SET state = 'taken', consumer = ?1, taken_at = ?2, deliveries = deliveries + 1 \
+                         WHERE id = (SELECT id FROM queue_messages \
+                                      WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?3)) \
+                                      ORDER BY id LIMIT 1) \
+                           AND state = 'ready' \
+                         RETURNING id, body, deliveries",
+                        &[inline::uuid(self.id), inline::time(now()), inline::text(self.queues.as_str())],
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, i64>(2)?)),
+                    )
                 })
                 .await
                 .map_err(store_err)?;
@@ -570,8 +571,10 @@ impl EmbeddedAcker {
         let result = self
             .queue
             .store
-            .write_as(durability, async |c| {
-                sqlx::query(sql).bind(self.id).bind(self.consumer).execute(c).await
+            .turn()
+            .await
+            .inline_as(durability, |c| {
+                inline::execute(c, sql, &[inline::Value::Integer(self.id), inline::uuid(self.consumer)])
             })
             .await
             .map_err(store_err);

@@ -11,7 +11,7 @@
 //! there is no lock to take, and two starts at the same instant never both
 //! get the last slot.
 
-use super::{Embedded, now};
+use super::{Embedded, inline, now};
 use crate::apply::{Write, Written};
 use crate::runs::strip_nul;
 use crate::slots::{Admitted, NewRun};
@@ -123,27 +123,41 @@ pub(crate) async fn waiting_sequences(t: &Embedded) -> Result<Vec<String>> {
 /// run's sequence has a free slot, decided and written in one `BEGIN
 /// IMMEDIATE` transaction like any start; `Ok(Err(why))` when it has none.
 pub(crate) async fn apply_within_limit(t: &Embedded, w: &Write<'_>) -> Result<std::result::Result<Written, String>> {
-    let mut tx = t.begin().await?;
-    let run: Option<(String, Option<Json<Concurrency>>)> =
-        sqlx::query_as("SELECT sequence, json_extract(snapshot, '$.concurrency') FROM runs WHERE id = $1")
-            .bind(w.run_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((sequence, Some(Json(policy)))) = run
-        && let Some(max) = policy.max_concurrent
-    {
-        let holders = occupancy_holders(&mut tx, &sequence).await?;
-        if policy::free_slots(&policy, holders.len()) == 0 {
-            let held_by = holders.first().map(|h| h.run_id.to_string()).unwrap_or_default();
-            return Ok(Err(format!(
-                "{sequence} has no free slot (max_concurrent {max}; run {held_by} holds it): \
-                 retry once it ends"
-            )));
-        }
-    }
-    let written = super::apply::apply_on(&mut tx, w).await?;
-    tx.commit().await?;
-    Ok(Ok(written))
+    t.turn()
+        .await
+        .inline(|c| {
+            // Rolled back when dropped uncommitted (no free slot).
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let run = inline::first(
+                &tx,
+                "SELECT sequence, json_extract(snapshot, '$.concurrency') FROM runs WHERE id = $1",
+                &[inline::uuid(w.run_id)],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
+            )?;
+            if let Some((sequence, Some(policy))) = run {
+                let policy: Concurrency =
+                    serde_json::from_str(&policy).map_err(|e| TrackerError::Corrupt(format!("concurrency: {e}")))?;
+                if let Some(max) = policy.max_concurrent {
+                    let holders = inline::all(&tx, HOLDERS, &[inline::text(sequence.as_str())], |row| {
+                        Ok(Holder {
+                            run_id: inline::get_uuid(row, 0)?,
+                            stopping: row.get(1)?,
+                        })
+                    })?;
+                    if policy::free_slots(&policy, holders.len()) == 0 {
+                        let held_by = holders.first().map(|h| h.run_id.to_string()).unwrap_or_default();
+                        return Ok(Err(format!(
+                            "{sequence} has no free slot (max_concurrent {max}; run {held_by} holds it): \
+                             retry once it ends"
+                        )));
+                    }
+                }
+            }
+            let written = super::apply::apply_on(&tx, w)?;
+            tx.commit()?;
+            Ok(Ok(written))
+        })
+        .await
 }
 
 async fn insert(conn: &mut SqliteConnection, run: &NewRun, state: &str, note: Option<&str>) -> Result<()> {
@@ -184,19 +198,19 @@ async fn occupancy(tx: &mut SqliteConnection, sequence: &str) -> Result<Occupanc
     Ok(Occupancy { holders, waiting })
 }
 
-/// The runs holding a slot, in id order (UUIDv7: oldest first; BLOBs compare
-/// byte by byte, as PostgreSQL compares `uuid`).
-async fn occupancy_holders(tx: &mut SqliteConnection, sequence: &str) -> Result<Vec<Holder>> {
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT id, 0 FROM runs WHERE sequence = $1 AND state IN ('queued', 'running')
+/// The runs holding a slot (`$1`: the sequence), in id order (UUIDv7:
+/// oldest first; BLOBs compare byte by byte, as PostgreSQL compares
+/// `uuid`), each with whether it is stopping (canceled, a module still
+/// running).
+const HOLDERS: &str = "SELECT id, 0 FROM runs WHERE sequence = $1 AND state IN ('queued', 'running')
          UNION ALL
          SELECT DISTINCT r.id, 1 FROM executions e JOIN runs r ON r.id = e.run_id
           WHERE e.state = 'running' AND r.sequence = $1 AND r.state = 'canceled'
-         ORDER BY 1",
-    )
-    .bind(sequence)
-    .fetch_all(&mut *tx)
-    .await?;
+         ORDER BY 1";
+
+/// [`HOLDERS`] of `sequence`.
+async fn occupancy_holders(tx: &mut SqliteConnection, sequence: &str) -> Result<Vec<Holder>> {
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(HOLDERS).bind(sequence).fetch_all(&mut *tx).await?;
     Ok(rows
         .into_iter()
         .map(|(run_id, stopping)| Holder { run_id, stopping })

@@ -14,6 +14,14 @@
 //! - **The pool's checkout** (a ping of the connection's thread before each
 //!   use): one more hop to that thread and back per write.
 //!
+//! **Two connections, one turn.** The decisions of the state machine and
+//! the queue's take and settle run on the turn's inline connection
+//! ([`Turn::inline`], `inline.rs`: rusqlite on the calling thread, no hop
+//! to sqlx's connection thread); every other write on the sqlx connection.
+//! Both are used only holding the turn, a transaction is on one of them,
+//! and both commit at `synchronous = NORMAL` into the same log, so the
+//! group flush below covers the commits of either.
+//!
 //! **Group flush.** The write connection commits with `synchronous =
 //! NORMAL`: its commits write the write-ahead log but do not flush it. A
 //! write that must be durable before it returns (`Durability::Flushed`,
@@ -45,6 +53,7 @@
 //! a cancelled task) is rolled back at once on a task of its own, still
 //! holding the turn, so that no other process waits on a lock nobody uses.
 
+use super::inline;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqliteConnection};
 use std::ops::{Deref, DerefMut};
@@ -70,6 +79,11 @@ pub(crate) struct Writer {
     conn: Option<SqliteConnection>,
     /// A transaction may still be open on `conn`.
     open: bool,
+    /// The store's file, for the inline connection.
+    db: PathBuf,
+    /// The inline connection (`inline.rs`): the step's own write, run on
+    /// the calling thread; opened at its first use.
+    inline: Option<rusqlite::Connection>,
     flusher: Arc<Flusher>,
 }
 
@@ -92,6 +106,8 @@ impl Writer {
             busy_timeout,
             conn: None,
             open: false,
+            db: db.to_path_buf(),
+            inline: None,
             flusher: Arc::new(Flusher {
                 wal: PathBuf::from(wal),
                 committed: AtomicU64::new(0),
@@ -229,31 +245,46 @@ impl Turn {
         result
     }
 
-    /// Runs a script that opens and commits its own transaction (`BEGIN
-    /// IMMEDIATE; ...; COMMIT` in one call) on the write connection; its
-    /// commit is flushed. A script that fails is rolled back before the
-    /// turn goes on (it may have stopped inside its transaction).
-    pub(crate) async fn script<T, E>(
+    /// Runs `f` on the inline connection (`inline.rs`), on this thread: a
+    /// write that opens and commits its own transaction (one rusqlite
+    /// `Transaction`, rolled back when `f` fails), or one statement in
+    /// autocommit; flushed before this returns. `f` may run twice: when
+    /// another process held SQLite's lock past [`inline::INLINE_WAIT`], it
+    /// runs again in `block_in_place`, waiting up to the busy timeout.
+    pub(crate) async fn inline<T>(
+        self,
+        f: impl Fn(&mut rusqlite::Connection) -> Result<T, crate::TrackerError>,
+    ) -> Result<T, crate::TrackerError> {
+        self.inline_as(Durability::Flushed, f).await
+    }
+
+    /// [`Turn::inline`], as durable as `durability` asks.
+    pub(crate) async fn inline_as<T>(
         mut self,
-        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
-    ) -> Result<T, E>
-    where
-        E: From<sqlx::Error> + LostConnection,
-    {
-        self.conn().await?;
-        self.0.open = true;
-        let result = f(live(&mut self.0.conn)).await;
-        match &result {
-            Ok(_) => {
-                self.0.open = false;
-                self.after_commit(Durability::Flushed).await;
-            }
-            Err(e) if e.lost_connection() => {
-                self.0.conn = None;
-                self.0.open = false;
-            }
-            // `conn` rolls back what is open.
-            Err(_) => drop(self.conn().await),
+        durability: Durability,
+        f: impl Fn(&mut rusqlite::Connection) -> Result<T, crate::TrackerError>,
+    ) -> Result<T, crate::TrackerError> {
+        if self.0.open {
+            // Whatever the other connection left open holds the lock.
+            self.conn().await?;
+        }
+        let w = &mut *self.0;
+        if w.inline.is_none() {
+            w.inline = Some(inline::open(&w.db)?);
+        }
+        let Some(conn) = w.inline.as_mut() else {
+            unreachable!("the inline connection was just opened")
+        };
+        let mut result = inline::waiting_at_most(inline::INLINE_WAIT, || f(conn));
+        if result.as_ref().is_err_and(inline::is_busy) {
+            let mut patient = || inline::waiting_at_most(w.busy_timeout, || f(conn));
+            result = match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(patient),
+                _ => patient(),
+            };
+        }
+        if result.is_ok() {
+            self.after_commit(durability).await;
         }
         result
     }

@@ -1,10 +1,10 @@
-//! The step's write script (`apply_hot.rs`) against the general path it
-//! replaces for that shape: the same rows and the same answer; nothing
-//! written when the close does not apply; nothing queued for a run no
-//! longer running; nothing left open when a statement fails midway.
+//! A step's write on the inline connection (`apply.rs`, `inline.rs`): the
+//! close and the next step queued (claimed or not); nothing written when
+//! the close does not apply; nothing queued for a run no longer running;
+//! nothing left open when a statement fails midway; a lock held by another
+//! process waited for past the inline wait.
 
-use super::apply::apply_on;
-use super::apply_hot::{apply_hot, is_hot};
+use super::apply::apply_write;
 use super::{Embedded, EmbeddedConfig};
 use crate::{ClaimFor, Close, ExecKey, ExecResult, Write, Written};
 use scheduler_core::ExecState;
@@ -53,15 +53,7 @@ fn next_step() -> Plan {
 }
 
 async fn hot(t: &Embedded, w: &Write<'_>) -> crate::Result<Written> {
-    assert!(is_hot(w));
-    t.turn().await.script(async |c| apply_hot(c, w).await).await
-}
-
-async fn general(t: &Embedded, w: &Write<'_>) -> crate::Result<Written> {
-    let mut tx = t.begin().await?;
-    let written = apply_on(&mut tx, w).await?;
-    tx.commit().await?;
-    Ok(written)
+    apply_write(t, w).await
 }
 
 /// The run's executions, every column but the run's id and the times
@@ -103,7 +95,7 @@ fn write<'a>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_script_writes_what_the_general_path_writes_and_answers_the_same() {
+async fn a_step_s_write_closes_it_and_queues_the_next_claimed_or_not_and_a_replay_writes_nothing() {
     let t = store().await;
     let worker = Uuid::now_v7();
     let queues: Vec<String> = QUEUES.iter().map(|q| q.to_string()).collect();
@@ -114,19 +106,32 @@ async fn the_script_writes_what_the_general_path_writes_and_answers_the_same() {
             lease: Duration::from_secs(30),
             queues: &queues,
         });
-        let (a, b) = (started(&t, worker).await, started(&t, worker).await);
-        let by_script = hot(&t, &write(a, worker, &r, &plan, claim_for)).await.unwrap();
-        let by_general = general(&t, &write(b, worker, &r, &plan, claim_for)).await.unwrap();
-        assert_eq!(format!("{by_script:?}"), format!("{by_general:?}"));
-        assert!(by_script.closed && by_script.run && by_script.queued, "{by_script:?}");
-        assert_eq!(by_script.claimed.is_some(), claim);
-        let (rows_a, rows_b) = (rows(&t, a).await, rows(&t, b).await);
-        assert_eq!(rows_a, rows_b);
-        assert_eq!(rows_a.len(), 2, "{rows_a:?}");
+        let run = started(&t, worker).await;
+        let written = hot(&t, &write(run, worker, &r, &plan, claim_for)).await.unwrap();
+        assert!(written.closed && written.run && written.queued, "{written:?}");
+        assert_eq!(written.claimed.is_some(), claim);
+        if let Some(c) = &written.claimed {
+            assert_eq!((c.module.as_str(), c.argv.len(), c.step_count), ("n", 7, 3), "{c:?}");
+        }
+        let rows = rows(&t, run).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let hex = worker.simple().to_string().to_uppercase();
+        assert_eq!(
+            rows[0],
+            format!(
+                r#"[0,1,"m","[\"./m.sh\",\"--output\",\"a\"]",null,"succeeded",0,0,"q1","done\n","[\"its input was missing\"]",4242,0,"{hex}",null,12]"#
+            )
+        );
+        let state = if claim { "running" } else { "queued" };
+        assert!(rows[1].starts_with(r#"[1,1,"n","#), "{rows:?}");
+        assert!(
+            rows[1].contains(&format!(r#""{state}",null,{},"q1""#, claim as u8)),
+            "{rows:?}"
+        );
         // Replayed (a duplicate): the close no longer applies.
-        let again = hot(&t, &write(a, worker, &r, &plan, claim_for)).await.unwrap();
+        let again = hot(&t, &write(run, worker, &r, &plan, claim_for)).await.unwrap();
         assert!(!again.closed, "{again:?}");
-        assert_eq!(rows(&t, a).await, rows_a);
+        assert_eq!(super::apply_tests::rows(&t, run).await, rows);
     }
 }
 
@@ -161,7 +166,7 @@ async fn a_run_no_longer_running_gets_its_step_closed_and_nothing_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_script_that_fails_midway_is_rolled_back_and_the_connection_writes_again() {
+async fn an_inline_write_that_fails_midway_is_rolled_back_and_the_connection_writes_again() {
     let t = store().await;
     let worker = Uuid::now_v7();
     let run = started(&t, worker).await;
@@ -176,10 +181,35 @@ async fn a_script_that_fails_midway_is_rolled_back_and_the_connection_writes_aga
     let (r, plan) = (result(), next_step());
     let err = hot(&t, &write(run, worker, &r, &plan, None)).await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
-    // The close (the script's second statement) went with it.
+    // The close (before the failing insert) went with it.
     assert_eq!(rows(&t, run).await, before);
     sqlx::query("DROP TRIGGER boom").execute(&t.pool).await.unwrap();
-    // Nothing was left open: the next script begins its own transaction.
+    // Nothing was left open: the next write begins its own transaction.
     let written = hot(&t, &write(run, worker, &r, &plan, None)).await.unwrap();
     assert!(written.closed && written.queued, "{written:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_another_process_past_the_inline_wait_is_waited_for_not_failed() {
+    let t = store().await;
+    let worker = Uuid::now_v7();
+    let run = started(&t, worker).await;
+    // Another process's writer: a connection of its own, holding SQLite's
+    // write lock 50 ms, 25 times the inline wait.
+    let other = rusqlite::Connection::open(t.path()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let started_at = std::time::Instant::now();
+    let (r, plan) = (result(), next_step());
+    let written = hot(&t, &write(run, worker, &r, &plan, None)).await.unwrap();
+    assert!(written.closed && written.queued, "{written:?}");
+    assert!(
+        started_at.elapsed() >= Duration::from_millis(40),
+        "{:?}",
+        started_at.elapsed()
+    );
+    held.join().unwrap();
 }
