@@ -12,9 +12,11 @@
 //!   worker's 16 slots all asked SQLite at once, and all but one slept in
 //!   the busy handler and asked again (at concurrency 16 a quarter of the
 //!   worker's CPU went to those sleeps and lock calls). The turn holds the
-//!   process's one write connection (`writer.rs`): it keeps its page cache
-//!   warm, and lets a write commit without a flush of its own when losing
-//!   it in a machine crash only repeats a delivery.
+//!   process's write connections (`writer.rs`): sqlx's, and the inline one
+//!   on which the decisions and the queue's take and settle run on the
+//!   caller's thread (`inline.rs`); they keep their page caches warm, and
+//!   let a write commit without a flush of its own when losing it in a
+//!   machine crash only repeats a delivery.
 //! - `busy_timeout`: a writer waits for the one before it (30 s by default);
 //!   with the gate, only writers of other processes (the keeper, the UI, a
 //!   CLI command) still meet there.
