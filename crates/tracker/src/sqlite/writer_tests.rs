@@ -109,3 +109,23 @@ async fn a_transaction_dropped_before_its_commit_is_rolled_back_and_frees_the_tu
         .unwrap();
     assert_eq!(names, vec![("kept".to_string(),)]);
 }
+
+#[test]
+fn a_flush_blocks_its_runtime_thread_only_while_flushes_are_quick_and_another_thread_runs_the_rest() {
+    use super::on_runtime_thread;
+    use std::time::Duration;
+    assert!(
+        on_runtime_thread(Duration::ZERO, 2),
+        "the first flush, two runtime threads"
+    );
+    assert!(on_runtime_thread(Duration::from_micros(300), 4));
+    assert!(
+        !on_runtime_thread(Duration::from_micros(300), 1),
+        "a runtime of one thread"
+    );
+    assert!(
+        !on_runtime_thread(Duration::from_millis(1), 2),
+        "a flush of 1 ms is not quick"
+    );
+    assert!(!on_runtime_thread(Duration::from_millis(30), 16), "a slow disk");
+}
