@@ -99,8 +99,8 @@ pub(super) const CLOSE: &str = "UPDATE executions
             AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
       RETURNING started_at";
 
-/// [`CLOSE`]'s `$1..$36`, in order: the values the general path binds to
-/// sqlx ([`bind_close`]) and the step's write binds inline.
+/// [`CLOSE`]'s `$1..$36`, in order, in sqlx's encodings (`inline.rs`):
+/// bound by number on the inline connection.
 pub(super) fn close_values(run_id: uuid::Uuid, close: Close<'_>, now: DateTime<Utc>) -> Vec<Value> {
     static ABANDONED: LazyLock<ExecResult> = LazyLock::new(|| ExecResult::new(ExecState::Abandoned));
     let (finished, key, worker, state, result, error) = match close {

@@ -85,8 +85,8 @@ pub(crate) struct Writer {
     open: bool,
     /// The store's file, for the inline connection.
     db: PathBuf,
-    /// The inline connection (`inline.rs`): the step's own write, run on
-    /// the calling thread; opened at its first use.
+    /// The inline connection (`inline.rs`): the decisions and the queue's
+    /// take and settle, run on the calling thread; opened at its first use.
     inline: Option<rusqlite::Connection>,
     flusher: Arc<Flusher>,
 }
