@@ -142,6 +142,11 @@ impl Slots {
     pub async fn take(&self, delivery: &Incoming) -> Result<()> {
         self.0.take(delivery.acker.release_hold()).await
     }
+    /// Takes a slot for no delivery: narrows the consumer's budget until
+    /// [`Slots::free`] gives it back.
+    pub async fn reserve(&self) -> Result<()> {
+        self.0.take(None).await
+    }
     pub async fn free(&self) -> Result<()> {
         self.0.free().await
     }

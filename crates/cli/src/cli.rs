@@ -297,6 +297,11 @@ pub struct WorkerArgs {
     /// Modules run at once.
     #[arg(short = 'c', long, env = "SCHEDULER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+    /// Runs held in flight beyond --concurrency while modules are short (under 50 ms), so that
+    /// recording one step overlaps another run's module; never more modules than --concurrency.
+    /// Default: the concurrency in embedded mode, 0 with RabbitMQ (no gain measured there).
+    #[arg(long, env = "SCHEDULER_EXTRA_RUNS")]
+    pub extra_runs: Option<u16>,
     /// Seconds running modules may take to finish after SIGTERM before they are stopped and handed back.
     #[arg(long, env = "SCHEDULER_DRAIN_TIMEOUT", default_value_t = 60)]
     pub drain_timeout: u64,

@@ -6,6 +6,10 @@ use std::time::Duration;
 pub struct WorkerConfig {
     /// Modules this worker runs at once (its slots).
     pub concurrency: u16,
+    /// Runs it may hold in flight beyond its module slots while modules are
+    /// short, so that recording one step overlaps another run's module
+    /// (`permits.rs`); 0: as many runs as slots.
+    pub extra_runs: u16,
     /// The queues it consumes (one channel, one prefetch for all). A step
     /// on another queue is published there, never run here.
     pub queues: Vec<String>,
@@ -57,6 +61,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 4,
+            extra_runs: 0,
             queues: vec![scheduler_core::DEFAULT_QUEUE.into()],
             lease: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(10),

@@ -54,10 +54,14 @@ pub fn requeue_pause(redeliveries: u32) -> Duration {
 /// and the step runs here at once instead of going back through the broker.
 /// A first step on another queue is published there.
 async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
+    // A module slot before the first step is claimed here.
+    let Some(permit) = ctx.permits.acquire().await else {
+        return crate::step::requeue_unclaimed(incoming).await;
+    };
     match claim_start(ctx, run_id).await {
         Ok(Started::Here(key, claimed)) => {
             tracing::info!(%run_id, "run started; running its first step here");
-            crate::step::run_here(ctx, incoming, key, *claimed).await;
+            crate::step::run_here(ctx, incoming, key, *claimed, permit).await;
         }
         Ok(Started::Elsewhere) => {
             tracing::info!(%run_id, "run started; its first step went to its own queue");

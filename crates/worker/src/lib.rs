@@ -9,6 +9,8 @@
 //!   (callable from a test with a [`Ctx`] and no process around it).
 //! - [`handlers`]: `start_etl`, `end_etl`, `error_handler`.
 //! - [`step`]: `exec_module`: claim, run the module, record, continue.
+//! - [`permits`]: the module slots (`--concurrency`), apart from the runs in
+//!   flight, and the extra room that lets recording overlap the next module.
 //! - [`module`]: turning a claimed step into a process spec, and its outcome
 //!   into the recorded result.
 //! - [`clock`]: the time the worker's own timers read, given to it.
@@ -44,6 +46,7 @@ pub mod heartbeat;
 pub mod keeper;
 pub mod logs;
 pub mod module;
+pub mod permits;
 pub mod reaper;
 pub mod stall;
 pub mod step;

@@ -35,13 +35,25 @@ use tracing::Instrument;
 const PID_WRITE_AFTER: Duration = Duration::from_millis(200);
 
 pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
+    // A module slot before the claim: a step claimed here runs here.
+    let Some(permit) = ctx.permits.acquire().await else {
+        return requeue_unclaimed(incoming).await;
+    };
     let claimed = match ctx.store.claim(key, ctx.worker_id, ctx.config.lease).await {
         Ok(Some(claimed)) => claimed,
         Ok(None) => return refuse(ctx, incoming, key).await,
         // Not claimed, so nobody runs it: give it back to the queue.
         Err(e) => return crate::handlers::requeue_later(incoming, &e).await,
     };
-    run_here(ctx, incoming, key, claimed).await;
+    run_here(ctx, incoming, key, claimed, permit).await;
+}
+
+/// A delivery that found no free module slot in time goes back to its
+/// queue unclaimed, for another worker (or this one, once a slot frees).
+pub(crate) async fn requeue_unclaimed(incoming: Incoming) {
+    if let Err(e) = incoming.requeue().await {
+        tracing::warn!(error = %e, "could not requeue; the broker will redeliver it");
+    }
 }
 
 /// Runs a step this worker has claimed, and the steps it continues into,
@@ -57,16 +69,16 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 /// delivery then, so a module may run for hours without tripping
 /// RabbitMQ's `consumer_timeout` (the step is held by its lease in the
 /// store, not by the delivery, from its claim on).
-pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed) {
+pub(crate) async fn run_here(ctx: &Ctx, incoming: Incoming, key: ExecKey, claimed: Claimed, permit: Permit) {
     failpoint::hit(failpoint::AFTER_CLAIM);
     let left = CancellationToken::new();
     let replaced = ctx.slots.replaced();
     let holding = tokio::spawn(hold(ctx.slots.clone(), incoming, left.clone(), replaced));
-    let (mut key, mut claimed) = (key, claimed);
+    let (mut key, mut claimed, mut permit) = (key, claimed, permit);
     loop {
         let span = tracing::info_span!("step", step = key.step, attempt = key.attempt, module = %claimed.module);
-        match execute(ctx, key, claimed).instrument(span).await {
-            Some((next_key, next)) => (key, claimed) = (next_key, next),
+        match execute(ctx, key, claimed, permit).instrument(span).await {
+            Some((next_key, next, next_permit)) => (key, claimed, permit) = (next_key, next, next_permit),
             None => break,
         }
     }
@@ -140,28 +152,72 @@ async fn refuse(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     let _ = incoming.ack().await;
 }
 
+/// A module slot (`permits.rs`).
+pub(crate) type Permit = tokio::sync::OwnedSemaphorePermit;
+
 /// Runs one claimed step and records it; returns the next step when this
-/// worker claimed it to continue locally.
-async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, Claimed)> {
-    let (result, outcome) = run_module(ctx, key, &claimed).await;
-    let plan = follow_up(ctx, key, &claimed, &result, &outcome).await;
+/// worker claimed it to continue locally, with the module slot it will run
+/// in. A continuation that finds no slot in time is handed back.
+async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed, permit: Permit) -> Option<(ExecKey, Claimed, Permit)> {
+    let (result, outcome) = run_module(ctx, key, &claimed, permit).await;
+    let (next_key, next) = conclude(ctx, key, &claimed, &result, &outcome, true).await?;
+    match ctx.permits.acquire().await {
+        Some(permit) => Some((next_key, next, permit)),
+        None => {
+            hand_back(ctx, next_key, &next).await;
+            None
+        }
+    }
+}
+
+/// A continuation claimed here that found no free module slot: recorded as
+/// an attempt that did not start, and handed back to its queue as the next
+/// attempt (as a step given up at shutdown is), for any worker.
+async fn hand_back(ctx: &Ctx, key: ExecKey, claimed: &Claimed) {
+    let reason = format!(
+        "step {} ({}) was not started: this worker had no free module slot within {:?}; handed back to its queue as attempt {}",
+        key.step + 1,
+        claimed.module,
+        crate::permits::WAIT_AT_MOST,
+        key.attempt + 1
+    );
+    tracing::warn!(step = key.step, attempt = key.attempt, "{reason}");
+    let result = ExecResult {
+        error: Some(reason),
+        ..ExecResult::new(ExecState::Abandoned)
+    };
+    conclude(ctx, key, claimed, &result, &StepOutcome::Interrupted, false).await;
+}
+
+/// Records how a step ended and what follows it, and publishes that (or,
+/// with `may_continue` and a next step due now, claims it for this worker
+/// in the same write and returns it).
+async fn conclude(
+    ctx: &Ctx,
+    key: ExecKey,
+    claimed: &Claimed,
+    result: &ExecResult,
+    outcome: &StepOutcome,
+    may_continue: bool,
+) -> Option<(ExecKey, Claimed)> {
+    let plan = follow_up(ctx, key, claimed, result, outcome).await;
     // The run's end is delivered here too, unless draining: the write that
     // records the last step (or the failed one) moves the run, instead of
     // an `end_etl` / `error_handler` through the broker and another write.
     let plan = match ctx.is_draining() {
         true => plan,
-        false => machine::settle_here(running_view(key, &claimed), plan),
+        false => machine::settle_here(running_view(key, claimed), plan),
     };
     // Continue here unless draining: the next step is inserted claimed by
     // this worker, in the statement that records this one. A retry waits for
     // its delay instead: recovery publishes it when due, to any worker.
     let now = plan.queue.is_some_and(|q| q.delay.is_none());
-    let chain = (now && !ctx.is_draining()).then_some(ClaimFor {
+    let chain = (now && may_continue && !ctx.is_draining()).then_some(ClaimFor {
         worker_id: ctx.worker_id,
         lease: ctx.config.lease,
         queues: &ctx.config.queues,
     });
-    let written = record(ctx, key, &result, &plan, chain).await;
+    let written = record(ctx, key, result, &plan, chain).await;
     // Held (its lease renewed) until its result is recorded or given up.
     ctx.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     let written = written?;
@@ -169,7 +225,7 @@ async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed) -> Option<(ExecKey, 
         tracing::warn!("the step was taken away from this worker (lease lost); its result is not recorded");
         return None;
     }
-    module::log_result(key, &claimed.module, &result);
+    module::log_result(key, &claimed.module, result);
     if let Some(retry) = plan.queue.filter(|q| q.delay.is_some() && written.queued) {
         publish_when_due(ctx, key.run_id, retry);
     }
@@ -247,9 +303,9 @@ fn publish_when_due(ctx: &Ctx, run_id: uuid::Uuid, retry: scheduler_core::machin
     });
 }
 
-/// Spawns the module, records its pid, waits for it (or for a stop), and
-/// judges how it ended.
-async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, StepOutcome) {
+/// Spawns the module in its slot, records its pid, waits for it (or for a
+/// stop), gives the slot back, and judges how it ended.
+async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed, permit: Permit) -> (ExecResult, StepOutcome) {
     let stop = CancellationToken::new();
     let reason = Arc::new(OnceLock::new());
     ctx.active.lock().unwrap_or_else(|p| p.into_inner()).insert(
@@ -277,6 +333,7 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
     let activity = watch.as_ref().map(|w| w.activity.clone());
     let ended = match scheduler_executor::spawn(module::spec(ctx, key, claimed, activity)).await {
         Err(e) => {
+            drop(permit);
             tracing::warn!(error = %e, "module could not start");
             module::could_not_start(key, &claimed.module, &e, ctx.clock.now() - started)
         }
@@ -306,11 +363,15 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed) -> (ExecResult, 
                     tracing::warn!(error = %e, pid, "could not record the module's pid");
                 }
             });
+            let spawned = std::time::Instant::now();
             let outcome = match watch {
                 None => running.wait(stop).await,
                 Some(watching) => watched(ctx, key, running, stop, &reason, watching).await,
             };
             drop(ended_guard);
+            // The module is reaped: its slot is free while the step records.
+            drop(permit);
+            ctx.permits.ended(spawned.elapsed()).await;
             let (mut result, mut step) = module::judge(key, &claimed.module, &outcome, reason.get().copied());
             result.pid = Some(pid);
             if step == StepOutcome::Succeeded && w.check_output && crate::contract::is_local(&w.output) {

@@ -67,6 +67,8 @@ pub struct Ctx {
     pub logs: Arc<crate::logs::Shipper>,
     /// Whether it reaches its database and broker, for `--health-file`.
     pub health: crate::health::Health,
+    /// The module slots, apart from the runs in flight (`permits.rs`).
+    pub permits: crate::permits::Permits,
 }
 
 impl Ctx {
@@ -83,6 +85,7 @@ impl Ctx {
     ) -> Ctx {
         Ctx {
             logs: crate::logs::Shipper::new(store.clone(), config.logs),
+            permits: crate::permits::Permits::new(config.concurrency, config.extra_runs, slots.clone()),
             store,
             transport,
             project,
@@ -163,7 +166,11 @@ pub async fn run(
             .with_context(|| format!("declaring queue {queue:?}"))?;
     }
     let mut inbox = transport
-        .consume(&config.queues, config.concurrency, &format!("worker-{worker_id}"))
+        .consume(
+            &config.queues,
+            config.concurrency + config.extra_runs,
+            &format!("worker-{worker_id}"),
+        )
         .await
         .context("opening the consumer channel")?;
     let ctx = Arc::new(Ctx::new(
@@ -175,6 +182,7 @@ pub async fn run(
         inbox.slots(),
         Arc::new(SystemClock),
     ));
+    ctx.permits.start().await;
     ctx.store
         .register_worker(&ctx.info())
         .await
