@@ -66,6 +66,13 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<()>;
     /// Back to the queue, for any consumer.
     async fn requeue(&self) -> Result<()>;
+    /// Back to the queue unprocessed: this consumer took it but had no
+    /// room to run it after all. Where the transport counts deliveries
+    /// against a limit and can tell, this one is not counted; by default
+    /// (RabbitMQ) it is a requeue, which a quorum queue counts.
+    async fn put_back(&self) -> Result<()> {
+        self.requeue().await
+    }
     /// Out of the queue for good, kept where an operator can inspect it.
     async fn dead_letter(&self) -> Result<()>;
     /// The delivery's step took a slot: from now on the slot counts, not
@@ -96,6 +103,10 @@ impl Incoming {
     }
     pub async fn requeue(&self) -> Result<()> {
         self.acker.requeue().await
+    }
+    /// Back to the queue unprocessed ([`Acker::put_back`]).
+    pub async fn put_back(&self) -> Result<()> {
+        self.acker.put_back().await
     }
     pub async fn dead_letter(&self) -> Result<()> {
         self.acker.dead_letter().await

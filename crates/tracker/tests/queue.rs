@@ -96,6 +96,37 @@ async fn a_consumer_that_closes_gives_its_unsettled_messages_back_and_dead_lette
     let _ = std::fs::remove_dir_all(dir);
 }
 
+async fn next(inbox: &mut Box<dyn scheduler_broker::Inbox>) -> scheduler_broker::Incoming {
+    tokio::time::timeout(Duration::from_secs(3), inbox.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_put_back_unprocessed_is_not_counted_toward_the_delivery_limit_a_requeue_is() {
+    let (_store, queue, dir) = open().await;
+    let id = Uuid::now_v7();
+    let mut inbox = queue.consume(&["q".into()], 1, "t").await.unwrap();
+    queue.publish("q", &start(id)).await.unwrap();
+    // Far more put-backs than the delivery limit: still delivered, uncounted.
+    for _ in 0..scheduler_tracker::sqlite::queue::DELIVERY_LIMIT + 5 {
+        let d = next(&mut inbox).await;
+        assert_eq!(d.redeliveries(), 0);
+        d.put_back().await.unwrap();
+    }
+    let d = next(&mut inbox).await;
+    assert_eq!(Message::decode(&d.data).unwrap(), start(id));
+    d.requeue().await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_eq!(d.redeliveries(), 1, "a requeue counts");
+    d.ack().await.unwrap();
+    assert!(queue.dead_letters("q").await.unwrap().is_empty());
+    inbox.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn a_waiting_inbox_is_rung_by_a_publish_from_another_handle_within_milliseconds() {
     let (store, queue, dir) = open().await;

@@ -1,7 +1,8 @@
-//! `exec_module`: the hot path. Claim the step in PostgreSQL (compare-and-set
-//! `queued -> running`, with a lease), take a slot, acknowledge the delivery,
-//! run the module, decide what follows, record the result and queue the next
-//! step in one statement, publish it.
+//! `exec_module`: the hot path. Take a module permit (`permits.rs`), claim
+//! the step in the store (compare-and-set `queued -> running`, with a
+//! lease), run the module and give the permit back, decide what follows,
+//! record the result and queue the next step in one statement, publish it
+//! (or continue here).
 //!
 //! The delivery is acknowledged right after the claim: from then on the step
 //! is held by its lease in PostgreSQL, not by the broker, so a module may run
@@ -9,7 +10,8 @@
 //!
 //! Local continuation: when a step succeeds and the state machine queues the
 //! next one, the worker records the result and claims the next step for
-//! itself in the same statement, and runs it in the same slot. The decision
+//! itself in the same statement, and runs it in the place its run holds
+//! (its module takes a permit again: `permits.rs`). The decision
 //! is the state machine's (the `exec_module` it would publish); only its
 //! delivery is local, because it would come back to a worker of the same
 //! queue anyway. This takes the broker out of the per-step path, and keeps a
@@ -49,15 +51,16 @@ pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 }
 
 /// A delivery that found no free module slot in time goes back to its
-/// queue unclaimed, for another worker (or this one, once a slot frees).
+/// queue unclaimed, for another worker (or this one, once a slot frees);
+/// the embedded queue does not count it toward its delivery limit.
 pub(crate) async fn requeue_unclaimed(incoming: Incoming) {
-    if let Err(e) = incoming.requeue().await {
+    if let Err(e) = incoming.put_back().await {
         tracing::warn!(error = %e, "could not requeue; the broker will redeliver it");
     }
 }
 
 /// Runs a step this worker has claimed, and the steps it continues into,
-/// in the slot its delivery holds.
+/// in the place its delivery holds; each module in a permit of its own.
 ///
 /// The delivery stays unsettled while the run is short: it is what counts
 /// against the inbox's slots (RabbitMQ's prefetch), so nothing changes on

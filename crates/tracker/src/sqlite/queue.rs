@@ -604,6 +604,19 @@ impl Acker for EmbeddedAcker {
         Ok(())
     }
 
+    /// A requeue whose delivery does not count toward [`DELIVERY_LIMIT`]:
+    /// the consumer never worked on it.
+    async fn put_back(&self) -> Result<()> {
+        self.settle(
+            "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL, \
+             deliveries = MAX(deliveries - 1, 0) WHERE id = ? AND consumer = ? AND state = 'taken'",
+            Durability::Logged,
+        )
+        .await?;
+        self.queue.ring();
+        Ok(())
+    }
+
     async fn dead_letter(&self) -> Result<()> {
         self.settle(
             "UPDATE queue_messages SET state = 'dead', consumer = NULL \
