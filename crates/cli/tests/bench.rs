@@ -21,7 +21,7 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
     }
     let out = cmd
         .args(["bench", "--runs", "4", "--steps", "2", "-c", "2", "--latency-runs", "2"])
-        .args(["--quiet-wait", "0", "--json"])
+        .args(["--quiet-wait", "0", "--extra-runs", "1", "--json"])
         .arg(&json)
         .output()
         .unwrap();
@@ -33,6 +33,8 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
     );
     assert!(stdout.contains("machine CPU per module execution"), "{stdout}");
     assert!(stdout.contains("worker peak RSS"), "{stdout}");
+    // Passed on to the worker, which parsed it (or it would not have started).
+    assert!(stdout.contains("`scheduler worker -c 2 --extra-runs 1`"), "{stdout}");
 
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["mode"], if embedded_mode() { "embedded" } else { "distributed" });

@@ -31,7 +31,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         let last = *ctx.last_delivery.lock().unwrap_or_else(|p| p.into_inner());
         let idle = now.duration_since(last) >= stall_after
             && !ctx.is_draining()
-            && ctx.slots.busy().await < ctx.config.concurrency + ctx.config.extra_runs;
+            && ctx.slots.busy().await < ctx.config.concurrency.saturating_add(ctx.config.extra_runs);
         let mut ready = 0;
         if idle {
             for queue in &ctx.config.queues {

@@ -168,7 +168,7 @@ pub async fn run(
     let mut inbox = transport
         .consume(
             &config.queues,
-            config.concurrency + config.extra_runs,
+            config.concurrency.saturating_add(config.extra_runs),
             &format!("worker-{worker_id}"),
         )
         .await

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Worker slots (modules at once): the worker runs as `scheduler worker -c N`.
     #[arg(short = 'c', long, default_value_t = 4)]
     pub concurrency: u16,
+    /// The worker's `--extra-runs` (default: the worker's own default for
+    /// the mode: the concurrency embedded, 0 with RabbitMQ).
+    #[arg(long)]
+    pub extra_runs: Option<u16>,
     /// Runs executed one at a time in the latency phase.
     #[arg(long, default_value_t = 100)]
     pub latency_runs: u32,
@@ -143,8 +147,9 @@ async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Resu
     };
     let worker = WorkerProcess::start(&spec).await?;
     println!(
-        "worker: `scheduler worker -c {}`, pid {} (keeper {}), log {}",
+        "worker: `scheduler worker -c {}{}`, pid {} (keeper {}), log {}",
         a.concurrency,
+        a.extra_runs.map_or_else(String::new, |e| format!(" --extra-runs {e}")),
         worker.pid(),
         worker
             .keeper_pid()
@@ -224,6 +229,9 @@ async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -
         "--queue".into(),
         queue.into(),
     ];
+    if let Some(extra) = a.extra_runs {
+        worker_args.extend(["--extra-runs".into(), extra.to_string().into()]);
+    }
     Ok(match mode {
         Mode::Embedded { .. } => {
             // Its own file, beside the bench's project: never the project's store.
