@@ -114,3 +114,43 @@ fn a_continuation_that_finds_no_slot_is_handed_back_and_runs_once() {
     want.sort();
     assert_eq!(long, want);
 }
+
+/// Runs a second and a half.
+const SLOW: &str = "#!/bin/sh\nsleep 1.5\n";
+
+#[test]
+fn a_fresh_run_that_finds_no_slot_is_put_back_unclaimed_and_runs_after() {
+    let mut env = Env::new(
+        &[("quick", QUICK), ("slow", SLOW)],
+        &[
+            ("warm", &seq(&["quick"; 10])),
+            ("slow", &seq(&["slow"])),
+            ("after", &seq(&["quick", "quick"])),
+        ],
+    );
+    env.spawn_worker(&["--concurrency", "1", "--extra-runs", "1"]);
+    let warm = env.start("warm");
+    assert_eq!(env.wait_final(warm, MINUTE)["state"], "succeeded");
+    env.wait_for_log(0, "modules are short", Duration::from_secs(10));
+    // The slow module holds the one slot; the next run is taken in the
+    // extra room, finds no slot within the bound and goes back unclaimed.
+    let slow = env.start("slow");
+    env.wait_exec(slow, MINUTE, |e| e["state"] == "running");
+    let after = env.start("after");
+    env.wait_for_log(0, "no module slot came free", Duration::from_secs(10));
+    let v = env.wait_final(after, MINUTE);
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    let execs = v["executions"].as_array().unwrap();
+    assert_eq!(execs.len(), 2, "each step ran once, as its first attempt: {v:#}");
+    assert!(
+        execs.iter().all(|e| e["attempt"] == 1 && e["state"] == "succeeded"),
+        "{v:#}"
+    );
+    let slow = env.wait_final(slow, MINUTE);
+    assert_eq!(slow["state"], "succeeded");
+    // It started only once the slow module had ended.
+    let slow_end: chrono::DateTime<chrono::Utc> =
+        slow["executions"][0]["finished_at"].as_str().unwrap().parse().unwrap();
+    let after_start: chrono::DateTime<chrono::Utc> = execs[0]["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(after_start >= slow_end, "{after_start} before {slow_end}");
+}
