@@ -8,7 +8,9 @@
 //! child is killed outright (`kill_on_drop`), and its keeper, seeing its pipe
 //! close, stops whatever module was still running. `scheduler bench` drops
 //! it so on SIGINT, SIGTERM and SIGHUP too (`commands/bench.rs`): before,
-//! a bench killed by a signal left its worker consuming its queue.
+//! a bench killed by a signal left its worker consuming its queue. A
+//! bench killed outright (SIGKILL) cannot: its worker runs with
+//! `--stop-with-parent`, so the kernel sends it SIGTERM and it drains.
 
 use crate::machine;
 use anyhow::{Context, bail};
@@ -76,7 +78,10 @@ impl WorkerProcess {
                 cmd.env_remove(key);
             }
         }
+        // A bench killed outright (SIGKILL) runs no drop: the kernel tells
+        // its worker with SIGTERM, and the worker drains and stops.
         cmd.arg("worker")
+            .args(["--stop-with-parent".to_string(), std::process::id().to_string()])
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("SCHEDULER_PROJECT", &spec.project)

@@ -348,4 +348,8 @@ pub struct WorkerArgs {
     /// database and broker, for `scheduler health` (a liveness/readiness probe).
     #[arg(long, env = "SCHEDULER_HEALTH_FILE")]
     pub health_file: Option<PathBuf>,
+    /// Stop (as on SIGTERM) when the process PID, which started this one,
+    /// dies, even killed outright (`scheduler bench` starts its worker so).
+    #[arg(long, value_name = "PID", hide = true)]
+    pub stop_with_parent: Option<u32>,
 }

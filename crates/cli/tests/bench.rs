@@ -93,6 +93,20 @@ fn gone(pid: u32) -> bool {
 
 #[test]
 fn a_bench_stopped_by_a_signal_stops_its_worker_too() {
+    let stderr = bench_stopped_by(nix::sys::signal::Signal::SIGTERM);
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+}
+
+/// SIGKILL gives the bench no chance to stop its worker: the worker was
+/// started with the bench as its parent-death signal's watch.
+#[test]
+fn a_bench_killed_outright_stops_its_worker_too() {
+    bench_stopped_by(nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Starts a long bench, sends it `signal` mid-phase, and checks that its
+/// worker is gone within 10 s; returns the bench's stderr.
+fn bench_stopped_by(signal: nix::sys::signal::Signal) -> String {
     use std::time::{Duration, Instant};
     let mut env = Env::new(&[], &[]);
     let given = env.db_name.clone();
@@ -128,21 +142,17 @@ fn a_bench_stopped_by_a_signal_stops_its_worker_too() {
     };
     // Let it work a moment: the signal lands mid-phase.
     std::thread::sleep(Duration::from_millis(1500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(bench.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bench.id() as i32), signal).unwrap();
     let out = bench.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gone(worker) {
         assert!(
             Instant::now() < deadline,
-            "the bench's worker {worker} outlived the bench by 10 s"
+            "the bench's worker {worker} outlived the bench ({signal}) by 10 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    stderr
 }

@@ -58,6 +58,17 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
     })
 }
 
+/// SIGTERM from the kernel when the process that started this one dies
+/// (`PR_SET_PDEATHSIG`), whatever killed it; an error if it is gone already.
+fn stop_with_parent(parent: u32) -> anyhow::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| anyhow::anyhow!("--stop-with-parent: could not ask for a parent-death signal: {e}"))?;
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        anyhow::bail!("--stop-with-parent {parent}: that process is gone (or did not start this worker)");
+    }
+    Ok(())
+}
+
 /// What the keeper needs to find the store the worker uses: the same mode,
 /// with the embedded store's path made absolute (the keeper may start
 /// elsewhere).
@@ -124,6 +135,9 @@ fn handle_signals(handle: Arc<OnceLock<WorkerHandle>>) -> anyhow::Result<Cancell
 }
 
 pub async fn worker(g: &Global, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(parent) = args.stop_with_parent {
+        stop_with_parent(parent)?;
+    }
     let config = config(g, args)?;
     // A previous run's report must not vouch for this one before it is up.
     if let Some(path) = &config.health_file {
