@@ -24,6 +24,15 @@ fn start(run_id: Uuid) -> Message {
     Message::StartEtl { run_id }
 }
 
+/// The inbox's next delivery, within 5 s.
+async fn next(inbox: &mut Box<dyn scheduler_broker::Inbox>) -> scheduler_broker::Incoming {
+    tokio::time::timeout(Duration::from_secs(5), inbox.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn published_messages_are_delivered_in_order_and_an_ack_removes_them() {
     let (_store, queue, dir) = open().await;
@@ -62,11 +71,7 @@ async fn an_inbox_never_holds_more_than_its_free_slots_and_a_freed_slot_lets_the
     let third = tokio::time::timeout(Duration::from_millis(300), inbox.next()).await;
     assert!(third.is_err(), "a third delivery with two slots in use");
     b.requeue().await.unwrap();
-    let c = tokio::time::timeout(Duration::from_secs(2), inbox.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let c = next(&mut inbox).await;
     c.ack().await.unwrap();
     slots.free().await.unwrap();
     inbox.close().await;
@@ -83,25 +88,13 @@ async fn a_consumer_that_closes_gives_its_unsettled_messages_back_and_dead_lette
     drop(held);
     first.close().await;
     let mut second = queue.consume(&["q".into()], 1, "second").await.unwrap();
-    let again = tokio::time::timeout(Duration::from_secs(3), second.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let again = next(&mut second).await;
     assert_eq!(Message::decode(&again.data).unwrap(), start(id));
     again.dead_letter().await.unwrap();
     assert_eq!(queue.dead_letters("q").await.unwrap().len(), 1);
     assert_eq!(queue.queue_depth("q").await.unwrap().0, 0);
     second.close().await;
     let _ = std::fs::remove_dir_all(dir);
-}
-
-async fn next(inbox: &mut Box<dyn scheduler_broker::Inbox>) -> scheduler_broker::Incoming {
-    tokio::time::timeout(Duration::from_secs(3), inbox.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -207,11 +200,7 @@ async fn a_run_and_its_start_are_recorded_together_and_its_queues_declared() {
         .await
         .unwrap();
     let mut inbox = queue.consume(&["q1".into()], 1, "t").await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), inbox.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut inbox).await;
     assert_eq!(Message::decode(&d.data).unwrap(), Message::StartEtl { run_id: run.id });
     d.ack().await.unwrap();
     inbox.close().await;
