@@ -255,3 +255,79 @@ async fn a_start_that_cannot_be_stored_leaves_no_run_behind() {
     raw.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A run whose sequence has no limit is recorded on the inline connection
+/// (rusqlite), one with a limit through sqlx: their rows must read alike,
+/// column by column, in the same encodings (UUIDs as 16-byte blobs, times
+/// as RFC 3339 text with "+00:00", JSON as text).
+#[tokio::test]
+async fn a_start_recorded_inline_reads_as_one_recorded_through_sqlx() {
+    let (store, queue, dir) = open().await;
+    let logical = chrono::DateTime::parse_from_rfc3339("2026-11-29T03:00:00.123456Z")
+        .unwrap()
+        .to_utc();
+    let mut inline = new_run("");
+    let mut pooled = new_run(r#""max_concurrent": 5, "on_conflict": "queue","#);
+    for run in [&mut inline, &mut pooled] {
+        run.schedule = Some("nightly".into());
+        run.logical_date = Some(logical);
+        run.trigger = "beat".into();
+    }
+    assert_eq!(
+        queue.record_and_start(&inline, &queues()).await.unwrap(),
+        Admitted::Queued
+    );
+    assert_eq!(
+        queue.record_and_start(&pooled, &queues()).await.unwrap(),
+        Admitted::Queued
+    );
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", store.path().display()))
+        .await
+        .unwrap();
+    // Every column's type, and the shape of each time (its length and its
+    // offset), per run: identical for both.
+    let shape = "SELECT json_array(typeof(id), sequence, state, queue, trigger, typeof(snapshot), step_count,
+                        typeof(note), typeof(created_at), length(created_at), substr(created_at, -6),
+                        created_at = updated_at, typeof(finished_at), schedule, logical_date,
+                        typeof(published_at), substr(published_at, -6))
+                   FROM runs WHERE id = ?";
+    let read = |id: Uuid| {
+        let raw = &raw;
+        async move {
+            let (text,): (String,) = sqlx::query_as(shape).bind(id).fetch_one(raw).await.unwrap();
+            serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+        }
+    };
+    let (a, b) = (read(inline.id).await, read(pooled.id).await);
+    assert_eq!(a, b);
+    assert_eq!(a[0], "blob");
+    assert_eq!(a[10], "+00:00");
+    assert_eq!(a[14], "2026-11-29T03:00:00.123456+00:00");
+    // The snapshots are the same JSON but for the limit.
+    let snapshot = |id: Uuid| {
+        let raw = &raw;
+        async move {
+            let (text,): (String,) = sqlx::query_as("SELECT snapshot FROM runs WHERE id = ?")
+                .bind(id)
+                .fetch_one(raw)
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        }
+    };
+    assert_eq!(snapshot(inline.id).await["steps"], snapshot(pooled.id).await["steps"]);
+    // Both read back through the store alike, and both starts are queued.
+    let (x, y) = (
+        store.run_detail(inline.id).await.unwrap().unwrap().run,
+        store.run_detail(pooled.id).await.unwrap().unwrap().run,
+    );
+    assert_eq!(
+        (x.state, x.logical_date, &x.schedule),
+        (y.state, y.logical_date, &y.schedule)
+    );
+    assert_eq!(x.logical_date, Some(logical));
+    assert_eq!(queue.queue_depth("q1").await.unwrap().0, 2);
+    assert!(store.unpublished_runs(Duration::ZERO, 10).await.unwrap().is_empty());
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -16,6 +16,7 @@ use crate::apply::{Write, Written};
 use crate::runs::strip_nul;
 use crate::slots::{Admitted, NewRun};
 use crate::{Result, TrackerError};
+use chrono::{DateTime, Utc};
 use scheduler_core::policy::{self, Admission, Concurrency, Holder, Occupancy};
 use sqlx::SqliteConnection;
 use sqlx::types::Json;
@@ -160,30 +161,55 @@ pub(crate) async fn apply_within_limit(t: &Embedded, w: &Write<'_>) -> Result<st
         .await
 }
 
+/// Inserts run `$1` in state `$3` (the values of [`insert_values`]).
+const INSERT: &str =
+    "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, note, created_at, updated_at,
+                       finished_at, schedule, logical_date)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, CASE WHEN $3 = 'skipped' THEN $9 END, $10, $11)";
+
 async fn insert(conn: &mut SqliteConnection, run: &NewRun, state: &str, note: Option<&str>) -> Result<()> {
     let snapshot = serde_json::to_string(&run.snapshot).map_err(|e| TrackerError::Corrupt(e.to_string()))?;
     // The time is taken once the write lock is held (as PostgreSQL's
     // `clock_timestamp()`): first-in-first-out by `created_at` is the order
     // of admission.
     let at = now();
-    sqlx::query(
-        "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, note, created_at, updated_at,
-                           finished_at, schedule, logical_date)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, CASE WHEN $3 = 'skipped' THEN $9 END, $10, $11)",
-    )
-    .bind(run.id)
-    .bind(&run.snapshot.sequence)
-    .bind(state)
-    .bind(&run.queue)
-    .bind(strip_nul(&run.trigger))
-    .bind(snapshot)
-    .bind(run.snapshot.steps.len() as i32)
-    .bind(note)
-    .bind(at)
-    .bind(&run.schedule)
-    .bind(run.logical_date)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(INSERT)
+        .bind(run.id)
+        .bind(&run.snapshot.sequence)
+        .bind(state)
+        .bind(&run.queue)
+        .bind(strip_nul(&run.trigger))
+        .bind(snapshot)
+        .bind(run.snapshot.steps.len() as i32)
+        .bind(note)
+        .bind(at)
+        .bind(&run.schedule)
+        .bind(run.logical_date)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// [`insert`] of a `queued` run on the inline connection, inside the
+/// caller's `BEGIN IMMEDIATE` transaction, at `at` (taken holding the
+/// write lock, as there): the same statement and values in sqlx's
+/// encodings, so the row reads alike.
+pub(crate) fn insert_queued_inline(c: &rusqlite::Connection, run: &NewRun, at: DateTime<Utc>) -> Result<()> {
+    let snapshot = serde_json::to_string(&run.snapshot).map_err(|e| TrackerError::Corrupt(e.to_string()))?;
+    let values = [
+        inline::uuid(run.id),
+        inline::text(run.snapshot.sequence.as_str()),
+        inline::text("queued"),
+        inline::text(run.queue.as_str()),
+        inline::text(strip_nul(&run.trigger)),
+        inline::text(snapshot),
+        inline::int(run.snapshot.steps.len() as i64),
+        inline::Value::Null,
+        inline::time(at),
+        inline::opt(run.schedule.as_deref(), inline::text),
+        inline::opt(run.logical_date, inline::time),
+    ];
+    inline::execute(c, INSERT, &values)?;
     Ok(())
 }
 
