@@ -102,6 +102,7 @@ fn a_continuation_that_finds_no_slot_is_handed_back_and_runs_once() {
     assert_eq!(e["module"], "long");
     assert_eq!(e["attempt"], 1);
     assert_eq!(e["pid"], Value::Null, "it never started: {e:#}");
+    assert_eq!(e["given_back"], true, "not a lost attempt: {e:#}");
     let error = e["error"].as_str().unwrap();
     assert!(
         error.contains("was not started: this worker had no free module slot") && error.contains("as attempt 2"),

@@ -124,7 +124,12 @@ fn a_step_that_keeps_losing_its_worker_fails_the_run_at_the_attempt_limit() {
     );
     let execs = v["executions"].as_array().unwrap();
     assert_eq!(execs.len(), 2, "no third attempt: {v:#}");
-    assert!(execs.iter().all(|e| e["state"] == "abandoned"), "{v:#}");
+    assert!(
+        execs
+            .iter()
+            .all(|e| e["state"] == "abandoned" && e["given_back"] == false),
+        "lost, not given back: {v:#}"
+    );
     let ledger = env.read("ledger.txt");
     assert_eq!(ledger.lines().count(), 2, "two starts, no end: {ledger}");
     assert!(!ledger.contains("end"), "{ledger}");

@@ -346,8 +346,10 @@ pub fn on_retry(run: RunView, failed_step: Option<u32>, attempts: u32) -> Decisi
 /// Recovery found an execution whose lease expired (its worker died or was
 /// cut off). `attempt` is the expired one, `retry` its retry number (kept
 /// by the attempt that replaces it), `lost_before` how many attempts of the
-/// step were already lost (abandoned); `max_attempts` bounds the lost ones,
-/// counted apart from the retries of failures and from operators' retries.
+/// step were already lost (abandoned by recovery; an attempt its own worker
+/// gave back, `StepOutcome::Interrupted`, is not lost); `max_attempts`
+/// bounds the lost ones, counted apart from the retries of failures and
+/// from operators' retries.
 pub fn on_lease_expired(
     run: RunView,
     step: u32,

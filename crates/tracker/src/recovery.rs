@@ -17,7 +17,10 @@ pub struct Expired {
     pub key: ExecKey,
     /// Its retry number (attempts lost to workers keep it).
     pub retry: u32,
-    /// Attempts of its step already lost (abandoned) before it.
+    /// Attempts of its step already lost before it: abandoned by recovery
+    /// (their worker died or was cut off), not those their own worker gave
+    /// back (`given_back`: a shutdown past the drain bound, no module slot
+    /// in time).
     pub lost_before: u32,
     pub run: RunView,
     pub queue: String,
@@ -142,7 +145,7 @@ pub(crate) async fn expired_executions(t: &Tracker, limit: i64) -> Result<Vec<Ex
     let rows: Vec<ExpiredRow> = sqlx::query_as(
         "SELECT e.run_id, e.step, e.attempt, e.retry, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue,
                 (SELECT count(*) FROM executions x
-                  WHERE x.run_id = e.run_id AND x.step = e.step AND x.state = 'abandoned') AS lost_before
+                  WHERE x.run_id = e.run_id AND x.step = e.step AND x.state = 'abandoned' AND NOT x.given_back) AS lost_before
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.state = 'running' AND e.lease_until < now()
           ORDER BY e.lease_until LIMIT $1",

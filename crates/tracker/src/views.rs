@@ -92,6 +92,10 @@ pub struct ExecutionView {
     pub warnings: Option<Vec<String>>,
     /// Since when it has written nothing (its stall watch); `None` when not stalled.
     pub stalled_at: Option<DateTime<Utc>>,
+    /// `abandoned` by its own worker, not lost: stopped at a shutdown past
+    /// the drain bound, or handed back for want of a free module slot. Not
+    /// counted toward `--max-attempts`.
+    pub given_back: bool,
 }
 
 /// One queue as the record sees it: the work waiting on it and the live
@@ -226,7 +230,7 @@ pub(crate) async fn run_detail(t: &Tracker, run_id: Uuid) -> Result<Option<RunDe
                 coalesce(e.log_bytes, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_bytes,
                 coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted,
                 e.wall_us, e.peak_rss_kib, e.user_cpu_us, e.sys_cpu_us,
-                e.output_path, e.output_bytes, e.output_mtime, e.output_sha256,
+                e.output_path, e.output_bytes, e.output_mtime, e.output_sha256, e.given_back,
                 CASE WHEN e.output_sha256 IS NOT NULL THEN
                   (SELECT e2.output_sha256 FROM runs r2 JOIN executions e2 ON e2.run_id = r2.id
                     WHERE r2.sequence = r.sequence AND r2.state = 'succeeded' AND r2.created_at < r.created_at

@@ -383,6 +383,106 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
     .await;
 }
 
+/// Attempts a worker gave back itself (`abandoned` in its own close: a
+/// shutdown past the drain bound, no module slot in time) are not lost
+/// workers: recovery's count of lost attempts, which `max_attempts` bounds,
+/// skips them, and counts the attempts it abandoned itself.
+#[tokio::test]
+async fn attempts_given_back_by_their_worker_are_not_counted_as_lost() {
+    with_store(|t| async move {
+        let s: &dyn Store = &*t;
+        let run = new_run(1);
+        let id = run.id;
+        s.create_run(&run).await.unwrap();
+        let worker = Uuid::now_v7();
+        let w = s
+            .apply(&write(id, None, &starting(), Some((worker, LEASE))))
+            .await
+            .unwrap();
+        assert!(w.claimed.is_some());
+        // Given back twice by its worker, each time as the next attempt.
+        let mut given_back = ExecResult::new(ExecState::Abandoned);
+        given_back.error = Some("was not started: this worker had no free module slot within 250ms".into());
+        for attempt in 1..=2 {
+            let next = Plan {
+                queue: Some(StepAttempt::at(0, attempt + 1)),
+                ..Plan::default()
+            };
+            let w = s
+                .apply(&write(
+                    id,
+                    Some(Close::Finish {
+                        key: key(id, 0, attempt),
+                        worker_id: worker,
+                        result: &given_back,
+                    }),
+                    &next,
+                    None,
+                ))
+                .await
+                .unwrap();
+            assert!(w.complete(&next), "{w:?}");
+            assert!(s.claim(key(id, 0, attempt + 1), worker, LEASE).await.unwrap().is_some());
+        }
+        // Attempt 3 loses its worker: nothing lost before it.
+        assert_eq!(s.worker_died(worker).await.unwrap(), 1);
+        let expired = s.expired_executions(10).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].key, key(id, 0, 3));
+        assert_eq!(expired[0].lost_before, 0, "two attempts given back, none lost");
+        let retry = Plan {
+            queue: Some(StepAttempt::at(0, 4)),
+            ..Plan::default()
+        };
+        let w = s
+            .apply(&write(
+                id,
+                Some(Close::Abandon {
+                    key: key(id, 0, 3),
+                    reason: "worker gone",
+                }),
+                &retry,
+                None,
+            ))
+            .await
+            .unwrap();
+        assert!(w.complete(&retry), "{w:?}");
+        // Attempt 4 loses its worker too: one lost before it, attempt 3.
+        let other = Uuid::now_v7();
+        assert!(s.claim(key(id, 0, 4), other, LEASE).await.unwrap().is_some());
+        assert_eq!(s.worker_died(other).await.unwrap(), 1);
+        let expired = s.expired_executions(10).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].lost_before, 1, "attempt 3, abandoned by recovery");
+        // What the UI and the API show of each attempt.
+        let detail = s.run_detail(id).await.unwrap().unwrap();
+        let shown: Vec<(i32, &str, bool)> = detail
+            .executions
+            .iter()
+            .map(|e| (e.attempt, e.state.as_str(), e.given_back))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (1, "abandoned", true),
+                (2, "abandoned", true),
+                (3, "abandoned", false),
+                (4, "running", false)
+            ]
+        );
+        assert_eq!(
+            t.raw_i64(
+                "SELECT count(*) FROM executions WHERE given_back",
+                "SELECT count(*) FROM executions WHERE given_back = 1",
+                &[]
+            )
+            .await,
+            2
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_close_and_a_move_in_one_write_apply_together_or_not_at_all() {
     with_store(|t| async move {

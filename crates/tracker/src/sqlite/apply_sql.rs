@@ -94,7 +94,8 @@ pub(super) const CLOSE: &str = "UPDATE executions
                 stdout_bytes = $13, stderr_bytes = $14,
                 wall_us = $26, peak_rss_kib = $27, user_cpu_us = $28, sys_cpu_us = $29,
                 output_path = $30, output_bytes = $31, output_mtime = $32, output_sha256 = $33,
-                warnings = $34, pid = coalesce($36, pid)
+                warnings = $34, pid = coalesce($36, pid),
+                given_back = ($2 = 'finish' AND $6 = 'abandoned')
           WHERE run_id = $1 AND step = $3 AND attempt = $4 AND state = 'running'
             AND CASE $2 WHEN 'finish' THEN worker_id = $5 ELSE lease_until < $35 END
       RETURNING started_at";

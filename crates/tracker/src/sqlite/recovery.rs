@@ -145,7 +145,7 @@ pub(crate) async fn expired_executions(t: &Embedded, limit: i64) -> Result<Vec<E
     let rows: Vec<ExpiredRow> = sqlx::query_as(
         "SELECT e.run_id, e.step, e.attempt, e.retry, e.pid, e.worker_id, w.host, r.state AS run_state, r.step_count, r.queue,
                 (SELECT count(*) FROM executions x
-                  WHERE x.run_id = e.run_id AND x.step = e.step AND x.state = 'abandoned') AS lost_before
+                  WHERE x.run_id = e.run_id AND x.step = e.step AND x.state = 'abandoned' AND x.given_back = 0) AS lost_before
            FROM executions e JOIN runs r ON r.id = e.run_id LEFT JOIN workers w ON w.id = e.worker_id
           WHERE e.state = 'running' AND e.lease_until < ?1
           ORDER BY e.lease_until LIMIT ?2",

@@ -138,6 +138,7 @@ struct ExecutionRow {
     previous_output_sha256: Option<String>,
     warnings: Option<Json<Vec<String>>>,
     stalled_at: Option<DateTime<Utc>>,
+    given_back: bool,
 }
 
 impl From<ExecutionRow> for ExecutionView {
@@ -179,6 +180,7 @@ impl From<ExecutionRow> for ExecutionView {
             previous_output_sha256: r.previous_output_sha256,
             warnings: r.warnings.map(|w| w.0),
             stalled_at: r.stalled_at,
+            given_back: r.given_back,
         }
     }
 }
@@ -211,7 +213,7 @@ pub(crate) async fn run_detail(t: &Embedded, run_id: Uuid) -> Result<Option<RunD
                 coalesce(e.log_bytes, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_bytes,
                 coalesce(e.log_omitted, CASE WHEN e.stdout_bytes + e.stderr_bytes = 0 THEN 0 END) AS log_omitted,
                 e.wall_us, e.peak_rss_kib, e.user_cpu_us, e.sys_cpu_us,
-                e.output_path, e.output_bytes, e.output_mtime, e.output_sha256,
+                e.output_path, e.output_bytes, e.output_mtime, e.output_sha256, e.given_back,
                 CASE WHEN e.output_sha256 IS NOT NULL THEN
                   (SELECT e2.output_sha256 FROM runs r2 JOIN executions e2 ON e2.run_id = r2.id
                     WHERE r2.sequence = r.sequence AND r2.state = 'succeeded' AND r2.created_at < r.created_at

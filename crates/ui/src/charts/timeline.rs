@@ -455,6 +455,7 @@ mod tests {
             previous_output_sha256: None,
             warnings: None,
             stalled_at: None,
+            given_back: false,
         }
     }
 
