@@ -71,6 +71,26 @@ fn starting() -> Plan {
     }
 }
 
+/// A new run of `steps` steps, started: its first step claimed by `worker`
+/// with `lease`.
+async fn started(s: &dyn Store, steps: usize, worker: Uuid, lease: Duration) -> Uuid {
+    let run = new_run(steps);
+    s.create_run(&run).await.unwrap();
+    let w = s
+        .apply(&write(run.id, None, &starting(), Some((worker, lease))))
+        .await
+        .unwrap();
+    assert!(w.claimed.is_some(), "{w:?}");
+    run.id
+}
+
+/// Recovery's close of `key` (its lease expired) with `plan`.
+async fn abandon(s: &dyn Store, key: ExecKey, reason: &str, plan: &Plan) -> scheduler_tracker::Written {
+    s.apply(&write(key.run_id, Some(Close::Abandon { key, reason }), plan, None))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_run_walks_through_every_write_of_the_contract() {
     with_store(|t| async move {
@@ -265,28 +285,16 @@ async fn a_run_walks_through_every_write_of_the_contract() {
 async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue() {
     with_store(|t| async move {
         let s: &dyn Store = &*t;
-        let run = new_run(3);
-        let id = run.id;
-        s.create_run(&run).await.unwrap();
         let worker = Uuid::now_v7();
         assert!(s.take_reaper_lease(worker, LEASE).await.unwrap());
         assert!(!s.take_reaper_lease(Uuid::now_v7(), LEASE).await.unwrap());
 
         // Claimed with a lease that is already over: recovery's to take.
-        let plan = starting();
-        let w = s
-            .apply(&write(id, None, &plan, Some((worker, Duration::ZERO))))
-            .await
-            .unwrap();
-        assert!(w.claimed.is_some());
+        let id = started(s, 3, worker, Duration::ZERO).await;
         let expired = s.expired_executions(10).await.unwrap();
         assert_eq!(expired.len(), 1);
         // A dead worker's leases, and the reaper lease it held, end at once.
-        let run_b = new_run(1);
-        s.create_run(&run_b).await.unwrap();
-        s.apply(&write(run_b.id, None, &starting(), Some((worker, LEASE))))
-            .await
-            .unwrap();
+        let run_b = started(s, 1, worker, LEASE).await;
         assert_eq!(s.expired_executions(10).await.unwrap().len(), 1, "run_b's lease holds");
         assert_eq!(s.worker_died(worker).await.unwrap(), 1);
         assert_eq!(s.worker_died(worker).await.unwrap(), 0, "once");
@@ -295,18 +303,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             s.take_reaper_lease(Uuid::now_v7(), LEASE).await.unwrap(),
             "the dead worker's reaper lease is free"
         );
-        let w = s
-            .apply(&write(
-                run_b.id,
-                Some(Close::Abandon {
-                    key: key(run_b.id, 0, 1),
-                    reason: "worker died",
-                }),
-                &Plan::default(),
-                None,
-            ))
-            .await
-            .unwrap();
+        let w = abandon(s, key(run_b, 0, 1), "worker died", &Plan::default()).await;
         assert!(w.closed);
         let k0 = key(id, 0, 1);
         assert_eq!(expired[0].key, k0);
@@ -316,18 +313,7 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
             queue: Some(StepAttempt::at(0, 2)),
             ..Plan::default()
         };
-        let w = s
-            .apply(&write(
-                id,
-                Some(Close::Abandon {
-                    key: k0,
-                    reason: "worker gone",
-                }),
-                &retry,
-                None,
-            ))
-            .await
-            .unwrap();
+        let w = abandon(s, k0, "worker gone", &retry).await;
         assert!(w.complete(&retry), "{w:?}");
         assert_eq!(
             s.exec_states(k0).await.unwrap(),
@@ -391,15 +377,8 @@ async fn recovery_finds_expired_leases_and_stuck_runs_and_cancel_takes_the_queue
 async fn attempts_given_back_by_their_worker_are_not_counted_as_lost() {
     with_store(|t| async move {
         let s: &dyn Store = &*t;
-        let run = new_run(1);
-        let id = run.id;
-        s.create_run(&run).await.unwrap();
         let worker = Uuid::now_v7();
-        let w = s
-            .apply(&write(id, None, &starting(), Some((worker, LEASE))))
-            .await
-            .unwrap();
-        assert!(w.claimed.is_some());
+        let id = started(s, 1, worker, LEASE).await;
         // Given back twice by its worker, each time as the next attempt.
         let mut given_back = ExecResult::new(ExecState::Abandoned);
         given_back.error = Some("was not started: this worker had no free module slot within 250ms".into());
@@ -434,18 +413,7 @@ async fn attempts_given_back_by_their_worker_are_not_counted_as_lost() {
             queue: Some(StepAttempt::at(0, 4)),
             ..Plan::default()
         };
-        let w = s
-            .apply(&write(
-                id,
-                Some(Close::Abandon {
-                    key: key(id, 0, 3),
-                    reason: "worker gone",
-                }),
-                &retry,
-                None,
-            ))
-            .await
-            .unwrap();
+        let w = abandon(s, key(id, 0, 3), "worker gone", &retry).await;
         assert!(w.complete(&retry), "{w:?}");
         // Attempt 4 loses its worker too: one lost before it, attempt 3.
         let other = Uuid::now_v7();
