@@ -1,6 +1,8 @@
 //! The write connection's inline half: a second connection to the store,
 //! run on the calling thread (rusqlite, on the SQLite that sqlx links), for
-//! the decisions of the state machine (`apply.rs`).
+//! the decisions of the state machine (`apply.rs`), the queue's take and
+//! settle, and the start of a run whose sequence has no concurrency limit
+//! (`queue.rs`).
 //!
 //! sqlx runs each SQLite connection on a thread of its own: every call is a
 //! message to that thread and an answer back. On these machines (virtual,
@@ -15,8 +17,10 @@
 //! and in the page cache here: the log is not flushed at commit
 //! (`synchronous = NORMAL`; the process's flusher flushes it after, as for
 //! every write, `writer.rs`) and this connection never checkpoints
-//! (`wal_autocheckpoint = 0`: the write connection's commits, several per
-//! run, do). The one wait is another process holding SQLite's write lock
+//! (`wal_autocheckpoint = 0`): the sqlx write connection's commits do (in a
+//! worker, at least each inbox's consumer refresh every 3 s, and the
+//! heartbeats), so under a steady load the log grows for a few seconds
+//! between checkpoints (27-72 MB in the bench's throughput phase). The one wait is another process holding SQLite's write lock
 //! (the keeper, the UI, a CLI command): the busy handler waits for it here
 //! at most [`INLINE_WAIT`], then the write gives up and runs again in
 //! `block_in_place`, waiting up to the store's busy timeout without holding

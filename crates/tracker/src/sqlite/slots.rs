@@ -161,7 +161,8 @@ pub(crate) async fn apply_within_limit(t: &Embedded, w: &Write<'_>) -> Result<st
         .await
 }
 
-/// Inserts run `$1` in state `$3` (the values of [`insert_values`]).
+/// Inserts run `$1` in state `$3`, noted `$8`, at `$9` (bound by [`insert`]
+/// through sqlx, by [`insert_queued_inline`] on the inline connection).
 const INSERT: &str =
     "INSERT INTO runs (id, sequence, state, queue, trigger, snapshot, step_count, note, created_at, updated_at,
                        finished_at, schedule, logical_date)

@@ -14,8 +14,9 @@
 //! - **The pool's checkout** (a ping of the connection's thread before each
 //!   use): one more hop to that thread and back per write.
 //!
-//! **Two connections, one turn.** The decisions of the state machine and
-//! the queue's take and settle run on the turn's inline connection
+//! **Two connections, one turn.** The decisions of the state machine, the
+//! queue's take and settle, and the start of a run without a concurrency
+//! limit run on the turn's inline connection
 //! ([`Turn::inline`], `inline.rs`: rusqlite on the calling thread, no hop
 //! to sqlx's connection thread); every other write on the sqlx connection.
 //! Both are used only holding the turn, a transaction is on one of them,
