@@ -291,3 +291,34 @@ async fn a_run_waiting_for_its_retry_says_so_and_when() {
     assert!(api["retry_at"].is_string(), "{api:#}");
     app.finish().await;
 }
+
+/// An attempt its own worker gave back (stopped past the drain timeout, or
+/// no module slot in time) reads `abandoned` like one lost with its
+/// worker, and the run page tells the two apart.
+#[tokio::test]
+async fn an_attempt_its_worker_gave_back_is_told_apart_from_a_lost_one() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let given = app.start("quick").await;
+    let lost = app.start("quick").await;
+    app.wait_state(given, "succeeded").await;
+    app.wait_state(lost, "succeeded").await;
+    let mut db = app.db().await;
+    for (run, given_back) in [(given, "TRUE"), (lost, "FALSE")] {
+        common::db::query(&format!(
+            "UPDATE executions SET state = 'abandoned', given_back = {given_back} WHERE run_id = $1"
+        ))
+        .bind(run)
+        .execute(&mut db)
+        .await;
+    }
+    let page = app.get(&format!("/runs/{given}")).await.body;
+    assert!(page.contains("badge small s-abandoned"), "{page}");
+    assert!(page.contains("badge small s-given-back"), "{page}");
+    let page = app.get(&format!("/runs/{lost}")).await.body;
+    assert!(page.contains("badge small s-abandoned"), "{page}");
+    assert!(!page.contains("s-given-back"), "{page}");
+    let api = app.get(&format!("/api/v1/runs/{given}")).await.json();
+    assert_eq!(api["executions"][0]["given_back"], true, "{api:#}");
+    app.finish().await;
+}

@@ -106,6 +106,9 @@ struct AttemptView {
     cpu_split: String,
     /// Since when it has written nothing, while the stall watch says so.
     stalled: Option<Stamp>,
+    /// Its own worker gave it back unfinished (a shutdown past the drain
+    /// bound, no free module slot in time): not a lost worker.
+    given_back: bool,
     /// What did not fail the step but should be seen (a missing input).
     warnings: Vec<String>,
     /// Its declared local output as the module left it.
@@ -335,6 +338,7 @@ fn attempt(e: &ExecutionView, open: bool, now: DateTime<Utc>) -> AttemptView {
             _ => String::new(),
         },
         stalled: e.stalled_at.map(|t| Stamp::new(t, now)),
+        given_back: e.given_back,
         warnings: e.warnings.clone().unwrap_or_default(),
         output: OutputView::new(e, now),
         exit,
