@@ -66,6 +66,12 @@ struct RabbitAcker {
     generation: u64,
     /// Still counted in `held`.
     holding: AtomicBool,
+    /// For a put-back, published again: the broker, the queue it came from
+    /// (every message goes through the default exchange, routed by its
+    /// queue's name) and its type.
+    broker: Broker,
+    queue: String,
+    kind: String,
 }
 
 impl RabbitAcker {
@@ -106,6 +112,23 @@ impl Acker for RabbitAcker {
             .await?;
         self.settled().await;
         Ok(())
+    }
+
+    /// A copy published to the same queue (confirmed), then the delivery
+    /// acknowledged: a quorum queue counts every requeue toward its
+    /// delivery limit (`x-delivery-count`), and a message put back often
+    /// enough would be dead-lettered without ever having been worked on.
+    /// A crash between the two leaves both copies, and the claim's
+    /// compare-and-set drops the second. If the copy cannot be published,
+    /// a requeue (counted).
+    async fn put_back(&self, data: &[u8]) -> Result<()> {
+        match self.broker.publish_raw(&self.queue, data, &self.kind).await {
+            Ok(()) => self.ack().await,
+            Err(e) => {
+                tracing::warn!(queue = %self.queue, error = %e, "could not publish a put-back message again; requeueing it (counted toward the delivery limit)");
+                self.requeue().await
+            }
+        }
     }
 
     fn release_hold(&self) -> Option<u64> {
@@ -267,6 +290,9 @@ impl Inbox for RabbitInbox {
                         epoch,
                         generation,
                         holding: AtomicBool::new(true),
+                        broker: self.broker.clone(),
+                        queue: d.routing_key.to_string(),
+                        kind: d.properties.kind().as_ref().map(|k| k.to_string()).unwrap_or_default(),
                     };
                     return Ok(Some(
                         Incoming::new(d.data, Box::new(acker)).with_redeliveries(redeliveries),

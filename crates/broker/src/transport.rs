@@ -67,10 +67,12 @@ pub trait Acker: Send + Sync {
     /// Back to the queue, for any consumer.
     async fn requeue(&self) -> Result<()>;
     /// Back to the queue unprocessed: this consumer took it but had no
-    /// room to run it after all. Where the transport counts deliveries
-    /// against a limit and can tell, this one is not counted; by default
-    /// (RabbitMQ) it is a requeue, which a quorum queue counts.
-    async fn put_back(&self) -> Result<()> {
+    /// room to run it after all. Not counted toward the queue's delivery
+    /// limit, as a [`Acker::requeue`] is: the message was never worked on.
+    /// `data` is the delivery's body (RabbitMQ publishes it again). By
+    /// default, a requeue.
+    async fn put_back(&self, data: &[u8]) -> Result<()> {
+        let _ = data;
         self.requeue().await
     }
     /// Out of the queue for good, kept where an operator can inspect it.
@@ -106,7 +108,7 @@ impl Incoming {
     }
     /// Back to the queue unprocessed ([`Acker::put_back`]).
     pub async fn put_back(&self) -> Result<()> {
-        self.acker.put_back().await
+        self.acker.put_back(&self.data).await
     }
     pub async fn dead_letter(&self) -> Result<()> {
         self.acker.dead_letter().await

@@ -354,6 +354,39 @@ async fn quorum_a_poison_message_is_dead_lettered_after_the_delivery_limit() {
     b.delete_queue(&q).await.unwrap();
 }
 
+/// A delivery put back unprocessed (its worker had no module slot in time)
+/// is not a return: put back more times than the delivery limit, it is
+/// still delivered, uncounted, one copy, with its body and type, and never
+/// dead-lettered. A requeue of the same message is counted.
+#[tokio::test]
+async fn quorum_a_message_put_back_is_not_counted_toward_the_delivery_limit() {
+    let config = BrokerConfig {
+        delivery_limit: 2,
+        ..config(QueueType::Quorum)
+    };
+    let b = Broker::connect(&config, "broker-test").await.unwrap();
+    let q = unique("put-back");
+    b.declare(&q).await.unwrap();
+    b.publish_raw(&q, b"step", "exec_module").await.unwrap();
+    let mut inbox = b.consume(std::slice::from_ref(&q), 1, "t").await.unwrap();
+    for _ in 0..5 {
+        let d = next(&mut inbox).await;
+        assert_eq!(d.data, b"step");
+        assert_eq!(d.redeliveries(), 0, "a put-back is not counted");
+        d.put_back().await.unwrap();
+    }
+    let d = next(&mut inbox).await;
+    assert_eq!((d.data.as_slice(), d.redeliveries()), (b"step".as_slice(), 0));
+    d.requeue().await.unwrap();
+    let d = next(&mut inbox).await;
+    assert_eq!(d.redeliveries(), 1, "a requeue is counted");
+    d.ack().await.unwrap();
+    assert_quiet(&mut inbox, "one copy only").await;
+    wait_depth(&b, &format!("{q}.dead"), 0).await;
+    inbox.close().await;
+    b.delete_queue(&q).await.unwrap();
+}
+
 /// A queue's type cannot change in place: declaring it with the other type
 /// is a clear error naming the setting, and the connection stays usable.
 #[tokio::test]

@@ -299,7 +299,7 @@ pub struct WorkerArgs {
     pub concurrency: u16,
     /// Runs held in flight beyond --concurrency while modules are short (under 50 ms), so that
     /// recording one step overlaps another run's module; never more modules than --concurrency.
-    /// Default: the concurrency in embedded mode, 0 with RabbitMQ (no gain measured there).
+    /// Default: the concurrency. 0 keeps at most --concurrency runs in flight.
     #[arg(long, env = "SCHEDULER_EXTRA_RUNS")]
     pub extra_runs: Option<u16>,
     /// Seconds running modules may take to finish after SIGTERM before they are stopped and handed back.

@@ -19,8 +19,8 @@
 //! While closed, at most N runs are in flight, so a step never waits for a
 //! permit (each run in flight holds or will hold one of the N). A step that
 //! waits past [`WAIT_AT_MOST`] all the same (modules turned long while the
-//! room was open) gives its work back: a fresh delivery is requeued before
-//! it is claimed, a claimed continuation is handed back as its next attempt
+//! room was open) gives its work back: a fresh delivery is put back before
+//! it is claimed (not counted toward the queue's delivery limit), a claimed continuation is handed back as its next attempt
 //! (`step.rs`).
 
 use scheduler_broker::Slots;

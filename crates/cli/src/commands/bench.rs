@@ -48,8 +48,8 @@ pub struct BenchArgs {
     /// Worker slots (modules at once): the worker runs as `scheduler worker -c N`.
     #[arg(short = 'c', long, default_value_t = 4)]
     pub concurrency: u16,
-    /// The worker's `--extra-runs` (default: the worker's own default for
-    /// the mode: the concurrency embedded, 0 with RabbitMQ).
+    /// The worker's `--extra-runs` (default: the worker's own, the
+    /// concurrency).
     #[arg(long)]
     pub extra_runs: Option<u16>,
     /// Runs executed one at a time in the latency phase.

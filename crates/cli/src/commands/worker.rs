@@ -28,10 +28,9 @@ fn config(g: &Global, a: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
     if a.prune_keep_last.is_some() && a.prune_older_than.is_none() {
         anyhow::bail!("--prune-keep-last (SCHEDULER_PRUNE_KEEP_LAST) needs --prune-older-than: say which runs may go");
     }
-    let embedded = matches!(crate::mode::Mode::of(g)?, crate::mode::Mode::Embedded { .. });
     Ok(WorkerConfig {
         concurrency: a.concurrency,
-        extra_runs: a.extra_runs.unwrap_or(if embedded { a.concurrency } else { 0 }),
+        extra_runs: a.extra_runs.unwrap_or(a.concurrency),
         queues: queues(&g.queue)?,
         lease,
         heartbeat_every: lease / 3,

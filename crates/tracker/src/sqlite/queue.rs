@@ -643,7 +643,7 @@ impl Acker for EmbeddedAcker {
 
     /// A requeue whose delivery does not count toward [`DELIVERY_LIMIT`]:
     /// the consumer never worked on it.
-    async fn put_back(&self) -> Result<()> {
+    async fn put_back(&self, _data: &[u8]) -> Result<()> {
         self.settle(
             "UPDATE queue_messages SET state = 'ready', consumer = NULL, taken_at = NULL, \
              deliveries = MAX(deliveries - 1, 0) WHERE id = ? AND consumer = ? AND state = 'taken'",
