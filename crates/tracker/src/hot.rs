@@ -13,7 +13,10 @@
 //!   force_generic_plan`: the statement is planned once per connection (every
 //!   part of it is a lookup by key, so the generic plan is the custom one),
 //!   and a bind costs 0.06 ms. Only here: the pages' filtered queries keep
-//!   their custom plans.
+//!   their custom plans. Planned once, perhaps on nearly empty tables, the
+//!   plan must not depend on their size: every row is found by its primary
+//!   key (`apply.rs`), and `enable_seqscan = off` keeps a plan made on an
+//!   empty table from scanning it whole once it has grown.
 //! - **The ping.** sqlx pings a connection (a `Sync` round trip) each time
 //!   it goes back to its pool. A connection here goes back to the idle list
 //!   as it is when its statement succeeded, and is closed when it failed.
@@ -58,7 +61,9 @@ pub(crate) struct Lent<'a> {
 impl Hot {
     pub(crate) fn new(options: &PgConnectOptions, url: &str, max: u32, connect_timeout: Duration) -> Hot {
         Hot {
-            options: options.clone().options([("plan_cache_mode", "force_generic_plan")]),
+            options: options
+                .clone()
+                .options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]),
             url: redact_url(url),
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max.max(1) as usize),

@@ -864,3 +864,79 @@ async fn the_hot_paths_connections_come_back_after_their_server_processes_die() 
     })
     .await;
 }
+
+/// The hot path's statements find their rows by primary key, however their
+/// plan was made: planned once per connection, on the nearly empty tables
+/// of a new database, they once took an index on `state` instead (the
+/// partial `executions_by_worker`, `runs_by_state`) and read every entry of
+/// that state at each step. PostgreSQL only (SQLite plans a lookup by a
+/// unique key first): 20 runs of 3 steps through the hot path, then no scan
+/// of any index other than the two primary keys.
+#[tokio::test]
+async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
+    if !common::backends().contains(&common::Backend::Postgres) {
+        return;
+    }
+    let t = common::open(common::Backend::Postgres, "store_t").await;
+    let s: &dyn Store = &*t;
+    let worker = Uuid::now_v7();
+    let ok = ExecResult::new(ExecState::Succeeded);
+    for _ in 0..20 {
+        let id = started(s, 3, worker, LEASE).await;
+        for step in 0..3u32 {
+            let plan = if step < 2 {
+                Plan {
+                    queue: Some(StepAttempt::at(step + 1, 1)),
+                    ..Plan::default()
+                }
+            } else {
+                Plan {
+                    run: Some(RunMove {
+                        from: RunState::Running,
+                        to: RunState::Succeeded,
+                    }),
+                    ..Plan::default()
+                }
+            };
+            let close = Close::Finish {
+                key: key(id, step, 1),
+                worker_id: worker,
+                result: &ok,
+            };
+            let w = s
+                .apply(&write(id, Some(close), &plan, Some((worker, LEASE))))
+                .await
+                .unwrap();
+            assert!(w.complete(&plan), "step {step}: {w:?}");
+        }
+    }
+    // The server processes report their scans when they end.
+    t.close().await;
+    let pool = sqlx::PgPool::connect(&t.location).await.unwrap();
+    let scans = || async {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT indexrelname::text, idx_scan FROM pg_stat_user_indexes \
+              WHERE relname IN ('runs', 'executions') AND idx_scan > 0 ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = scans().await;
+    while !seen.iter().any(|(index, n)| index == "executions_pkey" && *n >= 60) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closes' scans were not reported: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = scans().await;
+    }
+    assert!(
+        seen.iter().all(|(index, _)| index.ends_with("_pkey")),
+        "indexes other than the primary keys were scanned: {seen:?}"
+    );
+    pool.close().await;
+    common::remove(t).await;
+}
