@@ -2,7 +2,9 @@
 //! compare-and-set `queued -> running` that also sets its lease, records the
 //! module's pid, and finishes it with a compare-and-set `running -> <result>`
 //! guarded by its own worker id, so a worker whose lease was taken away can
-//! never overwrite the result of the attempt that replaced it.
+//! never overwrite the result of the attempt that replaced it. Each finds
+//! its row by key only, the state it expects written `IS NOT DISTINCT FROM`
+//! so that no index on `state` can serve it instead (`apply.rs`).
 
 use crate::runs::parse_state;
 use crate::{Result, Tracker};
@@ -192,8 +194,8 @@ pub(crate) async fn claim(t: &Tracker, key: ExecKey, worker_id: Uuid, lease: Dur
             SET state = 'running', worker_id = $4, started_at = now(),
                 lease_until = now() + make_interval(secs => $5)
            FROM runs r
-          WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state = 'queued'
-            AND r.id = e.run_id AND r.state = 'running'
+          WHERE e.run_id = $1 AND e.step = $2 AND e.attempt = $3 AND e.state IS NOT DISTINCT FROM 'queued'
+            AND r.id = e.run_id AND r.state IS NOT DISTINCT FROM 'running'
       RETURNING e.module, e.argv, e.timeout_secs, r.sequence, r.step_count, e.retry,
                 r.snapshot->>'logical_date' AS logical_date, r.snapshot->>'schedule' AS schedule,
                 r.snapshot->'steps'->(e.step)->>'cwd' AS cwd, r.snapshot->'steps'->(e.step)->'env' AS env,
@@ -229,7 +231,7 @@ pub(crate) async fn exec_states(t: &Tracker, key: ExecKey) -> Result<Option<(Run
 pub(crate) async fn cancel_queued(t: &Tracker, key: ExecKey) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE executions SET state = 'canceled', finished_at = now()
-          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'queued'",
+          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state IS NOT DISTINCT FROM 'queued'",
     )
     .bind(key.run_id)
     .bind(key.step as i32)
@@ -243,7 +245,7 @@ pub(crate) async fn cancel_queued(t: &Tracker, key: ExecKey) -> Result<bool> {
 pub(crate) async fn record_pid(t: &Tracker, key: ExecKey, worker_id: Uuid, pid: u32) -> Result<()> {
     sqlx::query(
         "UPDATE executions SET pid = $5
-          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND worker_id = $4 AND state = 'running'",
+          WHERE run_id = $1 AND step = $2 AND attempt = $3 AND worker_id = $4 AND state IS NOT DISTINCT FROM 'running'",
     )
     .bind(key.run_id)
     .bind(key.step as i32)
@@ -291,7 +293,7 @@ pub(crate) async fn mark_stalled(t: &Tracker, key: ExecKey, stalled: bool) -> Re
     let (done,): (i64,) = sqlx::query_as(
         "WITH m AS (
             UPDATE executions SET stalled_at = CASE WHEN $4 THEN now() END
-             WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state = 'running'
+             WHERE run_id = $1 AND step = $2 AND attempt = $3 AND state IS NOT DISTINCT FROM 'running'
                AND (stalled_at IS NULL) = $4
          RETURNING run_id, step, attempt, module
          ), ev AS (

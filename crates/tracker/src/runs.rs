@@ -11,8 +11,9 @@ use uuid::Uuid;
 /// for queued runs never published. A run a worker has already started
 /// (the usual case: the worker is faster than this note) is not written
 /// again, so the note does not contend with the worker for the run's row.
+/// The run is found by its key only (`IS NOT DISTINCT FROM`: `apply.rs`).
 pub(crate) async fn mark_run_published(t: &Tracker, run_id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE runs SET published_at = now() WHERE id = $1 AND state = 'queued' AND published_at IS NULL")
+    sqlx::query("UPDATE runs SET published_at = now() WHERE id = $1 AND state IS NOT DISTINCT FROM 'queued' AND published_at IS NULL")
         .bind(run_id)
         .execute(&t.relaxed)
         .await?;

@@ -870,8 +870,9 @@ async fn the_hot_paths_connections_come_back_after_their_server_processes_die() 
 /// of a new database, they once took an index on `state` instead (the
 /// partial `executions_by_worker`, `runs_by_state`) and read every entry of
 /// that state at each step. PostgreSQL only (SQLite plans a lookup by a
-/// unique key first): 20 runs of 3 steps through the hot path, then no scan
-/// of any index other than the two primary keys.
+/// unique key first): 20 runs of 3 steps through the hot path, a claim, a
+/// pid and a published-at note, then no scan of any index other than the
+/// two primary keys.
 #[tokio::test]
 async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
     if !common::backends().contains(&common::Backend::Postgres) {
@@ -910,6 +911,15 @@ async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
             assert!(w.complete(&plan), "step {step}: {w:?}");
         }
     }
+    // A claim, a pid, a published-at note and a cancel by key, as a
+    // worker and a producer make them.
+    let run = new_run(2);
+    s.create_run(&run).await.unwrap();
+    s.mark_run_published(run.id).await.unwrap();
+    s.apply(&write(run.id, None, &starting(), None)).await.unwrap();
+    let k0 = key(run.id, 0, 1);
+    assert!(s.claim(k0, worker, LEASE).await.unwrap().is_some());
+    s.record_pid(k0, worker, 42).await.unwrap();
     // The server processes report their scans when they end.
     t.close().await;
     let pool = sqlx::PgPool::connect(&t.location).await.unwrap();
