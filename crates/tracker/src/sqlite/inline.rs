@@ -19,8 +19,10 @@
 //! every write, `writer.rs`) and this connection never checkpoints
 //! (`wal_autocheckpoint = 0`): the sqlx write connection's commits do (in a
 //! worker, at least each inbox's consumer refresh every 3 s, and the
-//! heartbeats), so under a steady load the log grows for a few seconds
-//! between checkpoints (27-72 MB in the bench's throughput phase). The one wait is another process holding SQLite's write lock
+//! heartbeats). A burst of writes grows the log between two of them (316
+//! MB for the bench's 4000 runs started at once); a steady load then
+//! overwrites it in place. The one wait is another process holding
+//! SQLite's write lock
 //! (the keeper, the UI, a CLI command): the busy handler waits for it here
 //! at most [`INLINE_WAIT`], then the write gives up and runs again in
 //! `block_in_place`, waiting up to the store's busy timeout without holding
