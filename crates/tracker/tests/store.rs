@@ -911,8 +911,8 @@ async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
             assert!(w.complete(&plan), "step {step}: {w:?}");
         }
     }
-    // A claim, a pid, a published-at note and a cancel by key, as a
-    // worker and a producer make them.
+    // A claim, a pid, a stall mark, a published-at note and a cancel of a
+    // queued step, as a worker and a producer make them.
     let run = new_run(2);
     s.create_run(&run).await.unwrap();
     s.mark_run_published(run.id).await.unwrap();
@@ -920,6 +920,18 @@ async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
     let k0 = key(run.id, 0, 1);
     assert!(s.claim(k0, worker, LEASE).await.unwrap().is_some());
     s.record_pid(k0, worker, 42).await.unwrap();
+    assert!(
+        s.mark_stalled(k0, true).await.unwrap(),
+        "a running step is marked stalled"
+    );
+    // A step queued, not claimed, then canceled by key.
+    let queued = new_run(2);
+    s.create_run(&queued).await.unwrap();
+    s.apply(&write(queued.id, None, &starting(), None)).await.unwrap();
+    assert!(
+        s.cancel_queued(key(queued.id, 0, 1)).await.unwrap(),
+        "a queued step is canceled"
+    );
     // The server processes report their scans when they end.
     t.close().await;
     let pool = sqlx::PgPool::connect(&t.location).await.unwrap();
