@@ -97,9 +97,16 @@ impl Tracker {
     }
 
     /// Applies the embedded migrations (idempotent, safe to run concurrently).
+    /// A database that holds a migration this binary does not know was
+    /// migrated by a newer one: refused, saying so, with nothing changed.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => TrackerError::NewerSchema {
+                url: self.hot.url().to_string(),
+                version,
+            },
+            other => TrackerError::Migrate(other),
+        })
     }
 
     /// Connect and migrate: what every command that touches the database does.

@@ -100,6 +100,11 @@ impl Hot {
         }
     }
 
+    /// The database's URL, its password redacted.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Drops the idle connections (after a failure: they may all be dead).
     pub(crate) fn forget_idle(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();

@@ -79,6 +79,12 @@ pub enum TrackerError {
     Connect { url: String, source: sqlx::Error },
     #[error("applying the database migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database at {url} was migrated by a newer version of scheduler (schema version {version} is \
+         unknown to this one). Upgrade scheduler here (every worker, beat and UI on one database runs a \
+         version at least as new as the newest that started on it), or point DATABASE_URL at another database"
+    )]
+    NewerSchema { url: String, version: i64 },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("the embedded store {path} cannot be used: {what}")]

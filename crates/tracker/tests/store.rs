@@ -962,3 +962,44 @@ async fn the_hot_path_finds_its_rows_by_primary_key_on_a_new_database() {
     pool.close().await;
     common::remove(t).await;
 }
+
+/// A binary older than the database's schema (a rollback, an old worker
+/// restarted during a rolling upgrade) is refused with what to do, and the
+/// database is left as it was.
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused_saying_what_to_do() {
+    if !common::backends().contains(&common::Backend::Postgres) {
+        return;
+    }
+    let t = common::open(common::Backend::Postgres, "store_t").await;
+    let run = new_run(1);
+    t.create_run(&run).await.unwrap();
+    let pool = sqlx::PgPool::connect(&t.location).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let err = scheduler_tracker::Tracker::open(&scheduler_tracker::TrackerConfig::new(&t.location))
+        .await
+        .expect_err("an older binary is refused");
+    let said = err.to_string();
+    for part in [
+        "migrated by a newer version of scheduler",
+        "99991231000000",
+        "Upgrade scheduler",
+    ] {
+        assert!(said.contains(part), "{part:?} not in: {said}");
+    }
+    let database = t.location.rsplit('/').next().unwrap();
+    assert!(said.contains(database), "the message names the database: {said}");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 99991231000000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(t.run_view(run.id).await.unwrap().is_some(), "nothing lost");
+    common::remove(t).await;
+}
