@@ -55,7 +55,7 @@ pub fn requeue_pause(redeliveries: u32) -> Duration {
 /// A first step on another queue is published there.
 async fn start_here(ctx: &Ctx, incoming: Incoming, run_id: Uuid) {
     // A module slot before the first step is claimed here.
-    let Some(permit) = ctx.permits.acquire().await else {
+    let Some(permit) = ctx.permits.acquire(crate::permit_queue::Waiter::Fresh).await else {
         return crate::step::requeue_unclaimed(incoming).await;
     };
     match claim_start(ctx, run_id).await {

@@ -11,6 +11,8 @@
 //! - [`step`]: `exec_module`: claim, run the module, record, continue.
 //! - [`permits`]: the module slots (`--concurrency`), apart from the runs in
 //!   flight, and the extra room that lets recording overlap the next module.
+//! - [`permit_queue`]: the permits themselves, handed to waiting
+//!   continuations before waiting fresh deliveries.
 //! - [`module`]: turning a claimed step into a process spec, and its outcome
 //!   into the recorded result.
 //! - [`clock`]: the time the worker's own timers read, given to it.
@@ -46,6 +48,7 @@ pub mod heartbeat;
 pub mod keeper;
 pub mod logs;
 pub mod module;
+pub mod permit_queue;
 pub mod permits;
 pub mod reaper;
 pub mod stall;

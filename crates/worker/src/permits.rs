@@ -23,10 +23,11 @@
 //! it is claimed (not counted toward the queue's delivery limit), a claimed continuation is handed back as its next attempt
 //! (`step.rs`).
 
+use crate::permit_queue::{Permit, PermitQueue, Waiter};
 use scheduler_broker::Slots;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Mutex;
 
 /// A module running at least this long closes the extra room.
 pub const SHORT: Duration = Duration::from_millis(50);
@@ -37,7 +38,7 @@ pub const WAIT_AT_MOST: Duration = Duration::from_millis(250);
 
 /// The worker's module permits, and the extra room's state.
 pub struct Permits {
-    modules: Arc<Semaphore>,
+    modules: Arc<PermitQueue>,
     extra: u16,
     slots: Slots,
     room: Mutex<Room>,
@@ -67,7 +68,7 @@ impl Permits {
     /// open (the inbox must have been opened with `concurrency + extra`).
     pub fn new(concurrency: u16, extra: u16, slots: Slots) -> Permits {
         Permits {
-            modules: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
+            modules: PermitQueue::new(concurrency.max(1) as usize),
             extra,
             slots,
             room: Mutex::new(Room::default()),
@@ -81,14 +82,12 @@ impl Permits {
     }
 
     /// A permit for one module: at once if one is free, else within
-    /// [`WAIT_AT_MOST`]; `None` (and the room closed) past that.
-    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.modules.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        match tokio::time::timeout(WAIT_AT_MOST, self.modules.clone().acquire_owned()).await {
-            Ok(permit) => Some(permit.expect("the permits are never closed")),
-            Err(_) => {
+    /// [`WAIT_AT_MOST`] (continuations served before fresh deliveries:
+    /// `permit_queue.rs`); `None` (and the room closed) past that.
+    pub async fn acquire(&self, who: Waiter) -> Option<Permit> {
+        match self.modules.acquire(who, WAIT_AT_MOST).await {
+            Some(permit) => Some(permit),
+            None => {
                 tracing::info!(
                     waited = ?WAIT_AT_MOST,
                     "no module slot came free: giving the step back, and taking no more runs than slots until modules are short again"

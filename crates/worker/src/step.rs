@@ -19,6 +19,7 @@
 //! worker does not continue: it queues and publishes the next step for
 //! another worker.
 
+use crate::permit_queue::Waiter;
 use crate::worker::{Active, Ctx, StopReason};
 use crate::{module, stall};
 use scheduler_broker::Incoming;
@@ -38,7 +39,7 @@ const PID_WRITE_AFTER: Duration = Duration::from_millis(200);
 
 pub async fn handle(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
     // A module slot before the claim: a step claimed here runs here.
-    let Some(permit) = ctx.permits.acquire().await else {
+    let Some(permit) = ctx.permits.acquire(Waiter::Fresh).await else {
         return requeue_unclaimed(incoming).await;
     };
     let claimed = match ctx.store.claim(key, ctx.worker_id, ctx.config.lease).await {
@@ -156,7 +157,7 @@ async fn refuse(ctx: &Ctx, incoming: Incoming, key: ExecKey) {
 }
 
 /// A module slot (`permits.rs`).
-pub(crate) type Permit = tokio::sync::OwnedSemaphorePermit;
+pub(crate) type Permit = crate::permit_queue::Permit;
 
 /// Runs one claimed step and records it; returns the next step when this
 /// worker claimed it to continue locally, with the module slot it will run
@@ -164,7 +165,7 @@ pub(crate) type Permit = tokio::sync::OwnedSemaphorePermit;
 async fn execute(ctx: &Ctx, key: ExecKey, claimed: Claimed, permit: Permit) -> Option<(ExecKey, Claimed, Permit)> {
     let (result, outcome) = run_module(ctx, key, &claimed, permit).await;
     let (next_key, next) = conclude(ctx, key, &claimed, &result, &outcome, true).await?;
-    match ctx.permits.acquire().await {
+    match ctx.permits.acquire(Waiter::Continuation).await {
         Some(permit) => Some((next_key, next, permit)),
         None => {
             hand_back(ctx, next_key, &next).await;
