@@ -93,7 +93,8 @@ impl PermitQueue {
     }
 
     /// Permits free now (none while steps wait).
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.lock().free
     }
 
@@ -146,23 +147,18 @@ mod tests {
         let q = PermitQueue::new(1);
         let held = q.acquire(Waiter::Fresh, LONG).await.expect("one is free");
         let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
-        let fresh = {
+        // A step that starts waiting now and says when it is served.
+        let waiting = |who: Waiter, name: &'static str| {
             let (q, tx) = (q.clone(), order_tx.clone());
             tokio::spawn(async move {
-                let p = q.acquire(Waiter::Fresh, LONG).await;
-                tx.send("fresh").unwrap();
+                let p = q.acquire(who, LONG).await;
+                tx.send(name).unwrap();
                 p
             })
         };
+        let fresh = waiting(Waiter::Fresh, "fresh");
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let next = {
-            let (q, tx) = (q.clone(), order_tx.clone());
-            tokio::spawn(async move {
-                let p = q.acquire(Waiter::Continuation, LONG).await;
-                tx.send("continuation").unwrap();
-                p
-            })
-        };
+        let next = waiting(Waiter::Continuation, "continuation");
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(q.available(), 0);
         drop(held);
