@@ -73,8 +73,9 @@ fn storage_hint(e: &anyhow::Error) -> Option<&'static str> {
 }
 
 /// The exit code of a command that failed with `e`: 3 when PostgreSQL or
-/// RabbitMQ could not be reached, or the embedded store cannot be used
-/// (its disk full too), 2 for everything else (usage, definitions).
+/// RabbitMQ could not be reached, or the store cannot be used (the
+/// embedded file, its disk full, or a database of either kind migrated by
+/// a newer version), 2 for everything else (usage, definitions).
 fn exit_code(e: &anyhow::Error) -> u8 {
     if storage_hint(e).is_some() {
         return 3;
@@ -82,7 +83,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     let unreachable = e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<scheduler_tracker::TrackerError>(),
-            Some(scheduler_tracker::TrackerError::Connect { .. } | scheduler_tracker::TrackerError::Embedded { .. })
+            Some(
+                scheduler_tracker::TrackerError::Connect { .. }
+                    | scheduler_tracker::TrackerError::Embedded { .. }
+                    | scheduler_tracker::TrackerError::NewerSchema { .. }
+            )
         ) || matches!(
             cause.downcast_ref::<scheduler_broker::BrokerError>(),
             Some(scheduler_broker::BrokerError::Connect { .. })

@@ -114,6 +114,43 @@ fn start_fails_fast_with_a_clear_message_for_bad_definitions() {
     );
 }
 
+/// A rolling upgrade's old binary, or a rollback, meets a store a newer
+/// version migrated: every command refuses it with exit 3 (the store cannot
+/// be used, as for any unusable store), says what to do, and changes
+/// nothing, in either mode.
+#[test]
+fn a_store_migrated_by_a_newer_version_exits_3_and_keeps_its_runs() {
+    let env = Env::new(&[("ok", LEDGER_MODULE)], &[("s", &seq(&["ok"]))]);
+    let run = env.start("s");
+    let checksum = if common::embedded_mode() {
+        "X'00'"
+    } else {
+        "'\\x00'::bytea"
+    };
+    env.sql(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99991231000000, 'from the future', TRUE, {checksum}, 0)"
+    ));
+    for args in [&["runs"][..], &["start", "s"], &["show", &run.to_string()]] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "scheduler {args:?}: {stderr}");
+        for says in ["newer version of scheduler", "99991231000000", "Upgrade scheduler"] {
+            assert!(
+                stderr.contains(says),
+                "scheduler {args:?} should say {says:?}: {stderr}"
+            );
+        }
+    }
+    env.sql("DELETE FROM _sqlx_migrations WHERE version = 99991231000000");
+    assert_eq!(env.show(run)["id"], run.to_string(), "the run is still there");
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM runs"),
+        1,
+        "the refused start recorded nothing"
+    );
+}
+
 #[test]
 fn sigterm_lets_the_running_module_finish_and_then_exits() {
     let slow = "#!/bin/sh\nsleep 2\necho \"$ETL_RUN_ID $ETL_STEP $ETL_ATTEMPT $$\" >> ledger.txt\n";
