@@ -29,7 +29,8 @@
 //! nearly all) then waits, after giving the turn back, for the process's
 //! [`Flusher`]: the first waiter flushes the log file (`fdatasync`) for
 //! every commit made so far, and those that waited meanwhile find theirs
-//! flushed. So the turn is held only while writing, the next writer
+//! flushed (they wait on a notification that wakes them all when the flush
+//! ends, not in a queue for the flusher's role). So the turn is held only while writing, the next writer
 //! writes during the flush, and writes that commit together share one
 //! flush, as PostgreSQL's commits share a WAL flush. While flushes are
 //! quick (under 1 ms) the flush is a blocking call on the runtime thread
@@ -117,6 +118,8 @@ impl Writer {
                 wal: PathBuf::from(wal),
                 committed: AtomicU64::new(0),
                 flushed: tokio::sync::Mutex::new(0),
+                durable: AtomicU64::new(0),
+                flushes_ended: tokio::sync::Notify::new(),
                 flushes: AtomicU64::new(0),
                 last_flush_us: AtomicU64::new(0),
             }),
@@ -132,8 +135,16 @@ pub(crate) struct Flusher {
     /// Commits made on the write connection (counted under the turn, after
     /// each commit returned: their frames are in the log file).
     committed: AtomicU64,
-    /// Commits known flushed; its lock is the flusher's role, taken in turn.
+    /// Commits known flushed; its lock is the flusher's role: one flush
+    /// at a time, by whichever waiter finds none under way.
     flushed: tokio::sync::Mutex<u64>,
+    /// The same count, read without the role: a waiter whose commit is
+    /// covered returns without queueing for it.
+    durable: AtomicU64,
+    /// Rung after each flush, once its role is given back: every waiter
+    /// wakes at once and either finds its commit durable or takes the
+    /// role for the next flush.
+    flushes_ended: tokio::sync::Notify,
     /// Flushes done (for tests and figures).
     flushes: AtomicU64,
     /// How long the last flush took, in µs: the next one blocks its runtime
@@ -163,10 +174,49 @@ impl Flusher {
     }
 
     /// Returns once commit `seq` is on disk: flushed by this task, or by
-    /// the one before it in the flusher's role.
+    /// another in the flusher's role.
+    ///
+    /// Waiters do not queue for the role: a flush under way is waited for
+    /// on `flushes_ended`, which wakes every waiter at once when it ends.
+    /// Queued one behind the other on the role's lock instead, each
+    /// waiter's task had to be scheduled in turn only to find its commit
+    /// covered, and a step waited for that chain, not for the disk: 1.5 ms
+    /// for a 0.3 ms flush at `-c 2`, 25 ms for a 3.5 ms one at `-c 16`.
     pub(crate) async fn wait(&self, seq: u64) {
-        let mut flushed = self.flushed.lock().await;
-        if *flushed >= seq {
+        loop {
+            if self.durable.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            // Listen before looking at the role, so that a flush ending
+            // between the two still wakes this waiter (the flusher rings
+            // after giving the role back).
+            let ended = self.flushes_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.durable.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            match self.flushed.try_lock() {
+                Ok(flushed) => {
+                    let role = Role {
+                        flushed: Some(flushed),
+                        ended: &self.flushes_ended,
+                    };
+                    self.flush(role, seq).await;
+                    return;
+                }
+                Err(_) => ended.await,
+            }
+        }
+    }
+
+    /// Flushes the log for every commit made so far, holding the role,
+    /// unless commit `seq` is durable already.
+    async fn flush(&self, mut role: Role<'_>, seq: u64) {
+        let Some(flushed) = role.flushed.as_mut() else {
+            return;
+        };
+        if **flushed >= seq {
             return;
         }
         let runtime = tokio::runtime::Handle::current();
@@ -197,8 +247,10 @@ impl Flusher {
         self.last_flush_us.store(took, Ordering::Relaxed);
         match synced {
             Ok(()) => {
-                *flushed = target;
+                **flushed = target;
+                self.durable.store(target, Ordering::Release);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
+                // `role` gives the role back, then rings.
             }
             Err(e) => {
                 // As PostgreSQL: after a failed fsync the kernel may have
@@ -212,6 +264,23 @@ impl Flusher {
                 std::process::exit(70);
             }
         }
+    }
+}
+
+/// The flusher's role, held: given back, then every waiter woken, however
+/// the flush ends (a task cancelled at its yield included), so that no
+/// waiter sleeps on a flush that will not ring.
+struct Role<'a> {
+    flushed: Option<tokio::sync::MutexGuard<'a, u64>>,
+    ended: &'a tokio::sync::Notify,
+}
+
+impl Drop for Role<'_> {
+    fn drop(&mut self) {
+        // In this order: a waiter woken before the role is free could find
+        // it taken, and sleep past the ring.
+        self.flushed = None;
+        self.ended.notify_waiters();
     }
 }
 

@@ -93,6 +93,56 @@ async fn durable_writes_that_wait_together_share_flushes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_commit_is_durable_returns_while_another_flushes() {
+    let t = store().await;
+    insert(&t, Durability::Flushed, "a").await;
+    let flusher = t.turn().await.0.flusher.clone();
+    // Another task in the flusher's role, flushing later commits.
+    let role = flusher.flushed.lock().await;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(2), flusher.wait(1)).await;
+    assert!(
+        waited.is_ok(),
+        "a waiter whose commit was durable queued behind the flush under way"
+    );
+    drop(role);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_behind_a_flush_all_wake_when_it_ends_and_one_flushes_for_them() {
+    let t = store().await;
+    for name in ["a", "b", "c"] {
+        insert(&t, Durability::Logged, name).await;
+    }
+    let flusher = t.turn().await.0.flusher.clone();
+    let (_, _, before, _) = flusher.state().await;
+    // The role held by a flush that ends without covering them (a task
+    // cancelled at its yield, say).
+    let role = super::Role {
+        flushed: Some(flusher.flushed.lock().await),
+        ended: &flusher.flushes_ended,
+    };
+    let mut waiters = tokio::task::JoinSet::new();
+    for seq in 1..=3 {
+        let f = flusher.clone();
+        waiters.spawn(async move { f.wait(seq).await });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(waiters.len(), 3);
+    assert!(waiters.try_join_next().is_none(), "a waiter returned before its flush");
+    drop(role);
+    let all = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(done) = waiters.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "waiters slept past the end of the flush they waited for");
+    let (committed, flushed, after, _) = flusher.state().await;
+    assert_eq!((committed, flushed), (3, 3));
+    assert_eq!(after - before, 1, "one flush for the three waiters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_before_its_commit_is_rolled_back_and_frees_the_turn() {
     let t = store().await;
     let mut tx = t.begin().await.unwrap();
