@@ -80,7 +80,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if storage_hint(e).is_some() {
         return 3;
     }
-    let unreachable = e.chain().any(|cause| {
+    let unavailable = e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<scheduler_tracker::TrackerError>(),
             Some(
@@ -101,5 +101,5 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
         )
     });
-    if unreachable { 3 } else { 2 }
+    if unavailable { 3 } else { 2 }
 }

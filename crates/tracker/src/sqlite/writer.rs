@@ -30,8 +30,8 @@
 //! [`Flusher`]: the first waiter flushes the log file (`fdatasync`) for
 //! every commit made so far, and those that waited meanwhile find theirs
 //! flushed (they wait on a notification that wakes them all when the flush
-//! ends, not in a queue for the flusher's role). So the turn is held only while writing, the next writer
-//! writes during the flush, and writes that commit together share one
+//! ends, not in a queue for the flusher's role). So the turn is held only
+//! while writing, the next writer writes during the flush, and writes that commit together share one
 //! flush, as PostgreSQL's commits share a WAL flush. While flushes are
 //! quick (under 1 ms) the flush is a blocking call on the runtime thread
 //! itself, after a yield that lets a writer already woken on that thread
@@ -117,7 +117,7 @@ impl Writer {
             flusher: Arc::new(Flusher {
                 wal: PathBuf::from(wal),
                 committed: AtomicU64::new(0),
-                flushed: tokio::sync::Mutex::new(0),
+                role: tokio::sync::Mutex::new(()),
                 durable: AtomicU64::new(0),
                 flushes_ended: tokio::sync::Notify::new(),
                 flushes: AtomicU64::new(0),
@@ -135,11 +135,11 @@ pub(crate) struct Flusher {
     /// Commits made on the write connection (counted under the turn, after
     /// each commit returned: their frames are in the log file).
     committed: AtomicU64,
-    /// Commits known flushed; its lock is the flusher's role: one flush
-    /// at a time, by whichever waiter finds none under way.
-    flushed: tokio::sync::Mutex<u64>,
-    /// The same count, read without the role: a waiter whose commit is
-    /// covered returns without queueing for it.
+    /// The flusher's role: one flush at a time, by whichever waiter finds
+    /// none under way.
+    role: tokio::sync::Mutex<()>,
+    /// Commits known flushed (written only by the role's holder): a waiter
+    /// whose commit is covered returns without waiting for the role.
     durable: AtomicU64,
     /// Rung after each flush, once its role is given back: every waiter
     /// wakes at once and either finds its commit durable or takes the
@@ -196,10 +196,10 @@ impl Flusher {
             if self.durable.load(Ordering::Acquire) >= seq {
                 return;
             }
-            match self.flushed.try_lock() {
-                Ok(flushed) => {
+            match self.role.try_lock() {
+                Ok(held) => {
                     let role = Role {
-                        flushed: Some(flushed),
+                        held: Some(held),
                         ended: &self.flushes_ended,
                     };
                     self.flush(role, seq).await;
@@ -212,11 +212,8 @@ impl Flusher {
 
     /// Flushes the log for every commit made so far, holding the role,
     /// unless commit `seq` is durable already.
-    async fn flush(&self, mut role: Role<'_>, seq: u64) {
-        let Some(flushed) = role.flushed.as_mut() else {
-            return;
-        };
-        if **flushed >= seq {
+    async fn flush(&self, _role: Role<'_>, seq: u64) {
+        if self.durable.load(Ordering::Acquire) >= seq {
             return;
         }
         let runtime = tokio::runtime::Handle::current();
@@ -247,10 +244,9 @@ impl Flusher {
         self.last_flush_us.store(took, Ordering::Relaxed);
         match synced {
             Ok(()) => {
-                **flushed = target;
                 self.durable.store(target, Ordering::Release);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
-                // `role` gives the role back, then rings.
+                // `_role` gives the role back, then rings.
             }
             Err(e) => {
                 // As PostgreSQL: after a failed fsync the kernel may have
@@ -271,7 +267,7 @@ impl Flusher {
 /// the flush ends (a task cancelled at its yield included), so that no
 /// waiter sleeps on a flush that will not ring.
 struct Role<'a> {
-    flushed: Option<tokio::sync::MutexGuard<'a, u64>>,
+    held: Option<tokio::sync::MutexGuard<'a, ()>>,
     ended: &'a tokio::sync::Notify,
 }
 
@@ -279,7 +275,7 @@ impl Drop for Role<'_> {
     fn drop(&mut self) {
         // In this order: a waiter woken before the role is free could find
         // it taken, and sleep past the ring.
-        self.flushed = None;
+        self.held = None;
         self.ended.notify_waiters();
     }
 }
@@ -288,7 +284,7 @@ impl Drop for Role<'_> {
 impl Flusher {
     /// (commits made, commits flushed, flushes done, the log's path).
     pub(crate) async fn state(&self) -> (u64, u64, u64, PathBuf) {
-        let flushed = *self.flushed.lock().await;
+        let flushed = self.durable.load(Ordering::Acquire);
         (
             self.committed.load(Ordering::Acquire),
             flushed,

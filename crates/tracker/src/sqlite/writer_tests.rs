@@ -98,7 +98,7 @@ async fn a_waiter_whose_commit_is_durable_returns_while_another_flushes() {
     insert(&t, Durability::Flushed, "a").await;
     let flusher = t.turn().await.0.flusher.clone();
     // Another task in the flusher's role, flushing later commits.
-    let role = flusher.flushed.lock().await;
+    let role = flusher.role.lock().await;
     let waited = tokio::time::timeout(std::time::Duration::from_secs(2), flusher.wait(1)).await;
     assert!(
         waited.is_ok(),
@@ -118,7 +118,7 @@ async fn waiters_behind_a_flush_all_wake_when_it_ends_and_one_flushes_for_them()
     // The role held by a flush that ends without covering them (a task
     // cancelled at its yield, say).
     let role = super::Role {
-        flushed: Some(flusher.flushed.lock().await),
+        held: Some(flusher.role.lock().await),
         ended: &flusher.flushes_ended,
     };
     let mut waiters = tokio::task::JoinSet::new();
