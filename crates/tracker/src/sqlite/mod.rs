@@ -72,7 +72,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
-pub(crate) use writer::{Durability, LostConnection, Turn, WriteTx};
+pub(crate) use writer::{Durability, LostConnection, Turn, Unflushed, WriteTx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 

@@ -25,7 +25,7 @@
 //! plus its busy slots are fewer than its concurrency, the same promise as
 //! RabbitMQ's "prefetch = free slots".
 
-use super::{Durability, Embedded, inline, now};
+use super::{Durability, Embedded, Unflushed, inline, now};
 use crate::slots::{Admitted, NewRun};
 use scheduler_broker::{Acker, BrokerError, Inbox, Incoming, SlotControl, Slots, Transport};
 use scheduler_core::Message;
@@ -106,17 +106,24 @@ impl EmbeddedQueue {
     }
 
     /// Stores bytes as they are on `queue` (tests of malformed messages).
+    ///
+    /// As for a start (`record_and_start`): the bell rings once the message
+    /// is committed, and this returns once it is flushed.
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
-        let stored = self
+        let (stored, unflushed) = self
             .store
-            .write(async |c| sqlx::query(STORE).bind(body).bind(now()).bind(queue).execute(c).await)
+            .turn()
+            .await
+            .write_unflushed(async |c| sqlx::query(STORE).bind(body).bind(now()).bind(queue).execute(c).await)
             .await
             .map_err(store_err)?;
         if stored.rows_affected() == 0 {
+            // Nothing stored, nothing to flush.
             self.declared().remove(queue);
             return Err(BrokerError::Unroutable { queue: queue.into() });
         }
         self.ring();
+        unflushed.flushed().await;
         Ok(())
     }
 
@@ -132,6 +139,13 @@ impl EmbeddedQueue {
     /// recorded but unpublished (the window recovery closes in the
     /// distributed mode). `queues` (the run's own first) are declared in it
     /// too.
+    ///
+    /// The bell rings once the transaction commits, before its flush, and
+    /// this returns once the flush ends: a worker takes the message while
+    /// the log is flushed. No module of the run starts before the run is
+    /// on disk all the same: the worker's claim of its first step waits for
+    /// a flush of its own, later in the log, which covers this commit (the
+    /// log is flushed in order).
     pub async fn record_and_start(&self, run: &NewRun, queues: &[String]) -> crate::Result<Admitted> {
         // The run's own queue every time: declared before by this handle,
         // its row may have gone since.
@@ -143,9 +157,10 @@ impl EmbeddedQueue {
                 .collect()
         };
         if !run.snapshot.concurrency.is_limited() {
-            self.record_and_start_inline(run, &declaring).await?;
+            let unflushed = self.record_and_start_inline(run, &declaring).await?;
             self.declared().extend(declaring.into_iter().cloned());
             self.ring();
+            unflushed.flushed().await;
             return Ok(Admitted::Queued);
         }
         let mut tx = self.store.begin().await?;
@@ -168,11 +183,12 @@ impl EmbeddedQueue {
                 .await?;
             sqlx::query(PUBLISHED).bind(at).bind(run.id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        let unflushed = tx.commit_unflushed().await?;
         self.declared().extend(declaring.into_iter().cloned());
         if start {
             self.ring();
         }
+        unflushed.flushed().await;
         Ok(admitted)
     }
 
@@ -183,12 +199,13 @@ impl EmbeddedQueue {
     /// five hops to sqlx's connection thread and back. Many runs started
     /// at once by one process (the UI, the beat, a burst of `start`s through
     /// the API, the bench) took most of their CPU in those hops.
-    async fn record_and_start_inline(&self, run: &NewRun, declaring: &[&String]) -> crate::Result<()> {
+    async fn record_and_start_inline(&self, run: &NewRun, declaring: &[&String]) -> crate::Result<Unflushed> {
         let body = Message::StartEtl { run_id: run.id }.encode();
-        self.store
+        let ((), unflushed) = self
+            .store
             .turn()
             .await
-            .inline(|c| {
+            .inline_unflushed(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let at = now();
                 for queue in declaring {
@@ -205,7 +222,8 @@ impl EmbeddedQueue {
                 tx.commit()?;
                 Ok(())
             })
-            .await
+            .await?;
+        Ok(unflushed)
     }
 
     /// Messages dead-lettered on `queue` (for tools and tests).

@@ -305,6 +305,22 @@ fn sync_file(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// A commit in the log that may not be on disk yet.
+#[derive(Debug)]
+#[must_use = "a commit is durable only once its flush is awaited"]
+pub(crate) struct Unflushed {
+    flusher: Arc<Flusher>,
+    seq: u64,
+}
+
+impl Unflushed {
+    /// Returns once a flush of the log covers the commit (this task's, or
+    /// another's that covers it).
+    pub(crate) async fn flushed(self) {
+        self.flusher.wait(self.seq).await;
+    }
+}
+
 /// The write turn: the process's write connection, exclusively.
 pub(crate) struct Turn(pub(crate) OwnedMutexGuard<Writer>);
 
@@ -331,21 +347,39 @@ impl Turn {
     /// gives the turn back before waiting for the flush that `durability`
     /// asks for.
     pub(crate) async fn write<T, E>(
-        mut self,
+        self,
         durability: Durability,
         f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<sqlx::Error> + LostConnection,
     {
-        let conn = self.conn().await?;
-        let result = f(conn).await;
-        match &result {
-            Err(e) if e.lost_connection() => self.0.conn = None,
-            Err(_) => {}
-            Ok(_) => self.after_commit(durability).await,
+        let (result, unflushed) = self.write_unflushed(f).await?;
+        if durability == Durability::Flushed {
+            unflushed.flushed().await;
         }
-        result
+        Ok(result)
+    }
+
+    /// [`Turn::write`], returning once the write is committed (the turn
+    /// given back) with its flush still owed.
+    pub(crate) async fn write_unflushed<T, E>(
+        mut self,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
+    ) -> Result<(T, Unflushed), E>
+    where
+        E: From<sqlx::Error> + LostConnection,
+    {
+        let conn = self.conn().await?;
+        match f(conn).await {
+            Ok(result) => Ok((result, self.committed())),
+            Err(e) => {
+                if e.lost_connection() {
+                    self.0.conn = None;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs `f` on the inline connection (`inline.rs`), on this thread: a
@@ -363,10 +397,25 @@ impl Turn {
 
     /// [`Turn::inline`], as durable as `durability` asks.
     pub(crate) async fn inline_as<T>(
-        mut self,
+        self,
         durability: Durability,
         f: impl Fn(&mut rusqlite::Connection) -> Result<T, crate::TrackerError>,
     ) -> Result<T, crate::TrackerError> {
+        let (result, unflushed) = self.inline_unflushed(f).await?;
+        if durability == Durability::Flushed {
+            unflushed.flushed().await;
+        }
+        Ok(result)
+    }
+
+    /// [`Turn::inline`], returning once the write is committed (in the
+    /// log, the turn given back) with its flush still owed: the caller
+    /// awaits [`Unflushed::flushed`] before anything that needs the commit
+    /// on disk.
+    pub(crate) async fn inline_unflushed<T>(
+        mut self,
+        f: impl Fn(&mut rusqlite::Connection) -> Result<T, crate::TrackerError>,
+    ) -> Result<(T, Unflushed), crate::TrackerError> {
         if self.0.open {
             // Whatever the other connection left open holds the lock.
             self.conn().await?;
@@ -386,20 +435,16 @@ impl Turn {
                 _ => patient(),
             };
         }
-        if result.is_ok() {
-            self.after_commit(durability).await;
-        }
-        result
+        let result = result?;
+        Ok((result, self.committed()))
     }
 
-    /// Counts the commit just made; gives the turn back, then waits for the
-    /// flush if `durability` asks for it.
-    async fn after_commit(self, durability: Durability) {
-        let seq = self.0.flusher.committed();
-        let flusher = self.0.flusher.clone();
-        drop(self);
-        if durability == Durability::Flushed {
-            flusher.wait(seq).await;
+    /// Counts the commit just made and gives the turn back; what remains is
+    /// its flush.
+    fn committed(self) -> Unflushed {
+        Unflushed {
+            seq: self.0.flusher.committed(),
+            flusher: self.0.flusher.clone(),
         }
     }
 
@@ -471,7 +516,13 @@ pub(crate) struct WriteTx {
 
 impl WriteTx {
     /// Commits, gives the turn back, and returns once the commit is flushed.
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.commit_unflushed().await?.flushed().await;
+        Ok(())
+    }
+
+    /// Commits and gives the turn back; returns the flush still owed.
+    pub(crate) async fn commit_unflushed(mut self) -> Result<Unflushed, sqlx::Error> {
         let Some(mut turn) = self.turn.take() else {
             unreachable!("a WriteTx holds its turn until commit or drop")
         };
@@ -479,8 +530,7 @@ impl WriteTx {
         match sqlx::query("COMMIT").execute(live(&mut w.conn)).await {
             Ok(_) => {
                 w.open = false;
-                turn.after_commit(Durability::Flushed).await;
-                Ok(())
+                Ok(turn.committed())
             }
             Err(e) => {
                 // Still open, or rolled back by SQLite: rolled back before

@@ -179,3 +179,83 @@ fn a_flush_blocks_its_runtime_thread_only_while_flushes_are_quick_and_another_th
     );
     assert!(!on_runtime_thread(Duration::from_millis(30), 16), "a slow disk");
 }
+
+/// A run's start (`EmbeddedQueue::record_and_start`) and a publish ring
+/// the queue's bell once their transaction commits, before its flush: a
+/// worker takes the message while the log is flushed (the worker's own
+/// flushed write, later in the log, covers it before any module starts).
+/// Each returns only once its commit is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_delivered_while_it_is_flushed_and_its_publisher_returns_once_flushed() {
+    // A start without a concurrency limit (the inline connection), one with
+    // a limit (admitted in a transaction on the sqlx connection), a publish.
+    for (sequence, publish) in [
+        (r#"{"steps": [{"module_name": "m"}]}"#, false),
+        (r#"{"max_concurrent": 2, "steps": [{"module_name": "m"}]}"#, false),
+        (r#"{"steps": [{"module_name": "m"}]}"#, true),
+    ] {
+        delivered_while_flushing(sequence, publish).await;
+    }
+}
+
+async fn delivered_while_flushing(sequence: &str, publish: bool) {
+    use scheduler_broker::Transport;
+    let t = store().await;
+    let queue = super::super::queue::EmbeddedQueue::new(&t);
+    let queues = vec!["q1".to_string()];
+    let mut inbox = queue.consume(&queues, 2, "t").await.unwrap();
+    // A first delivery does the inbox's housekeeping (a flushed write; the
+    // next one is seconds away).
+    queue.declare("q1").await.unwrap();
+    let warm = scheduler_core::Message::StartEtl { run_id: Uuid::now_v7() };
+    queue.publish("q1", &warm).await.unwrap();
+    inbox.next().await.unwrap().unwrap().ack().await.unwrap();
+    let flusher = t.turn().await.0.flusher.clone();
+    // The flusher's role held: no flush ends until the test lets it.
+    let role = super::Role {
+        held: Some(flusher.role.lock().await),
+        ended: &flusher.flushes_ended,
+    };
+    // The inbox waits for the bell (it also looks once a second on its own).
+    let waiting = tokio::spawn(async move {
+        let delivered = inbox.next().await;
+        (inbox, delivered)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let run = super::super::test_runs::new_run(sequence);
+    let message = scheduler_core::Message::StartEtl { run_id: run.id };
+    let sending = {
+        let (queue, queues, message) = (queue.clone(), queues.clone(), message.clone());
+        tokio::spawn(async move {
+            match publish {
+                true => queue.publish("q1", &message).await.map_err(|e| e.to_string()),
+                false => match queue.record_and_start(&run, &queues).await {
+                    Ok(crate::Admitted::Queued) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            }
+        })
+    };
+    let (inbox, delivered) = tokio::time::timeout(std::time::Duration::from_millis(600), waiting)
+        .await
+        .expect("the bell did not ring while the message's commit waited for its flush")
+        .unwrap();
+    let delivered = delivered.unwrap().unwrap();
+    assert_eq!(scheduler_core::Message::decode(&delivered.data).unwrap(), message);
+    // Well past the bell's wake-up: still waiting for its flush.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!sending.is_finished(), "returned before its commit was flushed");
+    // The message's commit is among these (it was delivered).
+    let (committed, flushed, _, _) = flusher.state().await;
+    assert!(flushed < committed, "nothing was flushed while the role was held");
+    drop(role);
+    tokio::time::timeout(std::time::Duration::from_secs(5), sending)
+        .await
+        .expect("did not return once the flush could run")
+        .unwrap()
+        .unwrap();
+    let (_, flushed, _, _) = flusher.state().await;
+    assert!(flushed >= committed, "returned before its commit was flushed");
+    delivered.ack().await.unwrap();
+    inbox.close().await;
+}
