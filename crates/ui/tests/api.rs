@@ -83,7 +83,12 @@ async fn a_failed_run_is_retried_from_its_failed_step() {
 
     let r = app.post(&format!("/api/v1/runs/{run}/retry")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.json()["state"], "running");
+    // The run as read after the retry: running, or already failed again (its
+    // retried step fails at once, and the worker may record that before this
+    // answer reads the run: seen under a loaded test run). The wait below
+    // checks that a second attempt ran.
+    let after = r.json()["state"].as_str().unwrap_or_default().to_string();
+    assert!(matches!(after.as_str(), "running" | "failed"), "{}", r.body);
     let again = app
         .wait_for(run, "a second failed attempt", |d| {
             d.run.state == "failed" && d.executions.iter().any(|e| e.step == 1 && e.attempt == 2)
