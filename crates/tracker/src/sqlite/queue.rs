@@ -9,7 +9,8 @@
 //! dead-lettered instead of being handed out again: a poison message stops
 //! there, as with a quorum queue's delivery limit.
 //!
-//! Waking up: a publish, once committed, closes a write handle on the bell
+//! Waking up: a publish, once committed (before its flush, which it then
+//! awaits: `record_and_start`), closes a write handle on the bell
 //! file next to the store (`queue.bell`); every inbox watches it with
 //! inotify, so a new message is taken within a millisecond or two, and an
 //! idle inbox sleeps. It also looks every [`POLL`] on its own, which covers

@@ -31,16 +31,18 @@
 //! every commit made so far, and those that waited meanwhile find theirs
 //! flushed (they wait on a notification that wakes them all when the flush
 //! ends, not in a queue for the flusher's role). So the turn is held only
-//! while writing, the next writer writes during the flush, and writes that commit together share one
-//! flush, as PostgreSQL's commits share a WAL flush. While flushes are
-//! quick (under 1 ms) the flush is a blocking call on the runtime thread
-//! itself, after a yield that lets a writer already woken on that thread
-//! commit first ([`on_runtime_thread`]); a slow one goes through
-//! `block_in_place`. The log is one file
-//! written in order, so a flush covers every commit before it, whichever
-//! process made it; a checkpoint flushes the log before it copies it
-//! (SQLite does so at `NORMAL`), so a commit copied and its log reused is
-//! durable in the database file.
+//! while writing, the next writer writes during the flush, and writes that
+//! commit together share one flush, as PostgreSQL's commits share a WAL
+//! flush. While flushes are quick (under 1 ms) the flush is a blocking call
+//! on the runtime thread itself, after a yield that lets a writer already
+//! woken on that thread commit first ([`on_runtime_thread`]); a slow one
+//! goes through `block_in_place`. The log is one file written in order, so
+//! a flush covers every commit before it, whichever process made it; a
+//! checkpoint flushes the log before it copies it (SQLite does so at
+//! `NORMAL`), so a commit copied and its log reused is durable in the
+//! database file. A caller with something to do between its commit and the
+//! flush (the queue rings its bell) takes the commit [`Unflushed`] and
+//! awaits its flush itself.
 //!
 //! The queue's bookkeeping (a message taken or settled, a consumer's row
 //! refreshed) and the published-at notes do not wait
@@ -319,6 +321,13 @@ impl Unflushed {
     pub(crate) async fn flushed(self) {
         self.flusher.wait(self.seq).await;
     }
+
+    /// Returns once the commit is as durable as `durability` asks.
+    async fn settle(self, durability: Durability) {
+        if durability == Durability::Flushed {
+            self.flushed().await;
+        }
+    }
 }
 
 /// The write turn: the process's write connection, exclusively.
@@ -355,9 +364,7 @@ impl Turn {
         E: From<sqlx::Error> + LostConnection,
     {
         let (result, unflushed) = self.write_unflushed(f).await?;
-        if durability == Durability::Flushed {
-            unflushed.flushed().await;
-        }
+        unflushed.settle(durability).await;
         Ok(result)
     }
 
@@ -402,9 +409,7 @@ impl Turn {
         f: impl Fn(&mut rusqlite::Connection) -> Result<T, crate::TrackerError>,
     ) -> Result<T, crate::TrackerError> {
         let (result, unflushed) = self.inline_unflushed(f).await?;
-        if durability == Durability::Flushed {
-            unflushed.flushed().await;
-        }
+        unflushed.settle(durability).await;
         Ok(result)
     }
 
