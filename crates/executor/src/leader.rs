@@ -9,7 +9,7 @@
 //! while the module ran (`memory.events`), to tell an OOM kill from another
 //! SIGKILL.
 //!
-//! The one place with `unsafe` code: nix 0.31 wraps neither `pidfd_open` nor `wait4`, so they
+//! With `vfork.rs`, the one place with `unsafe` code: nix 0.31 wraps neither `pidfd_open` nor `wait4`, so they
 //! are called through libc, each with its SAFETY note.
 #![allow(unsafe_code)]
 
@@ -39,10 +39,16 @@ pub struct Usage {
 pub(crate) struct Leader {
     pid: i32,
     pidfd: Option<AsyncFd<OwnedFd>>,
+    /// Started by `vfork.rs`, not tokio: reaping it is ours alone, even
+    /// when the wait is abandoned (see `Drop`).
+    ours: bool,
+    reaped: bool,
 }
 
 impl Leader {
+    /// A leader tokio started: a pidfd of our own is opened for it.
     pub(crate) fn new(pid: u32) -> Leader {
+        note_oom_baseline();
         let pid = pid as i32;
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -55,13 +61,48 @@ impl Leader {
         } else {
             None
         };
-        Leader { pid, pidfd }
+        Leader {
+            pid,
+            pidfd,
+            ours: false,
+            reaped: false,
+        }
+    }
+
+    /// A leader `vfork.rs` started, with the pidfd `clone` gave.
+    pub(crate) fn with_pidfd(pid: u32, pidfd: OwnedFd) -> io::Result<Leader> {
+        note_oom_baseline();
+        reap_abandoned();
+        // SAFETY: as in `new`: the `OwnedFd` stays open with the `AsyncFd`.
+        let pidfd = match unsafe { AsyncFd::register(pidfd) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Not waited for: stopped, and reaped by a later spawn.
+                crate::group::signal(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                UNREAPED.lock().unwrap_or_else(|p| p.into_inner()).push(pid as i32);
+                return Err(e.into());
+            }
+        };
+        Ok(Leader {
+            pid: pid as i32,
+            pidfd: Some(pidfd),
+            ours: true,
+            reaped: false,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
     }
 
     /// Waits for the leader to exit and reaps it; with a pidfd, returns its
     /// accounting too. Cancel-safe: dropping the future loses nothing.
-    pub(crate) async fn wait(&self, child: &mut Child) -> io::Result<(ExitStatus, Option<Usage>)> {
+    pub(crate) async fn wait(&mut self, child: Option<&mut Child>) -> io::Result<(ExitStatus, Option<Usage>)> {
         let Some(fd) = &self.pidfd else {
+            let child = child.expect("a leader without a pidfd was started by tokio");
             return child.wait().await.map(|s| (s, None));
         };
         loop {
@@ -81,11 +122,37 @@ impl Leader {
                     return Err(e);
                 }
                 _ => {
+                    self.reaped = true;
                     return Ok((ExitStatus::from_raw(status), Some(usage_of(&usage))));
                 }
             }
         }
     }
+}
+
+/// Leaders of ours whose wait was abandoned before they exited (their group
+/// was killed): reaped by the next spawns, so none stays a zombie for long.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if self.ours && !self.reaped && !try_reap(self.pid) {
+            UNREAPED.lock().unwrap_or_else(|p| p.into_inner()).push(self.pid);
+        }
+    }
+}
+
+/// Reaps the abandoned leaders that have exited since (`Drop`).
+pub(crate) fn reap_abandoned() {
+    let mut pending = UNREAPED.lock().unwrap_or_else(|p| p.into_inner());
+    pending.retain(|pid| !try_reap(*pid));
+}
+
+/// Whether `pid` (a child of ours) is reaped now, or gone already.
+fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: plain syscall with a pointer to a local.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) != 0 }
 }
 
 fn usage_of(u: &libc::rusage) -> Usage {

@@ -17,7 +17,9 @@
 //!
 //! # Layout
 //!
-//! - [`spawn`](crate::spawn()) (`spawn.rs`): resolving the program ([`resolve_program`]) and starting it.
+//! - [`spawn`](crate::spawn()) (`spawn.rs`): resolving the program ([`resolve_program`]) and starting it,
+//!   with `clone` (`vfork.rs`), or tokio where the kernel refuses `CLONE_PIDFD`.
+//! - `leader.rs`: waiting for and reaping the module's leader, with the kernel's accounting.
 //! - `running.rs`: [`Running::wait`], the life cycle of one execution: wait, timeout, cancel, clean up.
 //! - `output.rs`: the two pipe readers: bounded tail capture and line forwarding to `tracing`.
 //! - `group.rs`: signalling, polling, reaping and killing a process group.
@@ -47,6 +49,7 @@ mod outcome;
 mod output;
 mod running;
 mod spawn;
+mod vfork;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -30,7 +30,8 @@ const EOF_AFTER_KILL: Duration = Duration::from_secs(1);
 
 /// A module that was started and not yet waited for. Dropping it kills its process group.
 pub struct Running {
-    child: Child,
+    /// tokio's handle, when the module was started by tokio (no `CLONE_PIDFD`).
+    child: Option<Child>,
     /// The leader's pid, which is also the process group id.
     pid: u32,
     started: Instant,
@@ -47,7 +48,8 @@ pub struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(child: Child, pid: u32, started: Instant, spec: &Spec, readers: Readers) -> Self {
+    pub(crate) fn new(child: Option<Child>, leader: Leader, started: Instant, spec: &Spec, readers: Readers) -> Self {
+        let pid = leader.pid();
         let pgid = Pid::from_raw(pid as i32);
         Running {
             child,
@@ -59,10 +61,7 @@ impl Running {
             marker: marker(&spec.env),
             readers,
             guard: KillOnDrop { pgid, armed: true },
-            leader: {
-                leader::note_oom_baseline();
-                Leader::new(pid)
-            },
+            leader,
         }
     }
 
@@ -78,7 +77,7 @@ impl Running {
         let pgid = self.guard.pgid;
         let deadline = self.timeout.map(|t| self.started + t);
         let decided = tokio::select! {
-            status = self.leader.wait(&mut self.child) => Ok(status),
+            status = self.leader.wait(self.child.as_mut()) => Ok(status),
             _ = sleep_until(deadline.unwrap_or(self.started)), if deadline.is_some() => Err(Ending::TimedOut),
             _ = cancel.cancelled() => Err(Ending::Canceled),
         };
@@ -121,10 +120,10 @@ impl Running {
         group::signal(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + self.kill_grace;
         let status = tokio::select! {
-            status = self.leader.wait(&mut self.child) => status,
+            status = self.leader.wait(self.child.as_mut()) => status,
             _ = sleep_until(deadline) => {
                 group::signal(pgid, Signal::SIGKILL);
-                self.leader.wait(&mut self.child).await
+                self.leader.wait(self.child.as_mut()).await
             }
         };
         // The leader is reaped now, so the rest of the group can be awaited (and reaped) too, within

@@ -9,9 +9,13 @@ use std::sync::Once;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use tokio::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::AsyncRead;
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::leader::Leader;
 use crate::{Spec, output, running::Running};
 
 /// Why a module could not be started. Each message says what to fix.
@@ -165,7 +169,51 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
     let resolved = resolve_with_path(program, &spec.cwd, path_var.as_deref())?;
 
     become_subreaper();
-    let mut cmd = Command::new(&resolved);
+    let argv: Vec<&OsStr> = spec.argv.iter().map(OsStr::new).collect();
+    let started = match spawn_cloned(&resolved, &argv, &spec).await {
+        Ok(Some(started)) => Ok(started),
+        Ok(None) => spawn_tokio(&resolved, &spec).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| io_error(explain_exec_error(e, &resolved)))?;
+    let (child, leader, stdout, stderr) = started;
+    let started = Instant::now();
+    tracing::debug!(label = %spec.log_label, pid = leader.pid(), program = %resolved.display(), "module started");
+    let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label, spec.log.clone());
+    Ok(Running::new(child, leader, started, &spec, readers))
+}
+
+/// A started module: tokio's handle (only when tokio started it), its
+/// leader, and its output pipes.
+type Started = (
+    Option<Child>,
+    Leader,
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncRead + Send + Unpin>,
+);
+
+/// Starts the module with `vfork.rs`; `Ok(None)` when the kernel cannot
+/// (no `CLONE_PIDFD`, before Linux 5.2).
+async fn spawn_cloned(resolved: &Path, argv: &[&OsStr], spec: &Spec) -> io::Result<Option<Started>> {
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let spawned = retry_busy(|| crate::vfork::spawn(resolved, argv, &spec.env, &spec.cwd)).await?;
+    let Some(s) = spawned else {
+        UNSUPPORTED.store(true, Ordering::Relaxed);
+        return Ok(None);
+    };
+    let leader = Leader::with_pidfd(s.pid, s.pidfd)?;
+    let stdout = pipe::Receiver::from_owned_fd_unchecked(s.stdout)?;
+    let stderr = pipe::Receiver::from_owned_fd_unchecked(s.stderr)?;
+    Ok(Some((None, leader, Box::new(stdout), Box::new(stderr))))
+}
+
+/// Starts the module with tokio (`posix_spawn`).
+async fn spawn_tokio(resolved: &Path, spec: &Spec) -> io::Result<Started> {
+    let program = &spec.argv[0];
+    let mut cmd = Command::new(resolved);
     cmd.arg0(program)
         .args(&spec.argv[1..])
         .current_dir(&spec.cwd)
@@ -183,25 +231,19 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
     // and kills every group carrying its `ETL_WORKER_ID`; recovery on the same
     // host kills the recorded group too if the keeper died with the worker
     // (see ARCHITECTURE.md).
-
-    let mut child = spawn_retrying(&mut cmd)
-        .await
-        .map_err(|e| io_error(explain_exec_error(e, &resolved)))?;
-    let started = Instant::now();
+    let mut child = retry_busy(|| cmd.spawn()).await?;
     let pid = child.id().expect("a child that was just spawned has not been reaped");
-    tracing::debug!(label = %spec.log_label, pid, program = %resolved.display(), "module started");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label, spec.log.clone());
-    Ok(Running::new(child, pid, started, &spec, readers))
+    Ok((Some(child), Leader::new(pid), Box::new(stdout), Box::new(stderr)))
 }
 
 /// Retries `ETXTBSY`: another thread forking at the moment a script was written still holds a
 /// writable descriptor to it until its own exec, and the kernel refuses to exec the file meanwhile.
-async fn spawn_retrying(cmd: &mut Command) -> io::Result<tokio::process::Child> {
+async fn retry_busy<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut attempt = 0;
     loop {
-        match cmd.spawn() {
+        match spawn() {
             Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) && attempt < 10 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(10 * attempt)).await;

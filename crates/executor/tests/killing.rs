@@ -184,3 +184,29 @@ async fn dropping_a_running_module_kills_its_process_group() {
     )
     .await;
 }
+
+/// A module whose `Running` was dropped is killed; its leader (our child)
+/// must not stay a zombie: a later spawn reaps it.
+#[tokio::test]
+async fn the_leader_of_a_dropped_module_is_reaped_by_a_later_spawn() {
+    let dir = TestDir::new();
+    dir.script("forever.sh", "exec sleep 300");
+    dir.script("ok.sh", "exit 0");
+    let running = spawn(dir.spec(&["./forever.sh"])).await.unwrap();
+    let pid = running.pid();
+    drop(running);
+    let start = Instant::now();
+    loop {
+        // Each spawn reaps the leaders dropped before it that have exited.
+        assert!(run(dir.spec(&["./ok.sh"])).await.succeeded());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the dropped module {pid} is still there: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

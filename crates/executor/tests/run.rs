@@ -122,3 +122,68 @@ async fn the_kernel_accounts_peak_memory_and_cpu_of_the_module_and_its_children(
         "{usage:?}"
     );
 }
+
+/// The child shares the worker's memory until it execs (`vfork.rs`), with
+/// every signal blocked: the module must still start with none blocked,
+/// and with `SIGPIPE` at its default although Rust's runtime ignores it here.
+#[tokio::test]
+async fn a_module_starts_with_no_signal_blocked_and_sigpipe_at_its_default() {
+    // A handler of this process's own, which must not reach the module either.
+    let _term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).unwrap();
+    let dir = TestDir::new();
+    // cat itself, no shell between (which would change them): its status
+    // shows what it inherited.
+    let outcome = run(dir.spec(&["/bin/cat", "/proc/self/status"])).await;
+    assert!(outcome.succeeded(), "{}", outcome.describe());
+    let mask = |name: &str| {
+        let line = outcome.stdout_tail.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{}", outcome.stdout_tail);
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_eq!(mask("SigIgn:") & bit(libc::SIGPIPE), 0, "{}", outcome.stdout_tail);
+    assert_eq!(
+        mask("SigCgt:"),
+        0,
+        "handlers do not survive exec: {}",
+        outcome.stdout_tail
+    );
+}
+
+#[tokio::test]
+async fn the_module_inherits_the_environment_with_the_spec_env_over_it() {
+    let dir = TestDir::new();
+    dir.script("env.sh", r#"echo "$HOME|$ETL_X""#);
+    let mut spec = dir.spec(&["./env.sh"]);
+    spec.env = vec![
+        ("ETL_X".into(), "first".into()),
+        ("ETL_X".into(), "last".into()),
+        ("HOME".into(), "/elsewhere".into()),
+    ];
+    assert_eq!(run(spec).await.stdout_tail, "/elsewhere|last\n");
+    let outcome = run(dir.spec(&["./env.sh"])).await;
+    assert_eq!(
+        outcome.stdout_tail,
+        format!("{}|\n", std::env::var("HOME").unwrap_or_default())
+    );
+}
+
+#[tokio::test]
+async fn a_nul_byte_in_an_argument_or_the_env_is_refused_with_what_to_fix() {
+    let dir = TestDir::new();
+    dir.script("ok.sh", "exit 0");
+    let e = spawn(dir.spec(&["./ok.sh", "a\0b"])).await.err().expect("refused");
+    let msg = format!(
+        "{e}: {}",
+        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+    );
+    assert!(msg.contains("NUL byte") && msg.contains("command"), "{msg}");
+    let mut spec = dir.spec(&["./ok.sh"]);
+    spec.env = vec![("ETL_BAD".into(), "x\0y".into())];
+    let e = spawn(spec).await.err().expect("refused");
+    let msg = format!(
+        "{e}: {}",
+        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+    );
+    assert!(msg.contains("ETL_BAD contains a NUL byte"), "{msg}");
+}
