@@ -70,6 +70,13 @@ impl Running {
         self.pid
     }
 
+    /// Whether the module was started with `clone` (`vfork.rs`) rather than
+    /// tokio's `posix_spawn` (`SCHEDULER_SPAWN=posix_spawn`, or a kernel
+    /// without `CLONE_PIDFD`).
+    pub fn started_with_clone(&self) -> bool {
+        self.child.is_none()
+    }
+
     /// Waits until the module ends, was timed out or canceled, and its process group is empty.
     ///
     /// Dropping the returned future before it completes kills the process group with SIGKILL.

@@ -9,6 +9,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::AsyncRead;
 use tokio::net::unix::pipe;
@@ -192,11 +193,29 @@ type Started = (
     Box<dyn AsyncRead + Send + Unpin>,
 );
 
+/// Whether `SCHEDULER_SPAWN=posix_spawn` asks for tokio's `posix_spawn`
+/// instead of `vfork.rs` (for a kernel or sandbox where `clone` misbehaves);
+/// read once.
+fn posix_spawn_asked() -> bool {
+    static ASKED: LazyLock<bool> = LazyLock::new(|| match std::env::var("SCHEDULER_SPAWN").as_deref() {
+        Ok("posix_spawn") => true,
+        Ok("clone") | Err(_) => false,
+        Ok(other) => {
+            tracing::warn!(
+                value = other,
+                "SCHEDULER_SPAWN is neither clone nor posix_spawn; using clone (unset it, or set one of those)"
+            );
+            false
+        }
+    });
+    *ASKED
+}
+
 /// Starts the module with `vfork.rs`; `Ok(None)` when the kernel cannot
-/// (no `CLONE_PIDFD`, before Linux 5.2).
+/// (no `CLONE_PIDFD`, before Linux 5.2) or `SCHEDULER_SPAWN` says not to.
 async fn spawn_cloned(resolved: &Path, argv: &[&OsStr], spec: &Spec) -> io::Result<Option<Started>> {
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
+    if UNSUPPORTED.load(Ordering::Relaxed) || posix_spawn_asked() {
         return Ok(None);
     }
     let spawned = retry_busy(|| crate::vfork::spawn(resolved, argv, &spec.env, &spec.cwd)).await?;

@@ -68,6 +68,7 @@ async fn pid_is_the_process_group_id() {
     // Field 5 of /proc/<pid>/stat is the process group; the command name ("sh") has no spaces.
     dir.script("pgid.sh", "cut -d' ' -f1,5 /proc/$$/stat");
     let running = spawn(dir.spec(&["./pgid.sh"])).await.unwrap();
+    assert!(running.started_with_clone(), "this kernel has CLONE_PIDFD (Linux 5.2+)");
     let pid = running.pid();
     let outcome = running.wait(CancellationToken::new()).await;
     assert_eq!(outcome.stdout_tail, format!("{pid} {pid}\n"));
