@@ -9,8 +9,8 @@
 //! while the module ran (`memory.events`), to tell an OOM kill from another
 //! SIGKILL.
 //!
-//! With `vfork.rs`, the one place with `unsafe` code: nix 0.31 wraps neither `pidfd_open` nor `wait4`, so they
-//! are called through libc, each with its SAFETY note.
+//! One of the two places with `unsafe` code (`vfork.rs` is the other): nix 0.31 wraps neither
+//! `pidfd_open` nor `wait4`, so they are called through libc, each with its SAFETY note.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -77,11 +77,7 @@ impl Leader {
         let pidfd = match unsafe { AsyncFd::register(pidfd) } {
             Ok(fd) => fd,
             Err(e) => {
-                // Not waited for: stopped, and reaped by a later spawn.
-                crate::group::signal(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                // Not waited for (the caller kills its group): reaped by a later spawn.
                 UNREAPED.lock().unwrap_or_else(|p| p.into_inner()).push(pid as i32);
                 return Err(e.into());
             }

@@ -16,6 +16,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::group::KillOnDrop;
 use crate::leader::Leader;
 use crate::{Spec, output, running::Running};
 
@@ -223,9 +224,16 @@ async fn spawn_cloned(resolved: &Path, argv: &[&OsStr], spec: &Spec) -> io::Resu
         UNSUPPORTED.store(true, Ordering::Relaxed);
         return Ok(None);
     };
+    // The module runs now: should it not be watched (a registration with
+    // tokio failing), its group is killed, and its leader reaped later.
+    let mut guard = KillOnDrop {
+        pgid: nix::unistd::Pid::from_raw(s.pid as i32),
+        armed: true,
+    };
     let leader = Leader::with_pidfd(s.pid, s.pidfd)?;
     let stdout = pipe::Receiver::from_owned_fd_unchecked(s.stdout)?;
     let stderr = pipe::Receiver::from_owned_fd_unchecked(s.stderr)?;
+    guard.armed = false;
     Ok(Some((None, leader, Box::new(stdout), Box::new(stderr))))
 }
 

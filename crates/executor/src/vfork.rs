@@ -14,7 +14,8 @@
 //! `/dev/null` is opened once, and the pidfd comes from `clone` itself.
 //! Measured (2026-11-30, embedded bench, `-c 2`, three rounds alternating):
 //! the worker's own CPU per module execution 0.744-0.754 -> 0.698-0.728 ms.
-//! `spawn.rs` falls back to tokio where the kernel refuses `CLONE_PIDFD`.
+//! `spawn.rs` falls back to tokio where the kernel refuses `CLONE_PIDFD`, or
+//! where `SCHEDULER_SPAWN=posix_spawn` asks for it.
 //!
 //! The child shares the parent's memory until it execs, so it makes system
 //! calls only (no allocation, no lock), with every signal blocked until just
@@ -68,7 +69,8 @@ thread_local! {
 
 /// Starts `path` with `argv` and `envp` in `cwd`, in a new process group,
 /// stdin on `/dev/null`, stdout and stderr on new pipes. `Ok(None)`: the
-/// kernel has no `CLONE_PIDFD` (before 5.2); use another way.
+/// kernel has no `CLONE_PIDFD` (before 5.2) or a seccomp filter refuses it;
+/// use another way.
 pub(crate) fn spawn(path: &Path, argv: &[&OsStr], env: &[(String, String)], cwd: &Path) -> io::Result<Option<Spawned>> {
     let path = cstring(path.as_os_str())?;
     let argv: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
