@@ -178,20 +178,28 @@ pub async fn spawn(spec: Spec) -> Result<Running, SpawnError> {
         Err(e) => Err(e),
     }
     .map_err(|e| io_error(explain_exec_error(e, &resolved)))?;
-    let (child, leader, stdout, stderr) = started;
-    let started = Instant::now();
+    let (child, leader, stdout, stderr, start) = started;
     tracing::debug!(label = %spec.log_label, pid = leader.pid(), program = %resolved.display(), "module started");
     let readers = output::Readers::start(stdout, stderr, spec.tail_bytes, &spec.log_label, spec.log.clone());
-    Ok(Running::new(child, leader, started, &spec, readers))
+    Ok(Running::new(child, leader, start, &spec, readers))
 }
 
 /// A started module: tokio's handle (only when tokio started it), its
-/// leader, and its output pipes.
+/// leader, its output pipes, and when its spawn began.
+///
+/// The module's wall time (and its timeout) runs from the start of the
+/// spawn that succeeded: the spawning thread sleeps while the module execs
+/// (`CLONE_VFORK`, and `posix_spawn` alike) and may then wait for a CPU
+/// while the module runs. Read after the spawn returned, the clock missed
+/// that: a 1.4 ms module recorded as 0.03 ms on a busy machine, its wall
+/// time below its own CPU time, and the dispatch overhead of the bench
+/// (a run's wall time minus its modules') grown by as much.
 type Started = (
     Option<Child>,
     Leader,
     Box<dyn AsyncRead + Send + Unpin>,
     Box<dyn AsyncRead + Send + Unpin>,
+    Instant,
 );
 
 /// Whether `SCHEDULER_SPAWN=posix_spawn` asks for tokio's `posix_spawn`
@@ -219,7 +227,7 @@ async fn spawn_cloned(resolved: &Path, argv: &[&OsStr], spec: &Spec) -> io::Resu
     if UNSUPPORTED.load(Ordering::Relaxed) || posix_spawn_asked() {
         return Ok(None);
     }
-    let spawned = retry_busy(|| crate::vfork::spawn(resolved, argv, &spec.env, &spec.cwd)).await?;
+    let (spawned, start) = retry_busy(|| crate::vfork::spawn(resolved, argv, &spec.env, &spec.cwd)).await?;
     let Some(s) = spawned else {
         UNSUPPORTED.store(true, Ordering::Relaxed);
         return Ok(None);
@@ -234,7 +242,7 @@ async fn spawn_cloned(resolved: &Path, argv: &[&OsStr], spec: &Spec) -> io::Resu
     let stdout = pipe::Receiver::from_owned_fd_unchecked(s.stdout)?;
     let stderr = pipe::Receiver::from_owned_fd_unchecked(s.stderr)?;
     guard.armed = false;
-    Ok(Some((None, leader, Box::new(stdout), Box::new(stderr))))
+    Ok(Some((None, leader, Box::new(stdout), Box::new(stderr), start)))
 }
 
 /// Starts the module with tokio (`posix_spawn`).
@@ -258,24 +266,26 @@ async fn spawn_tokio(resolved: &Path, spec: &Spec) -> io::Result<Started> {
     // and kills every group carrying its `ETL_WORKER_ID`; recovery on the same
     // host kills the recorded group too if the keeper died with the worker
     // (see ARCHITECTURE.md).
-    let mut child = retry_busy(|| cmd.spawn()).await?;
+    let (mut child, start) = retry_busy(|| cmd.spawn()).await?;
     let pid = child.id().expect("a child that was just spawned has not been reaped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    Ok((Some(child), Leader::new(pid), Box::new(stdout), Box::new(stderr)))
+    Ok((Some(child), Leader::new(pid), Box::new(stdout), Box::new(stderr), start))
 }
 
 /// Retries `ETXTBSY`: another thread forking at the moment a script was written still holds a
 /// writable descriptor to it until its own exec, and the kernel refuses to exec the file meanwhile.
-async fn retry_busy<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+/// Returns what the attempt that succeeded returned and when it began.
+async fn retry_busy<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<(T, Instant)> {
     let mut attempt = 0;
     loop {
+        let start = Instant::now();
         match spawn() {
             Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) && attempt < 10 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
             }
-            other => return other,
+            other => return other.map(|v| (v, start)),
         }
     }
 }

@@ -59,4 +59,7 @@ async fn with_posix_spawn_a_module_runs_is_accounted_and_fails_the_same_ways() {
         std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
     );
     assert!(msg.contains("#! line"), "{msg}");
+
+    // The wall time runs from the spawn's start here too.
+    common::assert_wall_time_covers_the_exec(&dir).await;
 }

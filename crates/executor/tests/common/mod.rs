@@ -109,3 +109,26 @@ pub async fn wait_for_pid_file(path: &Path) -> i32 {
 pub fn process_exists(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
+
+/// Runs a module whose exec is long (about 1.8 MB of arguments, which the
+/// kernel copies into its memory before the spawning thread resumes) and
+/// checks that its recorded wall time covers that exec: a single-threaded
+/// process cannot use more CPU than wall time.
+pub async fn assert_wall_time_covers_the_exec(dir: &TestDir) {
+    dir.script("quick.sh", "exit 0");
+    let big = "x".repeat(120 * 1024);
+    let mut argv = vec!["./quick.sh"];
+    argv.extend(std::iter::repeat_n(big.as_str(), 15));
+    for _ in 0..3 {
+        let outcome = run(dir.spec(&argv)).await;
+        assert!(outcome.succeeded(), "{}", outcome.stderr_tail);
+        let usage = outcome.usage.expect("the module's accounting (wait4 on its pidfd)");
+        let cpu = usage.user_cpu + usage.system_cpu;
+        // The accounting is in microseconds.
+        assert!(
+            outcome.duration + Duration::from_micros(100) >= cpu,
+            "recorded wall time {:?} is below the module's CPU time {cpu:?}: the clock started after the exec",
+            outcome.duration
+        );
+    }
+}
