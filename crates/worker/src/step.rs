@@ -367,7 +367,6 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed, permit: Permit) 
                     tracing::warn!(error = %e, pid, "could not record the module's pid");
                 }
             });
-            let spawned = std::time::Instant::now();
             let outcome = match watch {
                 None => running.wait(stop).await,
                 Some(watching) => watched(ctx, key, running, stop, &reason, watching).await,
@@ -375,7 +374,7 @@ async fn run_module(ctx: &Ctx, key: ExecKey, claimed: &Claimed, permit: Permit) 
             drop(ended_guard);
             // The module is reaped: its slot is free while the step records.
             drop(permit);
-            ctx.permits.ended(spawned.elapsed()).await;
+            ctx.permits.ended(outcome.duration).await;
             let (mut result, mut step) = module::judge(key, &claimed.module, &outcome, reason.get().copied());
             result.pid = Some(pid);
             if step == StepOutcome::Succeeded && w.check_output && crate::contract::is_local(&w.output) {
