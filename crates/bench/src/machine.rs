@@ -127,6 +127,9 @@ pub struct GroupTicks {
     /// The worker process alone: its threads' utime + stime, without its
     /// keeper and modules (the dispatch machinery's own CPU).
     pub worker_own: u64,
+    /// What the worker process reaped: its modules (and what they reaped),
+    /// exec included, as the kernel accounts them (cutime + cstime).
+    pub worker_reaped: u64,
     /// Every process named `postgres` (server, backends, its helpers).
     pub postgres: u64,
     pub rabbitmq: u64,
@@ -160,6 +163,7 @@ pub fn group_ticks(procs: &[ProcStat], worker: u32, bench: u32) -> GroupTicks {
             g.worker += all;
             if p.pid == worker {
                 g.worker_own += p.own;
+                g.worker_reaped += p.reaped;
             }
         } else if p.comm == "postgres" {
             g.postgres += all;
@@ -242,6 +246,13 @@ pub struct CpuPerExecution {
     /// The worker process alone, without its keeper and modules: what
     /// dispatching costs it (the part of `worker_ms` that is ours).
     pub worker_own_ms: f64,
+    /// The modules themselves (what the worker reaped, exec included), the
+    /// part of `worker_ms` a bare spawn of the same modules costs too.
+    pub modules_ms: f64,
+    /// `machine_ms` without `modules_ms`: what running them through the
+    /// scheduler cost the machine (the worker, the services, the kernel's
+    /// work outside the modules).
+    pub dispatch_ms: f64,
     /// The worker's threads' context switches per execution, voluntary
     /// (a wait) and involuntary (preempted). Unlike the times, these move
     /// little with the machine's speed, so an A/B of a change to the step's
@@ -266,6 +277,7 @@ pub fn per_execution(before: &Sample, after: &Sample, executions: u64, ticks_per
     let machine_ms = per(d(before.cpu.busy, after.cpu.busy));
     let worker_ms = per(d(b.worker, a.worker));
     let worker_own_ms = per(d(b.worker_own, a.worker_own));
+    let modules_ms = per(d(b.worker_reaped, a.worker_reaped));
     let (sb, sa) = (before.worker_switches, after.worker_switches);
     let each = |n: u64| n as f64 / executions.max(1) as f64;
     let postgres_ms = per(d(b.postgres, a.postgres));
@@ -278,6 +290,8 @@ pub fn per_execution(before: &Sample, after: &Sample, executions: u64, ticks_per
         machine_ms,
         worker_ms,
         worker_own_ms,
+        modules_ms,
+        dispatch_ms: machine_ms - modules_ms,
         worker_switches_voluntary: each(d(sb.voluntary, sa.voluntary)),
         worker_switches_involuntary: each(d(sb.involuntary, sa.involuntary)),
         postgres_ms,
@@ -526,6 +540,7 @@ mod tests {
             GroupTicks {
                 worker: 50 + 30 + 5 + 1 + 2,
                 worker_own: 50,
+                worker_reaped: 30,
                 postgres: 40 + 60 + 7,
                 rabbitmq: 80 + 1 + 3 + 1 + 2,
                 bench: 100,
@@ -540,6 +555,7 @@ mod tests {
             groups: GroupTicks {
                 worker,
                 worker_own: worker / 4,
+                worker_reaped: worker / 2,
                 postgres,
                 rabbitmq,
                 bench,
@@ -554,6 +570,8 @@ mod tests {
         assert!((c.machine_ms - 20.0).abs() < 1e-9);
         assert!((c.worker_ms - 8.0).abs() < 1e-9);
         assert!((c.worker_own_ms - 2.0).abs() < 1e-9);
+        assert!((c.modules_ms - 4.0).abs() < 1e-9);
+        assert!((c.dispatch_ms - 16.0).abs() < 1e-9);
         assert!((c.worker_switches_voluntary - 8.0).abs() < 1e-9);
         assert!((c.worker_switches_involuntary - 0.8).abs() < 1e-9);
         assert!((c.postgres_ms - 6.0).abs() < 1e-9);

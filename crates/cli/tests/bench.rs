@@ -53,6 +53,20 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
         part("worker_own_ms") >= 0.0 && part("worker_own_ms") <= part("worker_ms"),
         "{cpu}"
     );
+    // The modules it reaped are the rest of its part (the keeper's own is
+    // about 0), and the machine without them is what dispatching cost.
+    assert!(
+        part("modules_ms") >= 0.0 && part("worker_own_ms") + part("modules_ms") <= part("worker_ms") + 1e-6,
+        "{cpu}"
+    );
+    assert!(
+        (part("dispatch_ms") + part("modules_ms") - part("machine_ms")).abs() < 1e-6,
+        "{cpu}"
+    );
+    assert!(
+        stdout.contains("the modules themselves (what the worker reaped"),
+        "{stdout}"
+    );
     // Its threads waited (for the modules, the store) while they ran.
     assert!(part("worker_switches_voluntary") > 0.0, "{cpu}");
     assert!(

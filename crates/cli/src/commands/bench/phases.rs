@@ -192,6 +192,11 @@ impl Bench {
              context switches (voluntary + preempted) per module execution",
             cpu.worker_own_ms, cpu.worker_switches_voluntary, cpu.worker_switches_involuntary
         );
+        println!(
+            "  the modules themselves (what the worker reaped, exec included): {:.2} CPU-ms per execution; \
+             the machine's CPU without them, what dispatching cost: {:.2} ms",
+            cpu.modules_ms, cpu.dispatch_ms
+        );
         if cpu.unexplained_share >= 0.10 {
             println!(
                 "  ({:.0}% of the machine went to none of these: something else ran meanwhile)",
