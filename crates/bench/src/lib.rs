@@ -5,7 +5,8 @@
 //! benchmark (`scheduler bench-flood`: a module printing 50 MB under a worker
 //! against the same to `/dev/null`), what `scheduler bench` needs besides
 //! the store (`machine`: CPU and memory from `/proc`, the wait for a quiet
-//! machine; `worker`: a real `scheduler worker` process) and the SQL the
+//! machine; `disk`: the disks' writes and flushes; `worker`: a real
+//! `scheduler worker` process) and the SQL the
 //! benchmarks need beyond the store's contract (filling a database of their
 //! own, timing a set of runs, emptying it).
 //!
@@ -14,6 +15,7 @@
 //! it, and only on a database whose name says it is a benchmark's (or that
 //! the CLI's `bench` derives for itself).
 
+pub mod disk;
 pub mod fill;
 pub mod flood;
 pub mod machine;
@@ -41,5 +43,46 @@ impl BenchDb {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// The server's write-transaction and log counters now, exact and
+    /// immediate (unlike `pg_stat_database`, which a backend updates at most
+    /// once a second, or ten seconds after it goes idle): the next
+    /// transaction id (one is given to each transaction that writes, read
+    /// without taking one) and the log's position in bytes. Cluster-wide.
+    pub async fn write_counters(&self) -> sqlx::Result<PgCounters> {
+        let (next_xid, wal_bytes): (i64, i64) = sqlx::query_as(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PgCounters { next_xid, wal_bytes })
+    }
+}
+
+/// See [`BenchDb::write_counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgCounters {
+    pub next_xid: i64,
+    pub wal_bytes: i64,
+}
+
+/// PostgreSQL's writes per module execution between two readings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PgPerExecution {
+    /// Transactions that wrote (each one commits, and a synchronous commit
+    /// waits for its log flush).
+    pub write_transactions: f64,
+    pub wal_kib: f64,
+}
+
+impl PgCounters {
+    pub fn per_execution(self, later: PgCounters, executions: u64) -> PgPerExecution {
+        let n = executions.max(1) as f64;
+        PgPerExecution {
+            write_transactions: (later.next_xid - self.next_xid).max(0) as f64 / n,
+            wal_kib: (later.wal_bytes - self.wal_bytes).max(0) as f64 / 1024.0 / n,
+        }
     }
 }

@@ -73,6 +73,30 @@ fn bench_runs_a_real_worker_and_writes_every_figure() {
         stdout.contains("context switches (voluntary + preempted) per module execution"),
         "{stdout}"
     );
+    // The disks' work over the phase: present, and whole numbers over 8
+    // executions (a flush count the kernel does not keep is null).
+    let disk = &r["throughput"]["disk_per_execution"];
+    let written = disk["written_kib"].as_f64().unwrap();
+    assert!(written >= 0.0 && (written * 8.0 * 2.0).fract() == 0.0, "{disk}");
+    assert!(
+        disk["flushes"].is_null() || disk["flushes"].as_f64().unwrap() >= 0.0,
+        "{disk}"
+    );
+    assert!(
+        stdout.contains("cache flushes (fsyncs that reached a disk)"),
+        "{stdout}"
+    );
+    let pg = &r["throughput"]["postgres_per_execution"];
+    if embedded_mode() {
+        assert!(pg.is_null(), "{pg}");
+    } else {
+        // Every execution's record is at least one transaction that wrote
+        // (its close); a run's start and its producer's insert add more.
+        let tx = pg["write_transactions"].as_f64().unwrap();
+        assert!((1.0..=6.0).contains(&tx), "{pg}");
+        assert!(pg["wal_kib"].as_f64().unwrap() > 0.5, "{pg}");
+        assert!(stdout.contains("write transactions (each its own commit)"), "{stdout}");
+    }
     // A real process beside the bench, and its keeper beside it.
     assert!(r["worker"]["worker_peak_rss_kib"].as_u64().unwrap() > 1024, "{r}");
     assert!(r["worker"]["keeper_peak_rss_kib"].as_u64().unwrap() > 0, "{r}");

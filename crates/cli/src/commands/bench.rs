@@ -162,6 +162,7 @@ async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Resu
         transport: opened.transport,
         queue: queue.clone(),
         steps: a.steps,
+        pg: opened.pg,
     };
     let phases = bench.phases(a, &worker, serial, parallel).await;
     // Whatever happened: the worker drains and ends before we go.
@@ -172,6 +173,9 @@ async fn run(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path) -> anyhow::Resu
         broker.close().await;
     }
     bench.store.close().await;
+    if let Some(pg) = &bench.pg {
+        pg.close().await;
+    }
     let (latency, throughput, rss) = phases.with_context(|| format!("the worker's log: {}", log.display()))?;
     stopped?;
     Ok(Report {
@@ -216,6 +220,8 @@ struct Opened {
     store: Arc<dyn Store>,
     transport: Arc<dyn Transport>,
     broker: Option<Broker>,
+    /// The bench's own database (distributed mode), for PostgreSQL's write counters.
+    pg: Option<BenchDb>,
     worker_args: Vec<OsString>,
     worker_env: Vec<(OsString, OsString)>,
     /// Where the runs go, for the output.
@@ -246,6 +252,7 @@ async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -
                 store: Arc::new(store),
                 transport: Arc::new(queue),
                 broker: None,
+                pg: None,
                 worker_args,
                 worker_env: vec![("DATABASE_URL".into(), format!("sqlite://{}", path.display()).into())],
                 // Not the project's store (what `mode.describe()` names): its own file.
@@ -261,7 +268,6 @@ async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -
             let tracker = Tracker::open(&db).await.context("opening the bench database")?;
             let bench_db = BenchDb::connect(&db.url).await?;
             bench_db.erase_everything().await?;
-            bench_db.close().await;
             let broker = Broker::connect(
                 &BrokerConfig {
                     url: amqp_url.clone(),
@@ -289,6 +295,7 @@ async fn open(g: &Global, a: &BenchArgs, mode: &Mode, dir: &Path, queue: &str) -
                 store: Arc::new(tracker),
                 transport: Arc::new(broker.clone()),
                 broker: Some(broker),
+                pg: Some(bench_db),
                 worker_args,
                 worker_env: vec![
                     ("DATABASE_URL".into(), db.url.clone().into()),

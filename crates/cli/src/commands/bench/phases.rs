@@ -5,6 +5,8 @@
 
 use super::report::{Latency, Pcts, Throughput};
 use super::{BenchArgs, cores, quiet_before};
+use scheduler_bench::BenchDb;
+use scheduler_bench::disk::{self, DiskIo};
 use scheduler_bench::machine::{self, Quiet, Sample};
 use scheduler_bench::worker::{PeakRss, WorkerProcess};
 use scheduler_broker::Transport;
@@ -21,6 +23,9 @@ pub(super) struct Bench {
     pub transport: Arc<dyn Transport>,
     pub queue: String,
     pub steps: u32,
+    /// The bench's own database (distributed mode): PostgreSQL's write
+    /// transactions and log bytes over the throughput phase.
+    pub pg: Option<BenchDb>,
 }
 
 impl Bench {
@@ -135,13 +140,19 @@ impl Bench {
     async fn throughput(&self, runs: u32, serial: f64, parallel: f64, worker: u32) -> anyhow::Result<Throughput> {
         let ticks = machine::clk_tck();
         let before = Sample::take(worker)?;
+        let disk_before = DiskIo::read();
+        let pg_before = self.pg_counters().await?;
         let t0 = chrono::Utc::now();
         let clock = Instant::now();
         let ids = self.start_at_once(runs).await?;
         wait_all(&*self.store, &ids, Duration::from_millis(50)).await?;
         let after = Sample::take(worker)?;
+        let disk_after = DiskIo::read();
+        let pg_after = self.pg_counters().await?;
         let seen = clock.elapsed().as_secs_f64();
         let executions = u64::from(runs) * u64::from(self.steps);
+        let disk = disk::per_execution(disk_before, disk_after, executions);
+        let postgres = pg_before.zip(pg_after).map(|(b, a)| b.per_execution(a, executions));
         let m = measure(&*self.store, &ids, self.steps).await?;
         // The last recorded end, as the Celery reference counts; what we
         // saw by polling if the clocks disagree.
@@ -161,6 +172,8 @@ impl Bench {
             overhead_per_step: Pcts::of(&m.overhead),
             first_module: Pcts::of(&m.first),
             cpu_per_execution: cpu,
+            disk_per_execution: disk,
+            postgres_per_execution: postgres,
         };
         println!("\nthroughput phase: {runs} runs started at once");
         println!("  {executions} module executions in {wall_s:.2}s = {rate:.0} executions/s");
@@ -197,6 +210,20 @@ impl Bench {
              the machine's CPU without them, what dispatching cost: {:.2} ms",
             cpu.modules_ms, cpu.dispatch_ms
         );
+        println!(
+            "  the disks (whole machine, /proc/diskstats), per module execution: {} cache flushes (fsyncs that \
+             reached a disk), {:.1} write requests, {:.1} KiB written",
+            disk.flushes
+                .map_or_else(|| "n/a (kernel before 5.5)".to_string(), |f| format!("{f:.2}")),
+            disk.write_requests,
+            disk.written_kib
+        );
+        if let Some(pg) = postgres {
+            println!(
+                "  PostgreSQL, per module execution: {:.2} write transactions (each its own commit), {:.2} KiB of WAL",
+                pg.write_transactions, pg.wal_kib
+            );
+        }
         if cpu.unexplained_share >= 0.10 {
             println!(
                 "  ({:.0}% of the machine went to none of these: something else ran meanwhile)",
@@ -204,6 +231,15 @@ impl Bench {
             );
         }
         Ok(thr)
+    }
+}
+
+impl Bench {
+    async fn pg_counters(&self) -> anyhow::Result<Option<scheduler_bench::PgCounters>> {
+        Ok(match &self.pg {
+            Some(db) => Some(db.write_counters().await?),
+            None => None,
+        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! What `scheduler bench` measured, as `--json` writes it.
 
+use scheduler_bench::PgPerExecution;
+use scheduler_bench::disk::DiskPerExecution;
 use scheduler_bench::machine::{CpuPerExecution, Quiet};
 use scheduler_bench::stats::percentile;
 use serde::Serialize;
@@ -102,6 +104,10 @@ pub struct Throughput {
     /// Whole machine, from just before the first start until every run was
     /// seen finished.
     pub cpu_per_execution: CpuPerExecution,
+    /// The machine's disks over the same interval: flushes, writes.
+    pub disk_per_execution: DiskPerExecution,
+    /// PostgreSQL's write transactions and log (distributed mode).
+    pub postgres_per_execution: Option<PgPerExecution>,
 }
 
 #[derive(Debug, Serialize)]
