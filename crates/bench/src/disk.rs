@@ -27,12 +27,14 @@ pub struct DiskIo {
 /// `major minor name` and then the counters: reads, reads merged, sectors
 /// read, ms reading, writes, writes merged, sectors written, ms writing, in
 /// progress, ms doing I/O, weighted ms, then (4.18+) four for discards and
-/// (5.5+) flushes and ms flushing.
-pub fn parse_diskstats(text: &str, counts: impl Fn(&str) -> bool) -> DiskIo {
+/// (5.5+) flushes and ms flushing. `None` when no line counts: no figure
+/// rather than zeros.
+pub fn parse_diskstats(text: &str, counts: impl Fn(&str) -> bool) -> Option<DiskIo> {
     let mut io = DiskIo {
         flushes: Some(0),
         ..DiskIo::default()
     };
+    let mut disks = 0;
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (Some(name), Some(counters)) = (fields.get(2), fields.get(3..)) else {
@@ -45,6 +47,7 @@ pub fn parse_diskstats(text: &str, counts: impl Fn(&str) -> bool) -> DiskIo {
         let (Some(writes), Some(sectors)) = (n(4), n(6)) else {
             continue;
         };
+        disks += 1;
         io.writes += writes;
         io.sectors_written += sectors;
         io.flushes = match (io.flushes, n(15)) {
@@ -52,7 +55,7 @@ pub fn parse_diskstats(text: &str, counts: impl Fn(&str) -> bool) -> DiskIo {
             _ => None,
         };
     }
-    io
+    (disks > 0).then_some(io)
 }
 
 /// Whether `name` (as `/proc/diskstats` names it) is a whole physical disk.
@@ -61,11 +64,10 @@ fn physical_disk(name: &str) -> bool {
 }
 
 impl DiskIo {
-    /// The physical disks' counters now (zeros if `/proc/diskstats` cannot be read).
-    pub fn read() -> DiskIo {
-        std::fs::read_to_string("/proc/diskstats")
-            .map(|t| parse_diskstats(&t, physical_disk))
-            .unwrap_or_default()
+    /// The physical disks' counters now; `None` if `/proc/diskstats`
+    /// cannot be read or names no physical disk (a container may see none).
+    pub fn read() -> Option<DiskIo> {
+        parse_diskstats(&std::fs::read_to_string("/proc/diskstats").ok()?, physical_disk)
     }
 }
 
@@ -106,11 +108,11 @@ mod tests {
         let io = parse_diskstats(STATS, |n| n == "vda" || n == "vdb");
         assert_eq!(
             io,
-            DiskIo {
+            Some(DiskIo {
                 writes: 1_170_390 + 20,
                 sectors_written: 34_022_224 + 400,
                 flushes: Some(483_795 + 7),
-            }
+            })
         );
     }
 
@@ -118,7 +120,7 @@ mod tests {
     fn an_older_kernel_counts_no_flushes() {
         // 4.18 to 5.4: discards, no flushes.
         let old = " 8 0 sda 1 0 8 0 3 0 24 0 0 0 0 0 0 0 0\n";
-        let io = parse_diskstats(old, |_| true);
+        let io = parse_diskstats(old, |_| true).unwrap();
         assert_eq!((io.writes, io.sectors_written, io.flushes), (3, 24, None));
         let p = per_execution(io, io, 1);
         assert_eq!(p.flushes, None);
@@ -144,7 +146,15 @@ mod tests {
 
     #[test]
     fn a_line_it_cannot_read_is_skipped() {
-        let io = parse_diskstats("garbage\n 254 0 vda x y\n", |_| true);
-        assert_eq!(io.writes, 0);
+        let io = parse_diskstats("garbage\n 254 0 vda x y\n 254 16 vdb 0 0 0 0 5 0 40 0 0 0 0\n", |_| {
+            true
+        });
+        assert_eq!(io.map(|d| (d.writes, d.sectors_written)), Some((5, 40)));
+    }
+
+    #[test]
+    fn no_disk_that_counts_is_no_figure_not_zeros() {
+        assert_eq!(parse_diskstats(STATS, |n| n == "sda"), None);
+        assert_eq!(parse_diskstats("", |_| true), None);
     }
 }

@@ -136,6 +136,14 @@ impl Bench {
         Ok(lat)
     }
 
+    /// PostgreSQL's write counters now (distributed mode).
+    async fn pg_counters(&self) -> anyhow::Result<Option<scheduler_bench::PgCounters>> {
+        Ok(match &self.pg {
+            Some(db) => Some(db.write_counters().await?),
+            None => None,
+        })
+    }
+
     /// Every run started at once.
     async fn throughput(&self, runs: u32, serial: f64, parallel: f64, worker: u32) -> anyhow::Result<Throughput> {
         let ticks = machine::clk_tck();
@@ -151,7 +159,9 @@ impl Bench {
         let pg_after = self.pg_counters().await?;
         let seen = clock.elapsed().as_secs_f64();
         let executions = u64::from(runs) * u64::from(self.steps);
-        let disk = disk::per_execution(disk_before, disk_after, executions);
+        let disk = disk_before
+            .zip(disk_after)
+            .map(|(b, a)| disk::per_execution(b, a, executions));
         let postgres = pg_before.zip(pg_after).map(|(b, a)| b.per_execution(a, executions));
         let m = measure(&*self.store, &ids, self.steps).await?;
         // The last recorded end, as the Celery reference counts; what we
@@ -210,14 +220,17 @@ impl Bench {
              the machine's CPU without them, what dispatching cost: {:.2} ms",
             cpu.modules_ms, cpu.dispatch_ms
         );
-        println!(
-            "  the disks (whole machine, /proc/diskstats), per module execution: {} cache flushes (fsyncs that \
-             reached a disk), {:.1} write requests, {:.1} KiB written",
-            disk.flushes
-                .map_or_else(|| "n/a (kernel before 5.5)".to_string(), |f| format!("{f:.2}")),
-            disk.write_requests,
-            disk.written_kib
-        );
+        match disk {
+            Some(disk) => println!(
+                "  the disks (whole machine, /proc/diskstats), per module execution: {} cache flushes (fsyncs that \
+                 reached a disk), {:.1} write requests, {:.1} KiB written",
+                disk.flushes
+                    .map_or_else(|| "n/a (kernel before 5.5)".to_string(), |f| format!("{f:.2}")),
+                disk.write_requests,
+                disk.written_kib
+            ),
+            None => println!("  the disks: n/a (/proc/diskstats names no physical disk here)"),
+        }
         if let Some(pg) = postgres {
             println!(
                 "  PostgreSQL, per module execution: {:.2} write transactions (each its own commit), {:.2} KiB of WAL",
@@ -231,15 +244,6 @@ impl Bench {
             );
         }
         Ok(thr)
-    }
-}
-
-impl Bench {
-    async fn pg_counters(&self) -> anyhow::Result<Option<scheduler_bench::PgCounters>> {
-        Ok(match &self.pg {
-            Some(db) => Some(db.write_counters().await?),
-            None => None,
-        })
     }
 }
 

@@ -104,8 +104,9 @@ pub struct Throughput {
     /// Whole machine, from just before the first start until every run was
     /// seen finished.
     pub cpu_per_execution: CpuPerExecution,
-    /// The machine's disks over the same interval: flushes, writes.
-    pub disk_per_execution: DiskPerExecution,
+    /// The machine's disks over the same interval: flushes, writes (`None`:
+    /// no physical disk in `/proc/diskstats`).
+    pub disk_per_execution: Option<DiskPerExecution>,
     /// PostgreSQL's write transactions and log (distributed mode).
     pub postgres_per_execution: Option<PgPerExecution>,
 }
