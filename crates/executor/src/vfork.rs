@@ -79,9 +79,10 @@ pub(crate) fn spawn(path: &Path, argv: &[&OsStr], env: &[(String, String)], cwd:
     let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
     let envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
     let stdin = dev_null()?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (report_r, report_w) = pipe()?;
+    let (out_r, out_w) = pipe(0)?;
+    let (err_r, err_w) = pipe(0)?;
+    // Non-blocking: see `read_report`.
+    let (report_r, report_w) = pipe(libc::O_NONBLOCK)?;
     let reset = handled_signals();
     let args = ChildArgs {
         path: path.as_ptr(),
@@ -178,7 +179,18 @@ impl Stage {
 }
 
 /// What the child wrote before it exited, if it failed: `None` when the
-/// pipe closed empty (at its exec).
+/// pipe is empty, which means the child went past the point where `execve`
+/// can no longer return.
+///
+/// The read does not wait. This thread resumes (`CLONE_VFORK`) either when
+/// the child exits, having written its report first, or when its `execve`
+/// replaces its memory, after which `execve` cannot fail back to the child.
+/// The kernel wakes this thread there, before the child closes its
+/// close-on-exec descriptors, so a blocking read found the pipe still open
+/// and slept until it closed: a sleep and a wake-up of this runtime thread
+/// at 40-50 % of the spawns (`sched_switch` trace, embedded bench, `-c 16`).
+/// A concurrent spawn's child, forked from another thread before this
+/// pipe's write end was closed, holds it open too, until its own exec.
 fn read_report(report: &OwnedFd) -> Option<(Stage, i32)> {
     let mut buf = [0u8; 5];
     let n = loop {
@@ -188,6 +200,7 @@ fn read_report(report: &OwnedFd) -> Option<(Stage, i32)> {
             break n;
         }
     };
+    // `EAGAIN`: empty and still open (the child is in its exec): no report.
     if n != 5 {
         return None;
     }
@@ -270,11 +283,11 @@ fn environment(env: &[(String, String)]) -> io::Result<Vec<CString>> {
     Ok(out)
 }
 
-/// A pipe, both ends close-on-exec.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec, with `flags` (`O_NONBLOCK`) on both.
+fn pipe(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two new descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both were just returned to us.

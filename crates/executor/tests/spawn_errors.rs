@@ -102,3 +102,44 @@ async fn script_with_a_missing_interpreter_says_to_check_its_shebang() {
         "{err:?}"
     );
 }
+
+/// The spawning thread reads the child's failure report without waiting
+/// (`vfork.rs`): it must still find every report, with other spawns racing
+/// it on other threads (whose children inherit its pipe until they exec).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_racing_other_spawns_on_other_threads_are_each_reported() {
+    let dir = std::sync::Arc::new(TestDir::new());
+    let bad = dir.file("bad.sh", "#!/no/such/interpreter\n");
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir.script("ok.sh", "exit 0");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let dir = dir.clone();
+        tasks.push(tokio::spawn(async move {
+            let failing = i % 2 == 0;
+            let spec = dir.spec(&[if failing { "./bad.sh" } else { "./ok.sh" }]);
+            match scheduler_executor::spawn(spec).await {
+                Ok(running) => {
+                    assert!(running.started_with_clone(), "the clone path is the one under test");
+                    let outcome = running.wait(tokio_util::sync::CancellationToken::new()).await;
+                    (failing, Some(outcome.exit_code))
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(&e, SpawnError::Io { source, .. } if source.to_string().contains("#! line")),
+                        "{e:?}"
+                    );
+                    (failing, None)
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let (failing, exit) = task.await.unwrap();
+        if failing {
+            assert_eq!(exit, None, "a failed exec was taken for a started module");
+        } else {
+            assert_eq!(exit, Some(Some(0)), "a started module");
+        }
+    }
+}
